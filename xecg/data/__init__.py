@@ -1,1 +1,1 @@
-"""Data layer: readers for the CPSC layouts, the prepared store, splits, synthetic data, DataModule."""
+"""Data layer: CPSC readers, the prepared store, splits, synthetic data and the DataModule."""

@@ -3,9 +3,9 @@
 Layout of ``STORE/``::
 
     meta.json      format version, sampling rate, sample count, source fingerprint, summary
-    signals.f32    float32 samples, shape (total_samples, 12), C order: a record is one contiguous
-                   block, so a training window is a single sequential read
-    records.csv    record,labels,length,fs,age,sex,source,offset  (labels: class names joined by ';')
+    signals.f32    float32 samples, shape (total_samples, 12), C order: a record is one
+                   contiguous block, so a training window is a single sequential read
+    records.csv    record,labels,length,fs,age,sex,source,offset (labels: names joined by ';')
     moments.npy    float64 (records, 2, 12): per-lead sum and sum of squares of each record, so
                    normalisation statistics of any split cost O(records), not a pass over the data
     evidence.csv   record,label,start,end: where a label shows (synthetic data; empty otherwise)
@@ -83,12 +83,14 @@ class StoreWriter:
         """Append one record (signal ``12 x N`` float32 mV, already at the store's rate)."""
         sig = np.asarray(record.signal, dtype=np.float32)
         if sig.ndim != 2 or sig.shape[0] != NUM_LEADS:
-            raise ValueError(f"{record.source or record.id}: signal must be 12 x N, got {sig.shape}")
+            raise ValueError(
+                f"{record.source or record.id}: signal must be 12 x N, got {sig.shape}")
         # Samples x leads on disk: one contiguous block per record.
         block = np.ascontiguousarray(sig.T)
         self._signals.write(block.tobytes())
         s64 = block.astype(np.float64)
-        self._moments.append(np.stack([s64.sum(0), np.square(s64).sum(0)]))
+        # einsum: 2-3x faster than sum/square here, and these sums dominate prepare's time.
+        self._moments.append(np.stack([np.einsum("ij->j", s64), np.einsum("ij,ij->j", s64, s64)]))
         self._rows.append({
             "record": record.id,
             "labels": ";".join(record.label_names),
@@ -134,6 +136,7 @@ class StoreWriter:
             return
         try:
             self._write_tables()
+            os.chmod(self._tmp, 0o755)  # mkdtemp makes it private; a store is shared data
             _replace_dir(self._tmp, self.out)
         except BaseException:
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -209,7 +212,8 @@ class Store:
         self.offsets = np.array([int(r["offset"]) for r in self.rows], dtype=np.int64)
         n = int(self.meta["num_samples"])
         self.signals = (np.memmap(self.path / "signals.f32", dtype=np.float32, mode="r",
-                                  shape=(n, NUM_LEADS)) if n else np.zeros((0, NUM_LEADS), np.float32))
+                                  shape=(n, NUM_LEADS))
+                        if n else np.zeros((0, NUM_LEADS), np.float32))
         self.moments = np.load(self.path / "moments.npy")
 
     def __len__(self) -> int:

@@ -1,0 +1,332 @@
+"""CPSCDataModule: batch contract per length policy, masks, normalisation from the training split,
+determinism, crop evaluation windows, checkpoint state and a Lightning run."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from xecg.classes import NUM_CLASSES, NUM_LEADS
+from xecg.data.datamodule import CPSCDataModule, average_by_group
+from xecg.data.record import Record
+from xecg.data.splits import load_split, make_split, save_split
+from xecg.data.store import Store, StoreWriter
+
+N_RECORDS = 64
+LENGTHS = (700, 1500, 2000, 2001, 2600, 4000, 6100)
+
+
+def make_records(seed: int = 0) -> list[Record]:
+    """Random records of varied lengths; leads with distinct offsets and scales; some multilabel."""
+    rng = np.random.default_rng(seed)
+    offset = np.arange(NUM_LEADS, dtype=np.float32)[:, None]
+    scale = np.linspace(0.5, 3.0, NUM_LEADS, dtype=np.float32)[:, None]
+    records = []
+    for i in range(N_RECORDS):
+        n = int(rng.choice(LENGTHS))
+        labels = np.zeros(NUM_CLASSES, np.float32)
+        labels[rng.choice(NUM_CLASSES, size=2 if i % 5 == 0 else 1, replace=False)] = 1.0
+        signal = offset + scale * rng.standard_normal((NUM_LEADS, n), dtype=np.float32)
+        records.append(Record(id=f"R{i:03d}", signal=signal, fs=500.0, labels=labels))
+    return records
+
+
+def write(path, records) -> str:
+    with StoreWriter(path, fs=500.0) as w:
+        for r in records:
+            w.add(r)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def records() -> list[Record]:
+    return make_records()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, records) -> str:
+    return write(tmp_path_factory.mktemp("dm") / "store", records)
+
+
+def normalised(dm: CPSCDataModule, record: Record) -> np.ndarray:
+    return (record.signal - dm.mean[:, None]) / dm.std[:, None]
+
+
+def batches(dm: CPSCDataModule, split: str = "train", epoch: int = 0) -> list[dict]:
+    loader = {"train": dm.train_dataloader, "val": dm.val_dataloader,
+              "test": dm.test_dataloader}[split]()
+    loader.sampler.set_epoch(epoch)
+    return list(loader)
+
+
+def test_auto_split_is_the_protocol_split_and_is_kept(store):
+    dm = CPSCDataModule(store, policy="pad", length=2000)
+    dm.setup()
+    path = dm.split_path
+    assert path.parent == Store(store).path / "splits" and path.is_file()
+    expected = make_split(store, "paper")
+    assert {k: load_split(path)[k] for k in ("train", "val", "test")} == \
+        {k: expected[k] for k in ("train", "val", "test")}
+    assert sorted(dm.indices["test"].tolist()) == \
+        sorted(Store(store).indices(expected["test"]).tolist())
+
+
+@pytest.mark.parametrize("policy", ["pad", "crop", "bucket"])
+def test_batch_contract(store, policy):
+    dm = CPSCDataModule(store, policy=policy, length=2000, batch_size=8, eval_batch_size=5)
+    dm.setup()
+    labels = Store(store).labels
+    for split in ("train", "val", "test"):
+        seen = []
+        for b in batches(dm, split):
+            B = len(b["index"])
+            W = len(b["group"]) if "group" in b else B
+            assert ("group" in b) == (policy == "crop" and split != "train")
+            assert b["index"].dtype == torch.int64 and b["x"].dtype == torch.float32
+            assert b["y"].dtype == torch.float32 and b["mask"].dtype == torch.bool
+            T = b["x"].shape[-1]
+            assert b["x"].shape == (W, NUM_LEADS, T) and b["mask"].shape == (W, T)
+            assert b["y"].shape == (B, NUM_CLASSES)
+            assert torch.equal(b["y"], torch.from_numpy(labels[b["index"].numpy()]))
+            if policy != "bucket":
+                assert T == 2000
+            seen += b["index"].tolist()
+        assert sorted(seen) == sorted(dm.indices[split].tolist())  # every record exactly once
+
+
+def test_pad_masks_and_values(store, records):
+    dm = CPSCDataModule(store, policy="pad", length=2600, batch_size=16)
+    dm.setup()
+    for b in batches(dm, "train"):
+        for row, i in enumerate(b["index"].tolist()):
+            r, x, mask = records[i], b["x"][row].numpy(), b["mask"][row].numpy()
+            n = min(r.length, 2600)
+            assert mask.tolist() == [False] * (2600 - n) + [True] * n  # zeros at the start
+            np.testing.assert_allclose(x[:, mask], normalised(dm, r)[:, :n], rtol=1e-5,
+                                       atol=1e-5)
+            assert np.all(x[:, ~mask] == 0.0)  # padding is 0 after normalisation
+
+
+def test_crop_training_windows_are_record_slices(store, records):
+    dm = CPSCDataModule(store, policy="crop", length=2000, batch_size=16, seed=3)
+    dm.setup()
+    starts = []
+    for b in batches(dm, "train"):
+        for row, i in enumerate(b["index"].tolist()):
+            r, x, mask = records[i], b["x"][row].numpy(), b["mask"][row].numpy()
+            ref = normalised(dm, r)
+            if r.length < 2000:
+                assert mask.tolist() == [False] * (2000 - r.length) + [True] * r.length
+                assert np.all(x[:, ~mask] == 0.0)
+                np.testing.assert_allclose(x[:, mask], ref, rtol=1e-5, atol=1e-5)
+                continue
+            assert mask.all()
+            if r.length == 2000:
+                continue
+            s = int(np.argmin(np.abs(ref[0] - x[0, 0])))  # random samples: the start is unique
+            np.testing.assert_allclose(x, ref[:, s:s + 2000], rtol=1e-5, atol=1e-5)
+            starts.append(s / (r.length - 2000))
+    assert 0.2 < np.mean(starts) < 0.8  # windows are spread over the records
+
+
+def test_crop_evaluation_windows_cover_every_record(store, records):
+    L_ = 2000
+    dm = CPSCDataModule(store, policy="crop", length=L_, eval_batch_size=6)
+    dm.setup()
+    for b in batches(dm, "test"):
+        group = b["group"].numpy()
+        assert np.all(np.diff(group) >= 0)
+        for row, i in enumerate(b["index"].tolist()):
+            r = records[i]
+            ref = normalised(dm, r)
+            windows, masks = b["x"][group == row].numpy(), b["mask"][group == row].numpy()
+            assert len(windows) == max(1, math.ceil(r.length / L_))
+            if r.length < L_:
+                np.testing.assert_allclose(windows[0][:, masks[0]], ref, rtol=1e-5, atol=1e-5)
+                assert masks[0].sum() == r.length and not masks[0][0]
+                continue
+            covered = np.zeros(r.length, bool)
+            for k, w in enumerate(windows):
+                s = min(k * L_, r.length - L_)  # last window ends with the record
+                np.testing.assert_allclose(w, ref[:, s:s + L_], rtol=1e-5, atol=1e-5)
+                covered[s:s + L_] = True
+            assert covered.all() and masks.all()
+
+
+def test_average_by_group_by_hand():
+    values = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [0.0, 9.0]])
+    group = torch.tensor([0, 0, 1, 2])
+    expected = torch.tensor([[2.0, 3.0], [5.0, 6.0], [0.0, 9.0]])
+    assert torch.equal(average_by_group(values, group, 3), expected)
+    assert torch.equal(average_by_group(torch.tensor([1.0, 3.0, 7.0]), torch.tensor([1, 1, 0]), 2),
+                       torch.tensor([7.0, 2.0]))
+
+
+def test_bucket_batches_are_similar_lengths_padded_at_the_end(store, records):
+    m = 243
+    dm = CPSCDataModule(store, policy="bucket", batch_size=8, bucket_multiple=m, seed=1)
+    dm.setup()
+    for split in ("train", "test"):
+        ranges = []
+        for b in batches(dm, split):
+            n = np.array([records[i].length for i in b["index"].tolist()])
+            T = b["x"].shape[-1]
+            assert T % m == 0 and T - m < n.max() <= T
+            for row, k in enumerate(n):
+                assert b["mask"][row].tolist() == [True] * k + [False] * (T - k)
+                assert torch.all(b["x"][row, :, k:] == 0)
+            ranges.append((n.min(), n.max()))
+        # Both splits fit in one sorting chunk, so batches hold consecutive lengths.
+        ranges.sort()
+        assert all(hi <= lo for (_, hi), (lo, _) in zip(ranges, ranges[1:])), ranges
+    shuffled = [b["index"].tolist() for b in batches(dm, "train", epoch=0)]
+    assert shuffled != [b["index"].tolist() for b in batches(dm, "train", epoch=1)]
+
+
+def test_statistics_come_from_the_training_split_only(tmp_path, store, records):
+    dm = CPSCDataModule(store, policy="crop", length=2000)
+    dm.setup()
+    train = np.concatenate([records[i].signal for i in dm.indices["train"]], axis=1)
+    np.testing.assert_allclose(dm.mean, train.mean(1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dm.std, train.std(1), rtol=1e-4)
+    split = tmp_path / "split.json"
+    save_split(load_split(dm.split_path), split)
+
+    def stats_after_changing(i: int) -> tuple[np.ndarray, np.ndarray]:
+        changed = list(records)
+        changed[i] = Record(id=records[i].id, signal=records[i].signal * 5 + 40, fs=500.0,
+                            labels=records[i].labels)
+        other = CPSCDataModule(write(tmp_path / f"s{i}", changed), split=str(split))
+        other.setup()
+        return other.mean, other.std
+
+    for i in dm.indices["test"][:1].tolist() + dm.indices["val"][:1].tolist():
+        mean, std = stats_after_changing(i)
+        assert np.array_equal(mean, dm.mean) and np.array_equal(std, dm.std)
+    mean, _ = stats_after_changing(int(dm.indices["train"][0]))
+    assert not np.allclose(mean, dm.mean)
+
+
+def test_same_seed_same_batches_other_seed_other_crops(store, monkeypatch):
+    def train_x(seed, epoch=0, **kw):
+        dm = CPSCDataModule(store, policy="crop", length=1500, batch_size=16, seed=seed, **kw)
+        dm.setup()
+        return [(b["index"], b["x"]) for b in batches(dm, "train", epoch)]
+
+    def same(a, b):
+        return all(torch.equal(i, j) and torch.equal(x, y) for (i, x), (j, y) in zip(a, b))
+
+    a = train_x(0)
+    assert same(a, train_x(0))
+    assert not same(a, train_x(1))
+    assert not same(a, train_x(0, epoch=1))
+    monkeypatch.setenv("PL_GLOBAL_SEED", "0")  # restored after the test
+    L.seed_everything(7)
+    assert same(train_x(None), train_x(7))  # seed_everything's seed by default
+
+
+def test_workers_do_not_change_batches(store):
+    def train(workers):
+        dm = CPSCDataModule(store, policy="crop", length=1500, batch_size=24, seed=2,
+                            num_workers=workers)
+        dm.setup()
+        return [b["x"] for b in batches(dm, "train", epoch=1)]
+
+    assert all(torch.equal(a, b) for a, b in zip(train(0), train(2)))
+
+
+def test_state_dict_carries_training_statistics(tmp_path, store, records):
+    dm = CPSCDataModule(store)
+    dm.setup()
+    state = dm.state_dict()
+    other_store = write(tmp_path / "other", [
+        Record(id=r.id, signal=r.signal * 2 - 1, fs=500.0, labels=r.labels) for r in records])
+    for restore_first in (True, False):
+        other = CPSCDataModule(other_store, split=str(dm.split_path))
+        if restore_first:
+            other.load_state_dict(state)
+        other.setup()
+        other.load_state_dict(state)
+        assert np.array_equal(other.mean, dm.mean) and np.array_equal(other.std, dm.std)
+
+
+def test_example_indices_prefer_multilabel(store, records):
+    dm = CPSCDataModule(store)
+    dm.setup()
+    picked = dm.example_indices("fit", 6)
+    assert len(set(picked.tolist())) == 6 and set(picked) <= set(dm.indices["train"])
+    multi = [records[i].labels.sum() >= 2 for i in picked]
+    n_multi = sum(records[i].labels.sum() >= 2 for i in dm.indices["train"])
+    assert all(multi[:min(6, n_multi)])
+    assert np.array_equal(picked, dm.example_indices("train", 6))
+    with pytest.raises(ValueError, match="stage"):
+        dm.example_indices("nope", 2)
+
+
+def test_bad_arguments_and_unknown_records(tmp_path, store):
+    with pytest.raises(ValueError, match="policy"):
+        CPSCDataModule(store, policy="stretch")
+    with pytest.raises(ValueError, match="length"):
+        CPSCDataModule(store, length=0)
+    split = tmp_path / "split.json"
+    save_split({"train": ["R000", "X999"], "val": [], "test": ["R001"]}, split)
+    with pytest.raises(KeyError, match=r"split\.json.*X999"):
+        CPSCDataModule(store, split=str(split)).setup()
+
+
+class _Mean(L.LightningModule):
+    """A linear model on per-lead means, recording which records each epoch saw."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(NUM_LEADS, NUM_CLASSES)
+        self.seen: list[list[int]] = []
+
+    def training_step(self, batch, batch_idx):
+        if batch_idx == 0:
+            self.seen.append(batch["index"].tolist())
+        logits = self.linear(batch["x"].mean(-1))
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, batch["y"])
+
+    def predict_step(self, batch, batch_idx):
+        out = self.linear(batch["x"].mean(-1))
+        return average_by_group(out, batch["group"], len(batch["index"]))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_lightning_fit_and_predict(tmp_path, store):
+    dm = CPSCDataModule(store, policy="crop", length=1500, batch_size=8, seed=0)
+    model = _Mean()
+    trainer = L.Trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=0, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(model, datamodule=dm)
+    assert len(model.seen) == 2 and model.seen[0] != model.seen[1]  # set_epoch reached us
+    preds = trainer.predict(model, datamodule=dm)
+    assert sum(len(p) for p in preds) == len(dm.indices["test"])
+    assert preds[0].shape[1] == NUM_CLASSES
+
+
+def test_source_prepares_the_store_and_describe_reports_the_protocol(tmp_path, monkeypatch,
+                                                                      records):
+    calls = []
+
+    def fake_generator(out, **options):
+        calls.append(options)
+        return write(out, records)
+
+    monkeypatch.setattr("xecg.data.synthetic.make_synthetic_store", fake_generator)
+    dm = CPSCDataModule(str(tmp_path / "syn"), source="synthetic", synthetic_n=64,
+                        synthetic_durations=[6.0, 12.0], synthetic_balanced=True, policy="bucket")
+    dm.setup()
+    assert calls == [{"n": 64, "seed": 0, "balanced": True, "durations": (6.0, 12.0)}]
+    assert sum(len(v) for v in dm.indices.values()) == N_RECORDS
+    info = dm.describe()
+    assert info["protocol"] == "paper" and info["seed"] == 1004 and info["length"] is None
+    assert info["counts"]["test"]["records"] == len(dm.indices["test"])

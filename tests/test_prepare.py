@@ -1,0 +1,247 @@
+"""``xecg prepare``: stores from every layout, bad records skipped or fatal (--strict), atomic
+writes, reuse of a current store, resampling, the CLI, and the real CPSC sample."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+from fixtures import make_signal, write_icbeb_record, write_reference_csv, write_wfdb_record
+
+from xecg.classes import CPSC_CODES, SNOMED_CODES
+from xecg.cli import main
+from xecg.data.prepare import PrepareError, load_or_prepare, prepare_dataset
+from xecg.data.readers import WFDBReader, open_dataset, parse_header
+from xecg.data.store import Store
+
+CODE = {name: code for code, name in CPSC_CODES.items()}
+SIGNALS = {f"A000{i}": make_signal(400 + 100 * i, seed=i) for i in range(1, 5)}
+
+
+def _good(root):
+    """Four good Challenge-layout records in two subfolders."""
+    tokens = [["AF"], ["Normal"], ["PVC", "RBBB"], ["STD", "999999"]]
+    for i, ((rec, sig), dx) in enumerate(zip(SIGNALS.items(), tokens)):
+        write_wfdb_record(root / f"g{i % 2 + 1}", rec, sig, dx)
+    return root
+
+
+def _with_bad(root):
+    """The good records plus a checksum mismatch (A0005) and an unlabelled record (A0006)."""
+    _good(root)
+    write_wfdb_record(root / "g1", "A0005", make_signal(300), ["AF"], checksums=[1] * 12)
+    write_wfdb_record(root / "g2", "A0006", make_signal(300), ["251146004"])
+    return root
+
+
+def _skipped(store):
+    with open(store / "skipped.csv", newline="") as f:
+        return {os.path.basename(r["file"]): r["reason"] for r in csv.DictReader(f)}
+
+
+def _siblings(path):
+    return sorted(p.name for p in path.parent.iterdir())
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_prepare_skips_bad_records(tmp_path, capsys, workers):
+    src, out = _with_bad(tmp_path / "src"), tmp_path / "store"
+    assert prepare_dataset(src, out, workers=workers, progress=False) == 0
+
+    store = Store(out)
+    assert store.ids == sorted(SIGNALS)
+    for rec, sig in SIGNALS.items():
+        np.testing.assert_array_equal(store.record(store.index_of(rec)).signal, sig)
+    assert store.record(store.index_of("A0003")).label_names == ["PVC", "RBBB"]
+    skipped = _skipped(out)
+    assert set(skipped) == {"A0005.hea", "A0006.hea"}
+    assert skipped["A0005.hea"].startswith("checksum mismatch")
+    assert "none of the nine classes (codes: 251146004)" in skipped["A0006.hea"]
+
+    text = capsys.readouterr().out
+    bad_lines = [line for line in text.splitlines() if line.startswith("skipped ")]
+    assert len(bad_lines) == 2 and all(str(src) in line for line in bad_lines)
+    assert "prepared 4 records" in text and "excluded 2" in text
+    assert "checksum mismatch 1" in text and "no class 1" in text
+    summary = store.meta["summary"]
+    assert summary["class_counts"]["RBBB"] == 1 and summary["multilabel"] == 1
+    assert summary["ignored_codes"] == {"999999": 1}
+    assert "ignored codes outside the nine classes: 999999 x1" in text
+
+
+def test_parallel_store_equals_serial(tmp_path):
+    src = _with_bad(tmp_path / "src")
+    for w in (1, 2):
+        assert prepare_dataset(src, tmp_path / f"w{w}", workers=w, progress=False) == 0
+    assert (tmp_path / "w1/signals.f32").read_bytes() == (tmp_path / "w2/signals.f32").read_bytes()
+    assert ((tmp_path / "w1/records.csv").read_text()
+            == (tmp_path / "w2/records.csv").read_text())
+
+
+def test_strict_stops_without_a_store(tmp_path, capsys):
+    src, out = _with_bad(tmp_path / "src"), tmp_path / "store"
+    assert prepare_dataset(src, out, strict=True, workers=2, progress=False) == 1
+    captured = capsys.readouterr()
+    assert "A0005.hea: checksum mismatch" in captured.out
+    assert "--strict" in captured.err
+    assert not out.exists() and _siblings(out) == ["src"]
+
+
+def test_cli(tmp_path):
+    src, out = _with_bad(tmp_path / "src"), tmp_path / "store"
+    assert main(["prepare", str(src), "--out", str(out), "--strict", "--workers", "1"]) == 1
+    assert not out.exists()
+    assert main(["prepare", str(src), "--out", str(out), "--fs", "250", "--workers", "1"]) == 0
+    store = Store(out)
+    assert store.fs == 250 and len(store) == 4
+
+
+def test_empty_folder_is_an_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert prepare_dataset(tmp_path / "empty", tmp_path / "store", progress=False) == 2
+    assert f"{tmp_path / 'empty'}: no ECG records found" in capsys.readouterr().err
+    assert not (tmp_path / "store").exists()
+
+
+def test_nothing_usable_writes_nothing(tmp_path, capsys):
+    write_wfdb_record(tmp_path / "src", "A0001", make_signal(100), ["251146004"])
+    assert prepare_dataset(tmp_path / "src", tmp_path / "store", progress=False) == 1
+    assert "no usable records" in capsys.readouterr().err
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_interrupted_write_keeps_previous_store(tmp_path, monkeypatch, workers):
+    src, out = _good(tmp_path / "src"), tmp_path / "store"
+    assert prepare_dataset(src, out, workers=1, progress=False) == 0
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()}
+    load = WFDBReader.load_record
+
+    def failing(self, rec):
+        if rec == "A0003":
+            raise RuntimeError("simulated crash")
+        return load(self, rec)
+
+    # Forked workers inherit the patched method.
+    monkeypatch.setattr(WFDBReader, "load_record", failing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        prepare_dataset(src, out, workers=workers, force=True, progress=False)
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()} == before
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        prepare_dataset(src, tmp_path / "fresh", workers=workers, progress=False)
+    assert _siblings(out) == ["src", "store"]
+
+
+def _stamp(path):
+    """Inode and mtime: a rewritten store is a new file (the old one exists until replaced)."""
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns
+
+
+def test_rerun_reuses_unchanged_source(tmp_path, capsys):
+    src, out = _good(tmp_path / "src"), tmp_path / "store"
+    signals = out / "signals.f32"
+    assert prepare_dataset(src, out, workers=1, progress=False) == 0
+    stamp = _stamp(signals)
+    assert prepare_dataset(src, out, workers=1, progress=False) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert _stamp(signals) == stamp
+
+    # A rewritten source file re-prepares, and the store shows the change.
+    write_wfdb_record(src / "g1", "A0001", SIGNALS["A0001"], ["LBBB"])
+    st = (src / "g1" / "A0001.hea").stat()
+    os.utime(src / "g1" / "A0001.hea", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert prepare_dataset(src, out, workers=1, progress=False) == 0
+    assert "up to date" not in capsys.readouterr().out
+    assert _stamp(signals) != stamp
+    store = Store(out)
+    assert store.record(store.index_of("A0001")).label_names == ["LBBB"]
+
+    stamp = _stamp(signals)
+    assert prepare_dataset(src, out, workers=1, force=True, progress=False) == 0
+    assert _stamp(signals) != stamp
+    stamp = _stamp(signals)
+    assert prepare_dataset(src, out, workers=1, fs=250, progress=False) == 0
+    assert _stamp(signals) != stamp and Store(out).fs == 250
+
+
+def test_resampling(tmp_path):
+    freqs = np.arange(1, 13)[:, None]  # Hz, one per lead, all well below 125 Hz
+
+    def sines(fs, n):
+        return np.sin(2 * np.pi * freqs * np.arange(n) / fs)
+
+    write_wfdb_record(tmp_path / "src", "A0001", sines(500, 2000), ["AF"])
+    assert prepare_dataset(tmp_path / "src", tmp_path / "store", fs=250, workers=1,
+                           progress=False) == 0
+    store = Store(tmp_path / "store")
+    assert store.fs == 250 and store.lengths.tolist() == [1000]
+    # Away from the edges (filter start-up) the sines are reproduced at the new rate.
+    np.testing.assert_allclose(store.record(0).signal[:, 50:-50], sines(250, 1000)[:, 50:-50],
+                               atol=0.01)
+
+
+def test_icbeb_layout(tmp_path):
+    src = tmp_path / "src"
+    for i, (rec, sig) in enumerate(SIGNALS.items()):
+        write_icbeb_record(src / f"TrainingSet{i % 3 + 1}", rec, sig, age=30 + i, sex="Female")
+    write_reference_csv(src / "REFERENCE.csv", [
+        ("A0002", [CODE["PAC"], CODE["PAC"]]), ("A0001", [CODE["STE"], CODE["I-AVB"]]),
+        ("A0003", [CODE["Normal"]])])
+    assert prepare_dataset(src, tmp_path / "store", workers=2, progress=False) == 0
+    store = Store(tmp_path / "store")
+    assert store.ids == ["A0001", "A0002", "A0003"]
+    assert store.record(0).label_names == ["I-AVB", "STE"]
+    assert store.record(1).label_names == ["PAC"]
+    assert store.rows[2]["age"] == "32" and store.rows[2]["sex"] == "Female"
+    assert _skipped(tmp_path / "store")["A0004.mat"].startswith("not in REFERENCE.csv")
+    assert store.meta["layout"] == "icbeb"
+
+
+def test_load_or_prepare(tmp_path):
+    src, out = _good(tmp_path / "src"), tmp_path / "store"
+    assert load_or_prepare(src, out, workers=1) == out
+    stamp = _stamp(out / "signals.f32")
+    assert load_or_prepare(src, out, workers=1) == out
+    assert _stamp(out / "signals.f32") == stamp
+    assert load_or_prepare(out, tmp_path / "unused") == out
+    assert not (tmp_path / "unused").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PrepareError, match="exit status 2"):
+        load_or_prepare(tmp_path / "empty", tmp_path / "s2")
+
+
+# ------------------------------------------------------------------------ real CPSC records
+
+
+def test_real_wfdb_sample(wfdb_sample, reference_csv, tmp_path):
+    out = tmp_path / "store"
+    assert prepare_dataset(wfdb_sample, out, reference=reference_csv, workers=2,
+                           progress=False) == 0
+    store = Store(out)
+    reader = open_dataset(wfdb_sample)
+    assert store.ids == reader.records and len(store) == 100
+    assert json.loads((out / "meta.json").read_text())["summary"]["skipped"] == 0
+    for i in (0, 57, 99):
+        np.testing.assert_array_equal(store.record(i).signal, reader.load_data(store.ids[i]))
+        assert store.lengths[i] == parse_header(reader.path_of(store.ids[i])).n_samples
+
+
+def test_real_snomed_sample(snomed_sample, tmp_path):
+    out = tmp_path / "store"
+    assert prepare_dataset(snomed_sample, out, workers=2, progress=False) == 0
+    codes = {p.stem: parse_header(p).comments["Dx"].split(",")
+             for p in sorted(snomed_sample.glob("*.hea"))}
+    kept = sorted(r for r, c in codes.items() if any(x in SNOMED_CODES for x in c))
+    ignored: dict[str, int] = {}
+    for rec in kept:
+        for c in codes[rec]:
+            if c not in SNOMED_CODES:
+                ignored[c] = ignored.get(c, 0) + 1
+    store = Store(out)
+    assert store.ids == kept
+    assert set(_skipped(out)) == {f"{r}.hea" for r in set(codes) - set(kept)}
+    assert store.meta["summary"]["ignored_codes"] == ignored

@@ -1,0 +1,368 @@
+"""``CPSCDataModule``: batches of 12-lead windows from a prepared store and a split.
+
+Length policies:
+
+- ``pad``: every record zero-padded at the start to ``length`` (the paper: 72,000); a longer
+  record keeps its first ``length`` samples.
+- ``crop``: training takes one random ``length`` window per record and epoch; evaluation takes
+  every non-overlapping window of the record (the last one aligned to its end) and the consumer
+  averages the outputs per record with :func:`average_by_group`.
+- ``bucket``: batches of records of similar length, padded at the end to the batch's longest
+  length rounded up to ``bucket_multiple`` (``length`` is not used).
+
+Records shorter than a window are zero-padded at the start (pad, crop). Every batch is a dict:
+``index`` int64 ``B`` (store positions), ``x`` float32 ``W x 12 x T``, ``y`` float32 ``B x 9``,
+``mask`` bool ``W x T`` (True on real samples), and for crop evaluation ``group`` int64 ``W``
+(the batch row of each window's record); otherwise W = B. Padding is 0 after normalisation.
+
+All randomness (order, crop positions, buckets) is drawn in the main process from
+``(seed, epoch)``, so batches do not depend on the number or timing of workers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+
+from xecg.classes import CLASSES, NUM_CLASSES, NUM_LEADS
+from xecg.data.splits import SPLITS, default_seed, load_split, make_split, save_split
+from xecg.data.store import Store, is_store
+
+Policy = Literal["pad", "crop", "bucket"]
+POLICIES = ("pad", "crop", "bucket")
+#: Lightning stage names accepted wherever a split name is.
+_STAGE_SPLITS = {"fit": "train", "train": "train", "validate": "val", "val": "val",
+                 "test": "test", "predict": "test"}
+# Records per bucket chunk, in batches: sorting within shuffled chunks keeps batches random.
+_BUCKET_CHUNK_BATCHES = 16
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.bool: np.bool_}
+
+
+def average_by_group(values: torch.Tensor, group: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """Per-group mean of ``values`` (``W x ...``) by ``group`` ids (W,): ``num_groups x ...``."""
+    total = values.new_zeros((num_groups, *values.shape[1:])).index_add_(0, group, values)
+    count = torch.bincount(group, minlength=num_groups).to(values.dtype)
+    return total / count.clamp(min=1).view(-1, *([1] * (values.dim() - 1)))
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """What one batch holds: ``records`` (B,) store positions; ``rows`` and ``starts`` (W,) give
+    each window's record row and first sample (negative: that many zeros precede the record);
+    every window is ``length`` samples; ``grouped`` marks several windows per record."""
+
+    records: np.ndarray
+    rows: np.ndarray
+    starts: np.ndarray
+    length: int
+    grouped: bool = False
+
+
+class BatchPlanner(Sampler[BatchPlan]):
+    """Yields one :class:`BatchPlan` per batch; shuffled by ``(seed, epoch)`` when ``train``.
+
+    Lightning calls :meth:`set_epoch` before each training epoch (it is the DataLoader's sampler).
+    """
+
+    def __init__(self, indices: np.ndarray, lengths: np.ndarray, policy: str, length: int,
+                 batch_size: int, train: bool, seed: int = 0, bucket_multiple: int = 972):
+        super().__init__()
+        self.indices = np.sort(np.asarray(indices, dtype=np.int64))
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.policy, self.length, self.batch_size = policy, length, batch_size
+        self.train, self.seed, self.bucket_multiple = train, seed, bucket_multiple
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.indices) / self.batch_size)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch]) if self.train else None
+        for records in self._batches(rng):
+            yield self._plan(records, rng)
+
+    def _batches(self, rng: np.random.Generator | None) -> list[np.ndarray]:
+        order = rng.permutation(self.indices) if rng is not None else self.indices
+        if self.policy != "bucket":
+            return _chunks(order, self.batch_size)
+        if rng is None:
+            return _chunks(order[np.argsort(self.lengths[order], kind="stable")], self.batch_size)
+        batches = []
+        for chunk in _chunks(order, self.batch_size * _BUCKET_CHUNK_BATCHES):
+            batches += _chunks(chunk[np.argsort(self.lengths[chunk], kind="stable")],
+                               self.batch_size)
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def _plan(self, records: np.ndarray, rng: np.random.Generator | None) -> BatchPlan:
+        n = self.lengths[records]
+        rows = np.arange(len(records))
+        if self.policy == "bucket":
+            m = self.bucket_multiple
+            return BatchPlan(records, rows, np.zeros_like(n), int(-(-n.max() // m) * m))
+        L_ = self.length
+        if self.policy == "pad":
+            return BatchPlan(records, rows, np.minimum(n - L_, 0), L_)
+        if rng is not None:  # crop, training: one random window (start padded if too short)
+            starts = rng.integers(0, np.maximum(n - L_, 0) + 1) + np.minimum(n - L_, 0)
+            return BatchPlan(records, rows, starts, L_)
+        # crop, evaluation: windows at 0, L, 2L, ... and one ending at the record's end
+        starts = [np.r_[np.arange(0, k - L_, L_), k - L_] for k in n.tolist()]
+        rows = np.repeat(rows, [len(s) for s in starts])
+        return BatchPlan(records, rows, np.concatenate(starts), L_, grouped=True)
+
+
+def _chunks(a: np.ndarray, size: int) -> list[np.ndarray]:
+    return [a[i:i + size] for i in range(0, len(a), size)]
+
+
+def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """Uninitialised tensor for a batch. In the main process NumPy's memory (huge pages: filling
+    it is about twice as fast as torch.empty's); in a worker, shared memory, so passing the batch
+    to the main process copies nothing (as torch's default_collate does)."""
+    if get_worker_info() is None:
+        return torch.from_numpy(np.empty(shape, dtype=_NUMPY_DTYPES[dtype]))
+    storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+
+
+class WindowDataset(Dataset):
+    """Turns a :class:`BatchPlan` into a batch dict (see the module docstring), normalised per
+    lead with ``mean``/``std`` (12,). Opens the store lazily, so workers map it themselves."""
+
+    def __init__(self, store: Store, mean: np.ndarray, std: np.ndarray):
+        self.path = store.path
+        self._store: Store | None = store
+        self.mean = np.asarray(mean, np.float32).reshape(NUM_LEADS, 1)
+        self.inv_std = (1.0 / np.asarray(std, np.float32)).reshape(NUM_LEADS, 1)
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.path)
+        return self._store
+
+    def __getstate__(self) -> dict:
+        # A pickled memmap would carry the whole signal array; workers reopen the store instead.
+        return {**self.__dict__, "_store": None}
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, plan: BatchPlan) -> dict[str, torch.Tensor]:
+        store, T = self.store, plan.length
+        signals = np.asarray(store.signals)  # plain ndarray view: no memmap wrapping per slice
+        x_t = _batch_tensor((len(plan.rows), NUM_LEADS, T), torch.float32)
+        mask_t = _batch_tensor((len(plan.rows), T), torch.bool)
+        x, mask = x_t.numpy(), mask_t.numpy()
+        mask.fill(False)
+        offsets, lengths = store.offsets[plan.records], store.lengths[plan.records]
+        for w, (row, s) in enumerate(zip(plan.rows.tolist(), plan.starts.tolist())):
+            a, b = max(s, 0), min(s + T, int(lengths[row]))
+            p, q = a - s, b - s  # where the record's samples [a, b) go in the window
+            o = int(offsets[row])
+            out = x[w, :, p:q]
+            np.subtract(signals[o + a:o + b].T, self.mean, out=out)
+            out *= self.inv_std
+            x[w, :, :p] = 0.0
+            x[w, :, q:] = 0.0
+            mask[w, p:q] = True
+        # `index` first: Lightning infers the logged batch size from the first tensor (records).
+        batch = {"index": torch.from_numpy(plan.records.astype(np.int64)),
+                 "x": x_t, "y": torch.from_numpy(store.labels[plan.records]), "mask": mask_t}
+        if plan.grouped:
+            batch["group"] = torch.from_numpy(plan.rows.astype(np.int64))
+        return batch
+
+
+class CPSCDataModule(L.LightningDataModule):
+    """Batches from a prepared store (``xecg prepare``) and a split (``xecg split``).
+
+    ``source``: a dataset root, or ``synthetic``, to prepare ``store`` from when it is missing or
+    out of date (the ``synthetic_*`` options go to the generator); None uses ``store`` as it is.
+    ``split``: a split JSON; if None, ``protocol`` (with ``split_seed``, ``folds``, ``fold``) makes
+    one and keeps it at ``STORE/splits/``. ``seed`` drives shuffling and crops (default: the seed
+    given to ``lightning.seed_everything``, else 0). Normalisation statistics come from the
+    training split only and travel in checkpoints through :meth:`state_dict`.
+    """
+
+    def __init__(self, store: str, split: str | None = None,
+                 protocol: Literal["paper", "kfold"] = "paper", split_seed: int | None = None,
+                 folds: int = 10, fold: int = 0, policy: Policy = "crop", length: int = 2880,
+                 batch_size: int = 32, eval_batch_size: int | None = None, num_workers: int = 0,
+                 pin_memory: bool | None = None, bucket_multiple: int = 972,
+                 normalize: bool = True, seed: int | None = None, source: str | None = None,
+                 synthetic_n: int = 2000, synthetic_durations: tuple[float, float] | None = None,
+                 synthetic_balanced: bool = False, synthetic_seed: int = 0):
+        super().__init__()
+        if policy not in POLICIES:
+            raise ValueError(f"unknown length policy {policy!r}; choose one of {POLICIES}")
+        for name, value in (("length", length), ("batch_size", batch_size),
+                            ("bucket_multiple", bucket_multiple),
+                            ("eval_batch_size", eval_batch_size or 1)):
+            if value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value}")
+        self.save_hyperparameters()
+        self.store_path = Path(store)
+        if source not in (None, "synthetic") and is_store(source):
+            self.store_path = Path(source)  # already prepared: train on it as it is
+        self.split = split
+        self.protocol, self.split_seed, self.folds, self.fold = protocol, split_seed, folds, fold
+        self.policy, self.length, self.bucket_multiple = policy, length, bucket_multiple
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.normalize = normalize
+        self.seed = seed
+        self.source = source
+        self.synthetic = {"n": synthetic_n, "seed": synthetic_seed, "balanced": synthetic_balanced,
+                          "durations": tuple(synthetic_durations) if synthetic_durations else None}
+        self.class_names: tuple[str, ...] = CLASSES
+        self.num_classes = NUM_CLASSES
+        self.num_leads = NUM_LEADS
+        self.store: Store | None = None
+        self.indices: dict[str, np.ndarray] = {}
+        self.mean: np.ndarray | None = None
+        self.std: np.ndarray | None = None
+        self._restored_stats = False
+
+    # -- split and statistics ------------------------------------------------------------------
+
+    @property
+    def split_path(self) -> Path:
+        """The split JSON in use: ``split`` or the one kept in the store's ``splits/`` folder."""
+        if self.split is not None:
+            return Path(self.split)
+        seed = default_seed(self.protocol) if self.split_seed is None else self.split_seed
+        name = (f"paper-{seed}" if self.protocol == "paper"
+                else f"kfold-{seed}-fold{self.fold}of{self.folds}")
+        return self.store_path / "splits" / f"{name}.json"
+
+    def prepare_data(self) -> None:
+        """Prepares the store from ``source`` (reused when current) and makes the split file if
+        it is missing. Lightning runs this on one process only."""
+        if self.source == "synthetic":
+            from xecg.data.synthetic import make_synthetic_store
+
+            make_synthetic_store(self.store_path, **self.synthetic)
+        elif self.source is not None:
+            from xecg.data.prepare import load_or_prepare
+
+            load_or_prepare(self.source, self.store_path)
+        path = self.split_path
+        if self.split is None and not path.exists():
+            save_split(make_split(self.store_path, self.protocol, seed=self.split_seed,
+                                  folds=self.folds, fold=self.fold), path)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Opens the store, reads the split and computes the training split's lead statistics."""
+        if self.store is not None:
+            return
+        if not is_store(self.store_path) or not self.split_path.exists():
+            self.prepare_data()  # used without a Trainer, which would have called it
+        store = Store(self.store_path)
+        split = load_split(self.split_path)
+        for name in SPLITS:
+            try:
+                self.indices[name] = store.indices(split[name])
+            except KeyError as e:
+                raise KeyError(f"{self.split_path}: {e.args[0]} (delete the split file to make "
+                               "it again for this store)") from None
+        if not self._restored_stats:
+            if self.normalize:
+                self.mean, self.std = store.lead_stats(self.indices["train"])
+            else:
+                self.mean = np.zeros(NUM_LEADS, np.float32)
+                self.std = np.ones(NUM_LEADS, np.float32)
+        self.store = store
+
+    def describe(self) -> dict[str, Any]:
+        """The data protocol, to be reported beside every metric."""
+        split = load_split(self.split_path)
+        return {"store": str(self.store_path), "split": str(self.split_path),
+                **{k: split.get(k) for k in ("protocol", "seed", "folds", "fold", "counts")},
+                "policy": self.policy, "length": None if self.policy == "bucket" else self.length,
+                "normalisation": "per lead, training split" if self.normalize else "none"}
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.mean is None:
+            return {}
+        return {"mean": self.mean.tolist(), "std": self.std.tolist(),
+                "split": str(self.split_path)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restores the training statistics of a checkpoint (before or after :meth:`setup`)."""
+        if "mean" in state_dict:
+            self.mean = np.asarray(state_dict["mean"], dtype=np.float32)
+            self.std = np.asarray(state_dict["std"], dtype=np.float32)
+            self._restored_stats = True
+
+    # -- loaders -------------------------------------------------------------------------------
+
+    def _loader_seed(self) -> int:
+        if self.seed is not None:
+            return self.seed
+        return int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by lightning.seed_everything
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        if self.store is None:
+            self.setup()
+        planner = BatchPlanner(self.indices[split], self.store.lengths, self.policy, self.length,
+                               self.batch_size if train else self.eval_batch_size, train=train,
+                               seed=self._loader_seed(), bucket_multiple=self.bucket_multiple)
+        dataset = WindowDataset(self.store, self.mean, self.std)
+        workers = self.num_workers
+        # batch_size=None: the planner yields whole batches and each worker builds one at a time.
+        return DataLoader(dataset, batch_size=None, sampler=planner, num_workers=workers,
+                          pin_memory=self.pin_memory, persistent_workers=workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def example_indices(self, stage: str, k: int) -> np.ndarray:
+        """``k`` fixed store positions from a split for figures: multilabel records first, one per
+        distinct label combination before any repeats, then single-label records."""
+        if self.store is None:
+            self.setup()
+        try:
+            split = _STAGE_SPLITS[stage]
+        except KeyError:
+            raise ValueError(f"unknown stage {stage!r}; choose one of {sorted(_STAGE_SPLITS)}") \
+                from None
+        idx = self.indices[split]
+        labels = self.store.labels[idx] > 0.5
+        multi = labels.sum(1) >= 2
+        seen: set[bytes] = set()
+        first, rest = [], []
+        for i, y, m in zip(idx.tolist(), labels, multi):
+            if m and y.tobytes() not in seen:
+                first.append(i)
+            else:
+                rest.append((not m, i))  # repeated combinations before single-label records
+            seen.add(y.tobytes())
+        picked = first + [i for _, i in sorted(rest)]
+        if k > len(picked):
+            warnings.warn(f"{split} split has only {len(picked)} records, asked for {k}",
+                          stacklevel=2)
+        return np.array(picked[:k], dtype=np.int64)
