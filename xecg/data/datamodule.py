@@ -173,7 +173,9 @@ class WindowDataset(Dataset):
             p, q = a - s, b - s  # where the record's samples [a, b) go in the window
             o = int(offsets[row])
             out = x[w, :, p:q]
-            np.subtract(signals[o + a:o + b].T, self.mean, out=out)
+            n = int(lengths[row])
+            block = signals[NUM_LEADS * o:NUM_LEADS * (o + n)].reshape(NUM_LEADS, n)
+            np.subtract(block[:, a:b], self.mean, out=out)
             out *= self.inv_std
             x[w, :, :p] = 0.0
             x[w, :, q:] = 0.0

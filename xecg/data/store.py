@@ -3,8 +3,8 @@
 Layout of ``STORE/``::
 
     meta.json      format version, sampling rate, sample count, source fingerprint, summary
-    signals.f32    float32 samples, shape (total_samples, 12), C order: a record is one
-                   contiguous block, so a training window is a single sequential read
+    signals.f32    float32 samples, one contiguous ``12 x N`` block per record (lead-major), so
+                   a training window is 12 sequential runs and needs no transpose
     records.csv    record,labels,length,fs,age,sex,source,offset (labels: names joined by ';')
     moments.npy    float64 (records, 2, 12): per-lead sum and sum of squares of each record, so
                    normalisation statistics of any split cost O(records), not a pass over the data
@@ -32,7 +32,7 @@ from xecg.classes import CLASSES, LEADS, NUM_CLASSES, NUM_LEADS, multi_hot
 from xecg.data.record import Record
 
 FORMAT = "xecg-store"
-VERSION = 1
+VERSION = 2
 INDEX_FIELDS = ("record", "labels", "length", "fs", "age", "sex", "source", "offset")
 
 
@@ -85,16 +85,15 @@ class StoreWriter:
         if sig.ndim != 2 or sig.shape[0] != NUM_LEADS:
             raise ValueError(
                 f"{record.source or record.id}: signal must be 12 x N, got {sig.shape}")
-        # Samples x leads on disk: one contiguous block per record.
-        block = np.ascontiguousarray(sig.T)
+        block = np.ascontiguousarray(sig)  # 12 x N, lead-major on disk
         self._signals.write(block.tobytes())
         s64 = block.astype(np.float64)
         # einsum: 2-3x faster than sum/square here, and these sums dominate prepare's time.
-        self._moments.append(np.stack([np.einsum("ij->j", s64), np.einsum("ij,ij->j", s64, s64)]))
+        self._moments.append(np.stack([np.einsum("ij->i", s64), np.einsum("ij,ij->i", s64, s64)]))
         self._rows.append({
             "record": record.id,
             "labels": ";".join(record.label_names),
-            "length": block.shape[0],
+            "length": block.shape[1],
             "fs": f"{record.fs:g}",
             "age": "" if record.age is None or np.isnan(record.age) else f"{record.age:g}",
             "sex": record.sex or "",
@@ -103,7 +102,7 @@ class StoreWriter:
         })
         self._evidence.extend((record.id, lab, int(a), int(b)) for lab, a, b in record.evidence)
         self.ignored_codes.update(record.ignored_codes)
-        self._offset += block.shape[0]
+        self._offset += block.shape[1]
 
     def skip(self, path: str, reason: str) -> None:
         """List an input that was not stored, with the reason (goes to skipped.csv)."""
@@ -155,7 +154,8 @@ class StoreWriter:
         meta = {
             "format": FORMAT, "version": VERSION, "fs": self.fs, "leads": list(LEADS),
             "classes": list(CLASSES), "num_records": len(self._rows),
-            "num_samples": int(self._offset), "dtype": "float32", "layout": "samples x leads",
+            "num_samples": int(self._offset), "dtype": "float32",
+            "signal_layout": "12 x N block per record",
             "units": "mV", "source": self.source, "fingerprint": self.fingerprint,
             "summary": self.summary(), **self.extra_meta,
         }
@@ -189,7 +189,8 @@ class Store:
     """Read access to a prepared store.
 
     Attributes: ``ids`` (list of record ids), ``labels`` (R x 9 float32), ``lengths``, ``offsets``
-    (R,) int64, ``fs``, ``signals`` (memory-mapped total_samples x 12 float32).
+    (R,) int64 in samples, ``fs``, ``signals`` (memory-mapped flat float32; record i is the
+    ``12 x lengths[i]`` block starting at element ``12 * offsets[i]``).
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -212,8 +213,8 @@ class Store:
         self.offsets = np.array([int(r["offset"]) for r in self.rows], dtype=np.int64)
         n = int(self.meta["num_samples"])
         self.signals = (np.memmap(self.path / "signals.f32", dtype=np.float32, mode="r",
-                                  shape=(n, NUM_LEADS))
-                        if n else np.zeros((0, NUM_LEADS), np.float32))
+                                  shape=(n * NUM_LEADS,))
+                        if n else np.zeros(0, np.float32))
         self.moments = np.load(self.path / "moments.npy")
 
     def __len__(self) -> int:
@@ -230,17 +231,17 @@ class Store:
         return np.array([self.index_of(r) for r in record_ids], dtype=np.int64)
 
     def signal(self, i: int, start: int = 0, length: int | None = None) -> np.ndarray:
-        """Samples ``[start, start+length)`` of record ``i`` as a ``length x 12`` memmap view."""
+        """Samples ``[start, start+length)`` of record ``i`` as a ``12 x length`` view."""
         n = int(self.lengths[i])
         length = n - start if length is None else length
-        o = int(self.offsets[i]) + start
-        return self.signals[o:o + length]
+        o = NUM_LEADS * int(self.offsets[i])
+        return self.signals[o:o + NUM_LEADS * n].reshape(NUM_LEADS, n)[:, start:start + length]
 
     def record(self, i: int) -> Record:
         """Record ``i`` with its signal copied out as ``12 x N`` float32."""
         r = self.rows[i]
         return Record(
-            id=r["record"], signal=np.array(self.signal(i).T), fs=float(r["fs"]),
+            id=r["record"], signal=np.array(self.signal(i)), fs=float(r["fs"]),
             labels=self.labels[i].copy(), age=float(r["age"]) if r["age"] else None,
             sex=r["sex"] or None, source=r["source"],
             evidence=self.evidence.get(r["record"], []),
