@@ -31,7 +31,7 @@ from tqdm import tqdm
 import xecg
 from xecg.data.readers import DatasetError, DatasetReader, open_dataset
 from xecg.data.record import Record, RecordError
-from xecg.data.store import VERSION, StoreWriter, is_store
+from xecg.data.store import VERSION, StoreWriter, is_current, is_store
 
 #: One worker result: (record, None) or (None, (file, problem)).
 _Result = tuple[Record | None, tuple[str, str] | None]
@@ -65,13 +65,6 @@ def fingerprint(reader: DatasetReader, fs: float | None) -> str:
         # Content, not mtime: an explicit --reference may live anywhere and be rewritten unchanged.
         h.update(f"{ref.name}\n".encode() + ref.read_bytes())
     return h.hexdigest()
-
-
-def _is_current(out: Path, fp: str) -> bool:
-    if not is_store(out):
-        return False
-    meta = json.loads((out / "meta.json").read_text())
-    return meta.get("version") == VERSION and meta.get("fingerprint") == fp
 
 
 # Set in each worker process once by the pool initializer, so the reader is pickled once per
@@ -167,7 +160,7 @@ def prepare_dataset(source: str | os.PathLike, out: str | os.PathLike, fs: float
     try:
         reader = open_dataset(source, reference)
         fp = fingerprint(reader, fs)
-        if not force and _is_current(out, fp):
+        if not force and is_current(out, fp):
             print(f"{out}: up to date with {source} ({len(reader)} records); reusing it "
                   "(--force rewrites it)")
             return 0

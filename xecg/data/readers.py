@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xecg.classes import LEADS, NUM_LEADS, canonical_lead, names_of, parse_labels
+from xecg.classes import LEADS, NUM_CLASSES, NUM_LEADS, canonical_lead, names_of, parse_labels
 from xecg.data.record import Record, RecordError
 
 #: The ICBEB .mat files do not store their rate; the release documents 500 Hz for every record.
@@ -161,12 +161,21 @@ class DatasetReader:
         """Class names of ``rec`` in canonical order (REFERENCE.csv wins over the header)."""
         return names_of(self._labels(rec)[0])
 
-    def load_record(self, rec: str) -> Record:
-        """The whole record; raises :class:`RecordError` naming the file if it is unusable."""
+    def load_record(self, rec: str, require_labels: bool = True) -> Record:
+        """The whole record; raises :class:`RecordError` naming the file if it is unusable.
+
+        ``require_labels=False`` (prediction) accepts a record without any of the nine classes
+        or without a REFERENCE.csv row: its labels are then all zero.
+        """
         raw = self._read(rec)
         if raw.signal.shape[1] == 0:
             raise RecordError(self.path_of(rec), "empty: the record has no samples")
-        labels, ignored = self._labels(rec, raw.tokens)
+        try:
+            labels, ignored = self._labels(rec, raw.tokens)
+        except RecordError:
+            if require_labels:
+                raise
+            labels, ignored = np.zeros(NUM_CLASSES, dtype=np.float32), []
         return Record(id=rec, signal=raw.signal, fs=raw.fs, labels=labels, age=raw.age,
                       sex=raw.sex, source=str(self.path_of(rec)), ignored_codes=ignored)
 
@@ -516,13 +525,14 @@ def _by_id(paths: Sequence[Path]) -> dict[str, Path]:
     return found
 
 
-def open_dataset(root: str | os.PathLike,
-                 reference: str | os.PathLike | None = None) -> DatasetReader:
+def open_dataset(root: str | os.PathLike, reference: str | os.PathLike | None = None,
+                 require_reference: bool = True) -> DatasetReader:
     """Reader for the dataset under ``root``, whatever its layout and folder depth.
 
     ``.hea`` files -> :class:`WFDBReader`; ``.mat`` files without headers -> :class:`ICBEBReader`
     (needs a REFERENCE.csv). ``reference`` defaults to every REFERENCE.csv found under ``root``;
-    its labels win over header labels for the records it lists.
+    its labels win over header labels for the records it lists. ``require_reference=False``
+    (prediction) opens ICBEB files without one.
     """
     root = Path(root)
     if not root.is_dir():
@@ -541,7 +551,7 @@ def open_dataset(root: str | os.PathLike,
                    for m in mats if not m.with_suffix(".hea").is_file()]
         return WFDBReader(root, paths, labels, ref_files, files, orphans)
     if mats:
-        if labels is None:
+        if labels is None and require_reference:
             raise DatasetError(f"{root}: .mat files without .hea headers (the original ICBEB "
                                "layout) need a REFERENCE.csv with their labels; none was found "
                                "under the folder (pass --reference)")

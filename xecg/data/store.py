@@ -51,6 +51,15 @@ def is_store(path: str | os.PathLike) -> bool:
         return False
 
 
+def is_current(path: str | os.PathLike, fingerprint: str) -> bool:
+    """True if ``path`` is a complete store of this version made from ``fingerprint``'s input:
+    the test for reusing a store instead of preparing it again."""
+    if not is_store(path):
+        return False
+    meta = json.loads((Path(path) / "meta.json").read_text())
+    return meta.get("version") == VERSION and meta.get("fingerprint") == fingerprint
+
+
 class StoreWriter:
     """Writes a store atomically. Use as a context manager; ``add`` records, ``skip`` failures.
 

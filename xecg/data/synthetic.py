@@ -32,7 +32,7 @@ import numpy as np
 
 from xecg.classes import CLASSES, LEADS, NUM_LEADS, multi_hot
 from xecg.data.record import Record
-from xecg.data.store import Store, StoreError, StoreWriter, is_store
+from xecg.data.store import StoreError, StoreWriter, is_current, is_store
 
 #: Bump whenever the generated signals or evidence change; part of the store fingerprint.
 GENERATOR_VERSION = 1
@@ -546,11 +546,10 @@ def make_synthetic_store(out: str | os.PathLike, n: int = 2000, seed: int = 0, f
     """
     out = Path(out)
     fp = fingerprint(n, seed, fs, durations, balanced)
-    if is_store(out):
-        if not force and Store(out).meta.get("fingerprint") == fp:
-            print(f"{out}: synthetic store is current ({fp}); reusing it")
-            return out
-    elif out.exists() and any(out.iterdir()):
+    if not force and is_current(out, fp):
+        print(f"{out}: synthetic store is current ({fp}); reusing it")
+        return out
+    if not is_store(out) and out.exists() and any(out.iterdir()):
         raise StoreError(f"{out}: exists and is not an xecg store; will not overwrite it")
     from tqdm.auto import tqdm
 

@@ -1,0 +1,82 @@
+import pytest
+import torch
+
+from xecg.classes import CLASS_INDEX, CLASSES
+from xecg.metrics import CPSCScore, ECGMetrics, SubsetAccuracy, tune_thresholds
+
+
+def onehot(*names):
+    y = torch.zeros(len(CLASSES))
+    for n in names:
+        y[CLASS_INDEX[n]] = 1
+    return y
+
+
+def test_subset_accuracy_splits_single_and_multilabel():
+    target = torch.stack([onehot("AF"), onehot("AF", "RBBB"), onehot("PVC"), onehot("STD", "PVC")])
+    preds = torch.stack([onehot("AF"), onehot("AF"), onehot("PAC"), onehot("STD", "PVC")])
+    accs = {}
+    for subset in ("all", "multi", "single"):
+        m = SubsetAccuracy(subset)
+        m.update(preds, target)
+        accs[subset] = m.compute().item()
+    assert accs == pytest.approx({"all": 0.5, "multi": 0.5, "single": 0.5})
+    # Change one multilabel record to correct: only 'all' and 'multi' move.
+    preds[1] = target[1]
+    m_multi, m_single = SubsetAccuracy("multi"), SubsetAccuracy("single")
+    m_multi.update(preds, target)
+    m_single.update(preds, target)
+    assert m_multi.compute().item() == pytest.approx(1.0)
+    assert m_single.compute().item() == pytest.approx(0.5)
+
+
+def test_cpsc_scorer_matches_hand_computed_confusion():
+    # Record 1: AF, predicted AF (hit). Record 2: AF+RBBB, predicted RBBB (hit: among labels).
+    # Record 3: Normal, predicted AF (miss -> row Normal, column AF).
+    target = torch.stack([onehot("AF"), onehot("AF", "RBBB"), onehot("Normal")])
+    probs = torch.stack([onehot("AF"), onehot("RBBB"), onehot("AF")]) * 0.9
+    m = CPSCScore()
+    m.update(probs, target)
+    a = m.confusion
+    i_af, i_rbbb, i_n = CLASS_INDEX["AF"], CLASS_INDEX["RBBB"], CLASS_INDEX["Normal"]
+    assert a[i_af, i_af] == 1 and a[i_rbbb, i_rbbb] == 1 and a[i_n, i_af] == 1
+    assert a.sum() == 3
+    out = m.compute()
+    # F1(AF) = 2*1 / (row 1 + col 2) = 2/3; F1(RBBB) = 1; F1(Normal) = 0; others 0.
+    assert out["cpsc_Faf"].item() == pytest.approx(2 / 3)
+    assert out["cpsc_f1"].item() == pytest.approx((2 / 3 + 1) / 9)
+    # Fblock pools I-AVB, LBBB, RBBB: 2*1 / (1 + 1)
+    assert out["cpsc_Fblock"].item() == pytest.approx(1.0)
+
+
+def test_missed_multilabel_record_charges_lowest_cpsc_code():
+    # AF (CPSC 2) + RBBB (CPSC 5), predicted PVC: the miss goes to row AF.
+    m = CPSCScore()
+    m.update(onehot("PVC")[None], onehot("RBBB", "AF")[None])
+    assert m.confusion[CLASS_INDEX["AF"], CLASS_INDEX["PVC"]] == 1
+
+
+def test_ecg_metrics_flat_dict_and_thresholds():
+    torch.manual_seed(0)
+    target = torch.stack([onehot("AF"), onehot("RBBB"), onehot("AF", "STD"), onehot("Normal")])
+    probs = target * 0.4 + 0.05  # every true class at 0.45: below 0.5, above 0.3
+    m = ECGMetrics()
+    m.update(probs, target, thresholds=0.5)
+    out = m.compute()
+    assert out["micro_f1"].item() == 0.0
+    m.reset()
+    m.update(probs, target, thresholds=torch.full((9,), 0.3))
+    out = m.compute()
+    assert out["micro_f1"].item() == pytest.approx(1.0)
+    assert out["subset_acc_multi"].item() == pytest.approx(1.0)
+    assert {f"f1_{c}" for c in CLASSES} <= out.keys()
+    assert out["auroc"].item() > 0.9
+
+
+def test_tune_thresholds_finds_separating_value():
+    probs = torch.tensor([[0.3] * 9, [0.2] * 9, [0.1] * 9])
+    target = torch.zeros(3, 9)
+    target[0, 0] = 1  # class 0 positive at 0.3, negatives at 0.2 and 0.1
+    th = tune_thresholds(probs, target)
+    assert 0.2 < th[0] <= 0.3
+    assert torch.all(th[1:] == 0.5)  # no positives: untouched

@@ -1,0 +1,213 @@
+"""XECGModule: steps for every model and length policy on real DataModule batches, per-record
+evaluation of crop windows, gamma defaults, thresholds (tuned on validation, applied at test,
+kept in checkpoints), lead statistics from the DataModule, and one-record prediction."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+
+from xecg.classes import NUM_CLASSES
+from xecg.data.datamodule import CPSCDataModule
+from xecg.metrics import tune_thresholds
+from xecg.models import DOWNSAMPLE
+from xecg.module import XECGModule
+
+MODELS = ("xecgnet", "abn", "cnn")
+POLICIES = ("pad", "crop", "bucket")
+
+# Steps are called here without a Trainer, so `self.log` has nowhere to go and says so.
+pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+
+
+def datamodule(tiny_data, policy: str = "crop", **kwargs) -> CPSCDataModule:
+    dm = CPSCDataModule(str(tiny_data.store), split=str(tiny_data.split), policy=policy,
+                        length=972, batch_size=4, num_workers=0, **kwargs)
+    dm.setup("fit")
+    return dm
+
+
+def module(model: str = "xecgnet", seed: int = 0, **kwargs) -> XECGModule:
+    torch.manual_seed(seed)
+    return XECGModule(model=model, width=0.125, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def batches(tiny_data) -> dict[str, tuple[dict, dict]]:
+    """policy -> (a training batch, a validation batch) of 4 records each."""
+    out = {}
+    for policy in POLICIES:
+        dm = datamodule(tiny_data, policy)
+        out[policy] = (next(iter(dm.train_dataloader())), next(iter(dm.val_dataloader())))
+    return out
+
+
+class MetricInputs:
+    """Records what a stage's metrics are updated with: ``(probs B x 9, target B x 9)``."""
+
+    def __init__(self, metrics, monkeypatch):
+        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+        update = metrics.update
+
+        def spy(probs, target, thresholds=0.5):
+            self.calls.append((probs, target))
+            update(probs, target, thresholds)
+
+        monkeypatch.setattr(metrics, "update", spy)
+
+
+def per_record_mean(window_probs: torch.Tensor, group: torch.Tensor, n: int) -> torch.Tensor:
+    """Mean over each record's windows, written as a loop (independent of average_by_group)."""
+    return torch.stack([window_probs[group == r].mean(0) for r in range(n)])
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("model", MODELS)
+def test_steps_give_finite_losses_and_one_metric_row_per_record(batches, model, policy,
+                                                                monkeypatch):
+    train_batch, val_batch = batches[policy]
+    m = module(model)
+    m.train()
+    loss = m.training_step(train_batch, 0)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in m.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+    seen = MetricInputs(m.val_metrics, monkeypatch)
+    m.eval()
+    with torch.no_grad():
+        m.validation_step(val_batch, 0)
+        window_probs = m(val_batch["x"], val_batch["mask"]).probs
+    n = len(val_batch["index"])
+    (probs, target), = seen.calls
+    assert probs.shape == (n, NUM_CLASSES) and torch.equal(target, val_batch["y"])
+    assert ((probs >= 0) & (probs <= 1)).all()
+    if policy == "crop":  # several windows per record, averaged before the metrics see them
+        assert window_probs.shape[0] > n
+        expected = per_record_mean(window_probs, val_batch["group"], n)
+    else:
+        assert "group" not in val_batch
+        expected = window_probs
+    torch.testing.assert_close(probs, expected)
+    # Validation outputs kept for threshold tuning are per record too.
+    assert m._val_outputs[0][0].shape == (n, NUM_CLASSES)
+
+
+def test_gamma_defaults_per_model_and_abn_refuses_a_regulariser():
+    assert XECGModule(model="xecgnet", width=0.125).criterion.gamma == pytest.approx(0.01)
+    assert XECGModule(model="abn", width=0.125).criterion.gamma == 0.0
+    assert XECGModule(model="xecgnet", width=0.125, gamma=0.0).criterion.gamma == 0.0
+    assert XECGModule(model="abn", width=0.125, gamma=0.0).criterion.gamma == 0.0
+    with pytest.raises(ValueError, match="abn.*gamma"):
+        XECGModule(model="abn", width=0.125, gamma=0.1)
+
+
+def test_cnn_has_no_attention_and_its_loss_no_regulariser(batches):
+    batch = batches["pad"][0]
+    terms = {}
+    for model in ("cnn", "xecgnet"):
+        m = module(model, gamma=10.0)
+        out = m(batch["x"], batch["mask"])
+        terms[model] = m.criterion(out, batch["y"])
+        assert (out.attention is None) == (model == "cnn")
+        assert (out.response_maps is None) == (model == "cnn")
+    cnn, xecg = terms["cnn"], terms["xecgnet"]
+    assert cnn.regularizer == 0 and cnn.bce_attention == 0
+    torch.testing.assert_close(cnn.total, cnn.bce_perception)  # gamma 10 adds nothing
+    assert xecg.regularizer > 0
+    torch.testing.assert_close(
+        xecg.total, xecg.bce_attention + xecg.bce_perception + 10.0 * xecg.regularizer)
+
+
+def test_thresholds_are_applied_at_test_and_not_at_validation(batches):
+    batch = batches["pad"][1]
+    m = module(threshold=0.5).eval()
+    m.thresholds.fill_(0.0)  # as if tuned: every label predicted present
+    with torch.no_grad():
+        probs = m(batch["x"], batch["mask"]).probs
+        m.validation_step(batch, 0)
+        m.test_step(batch, 0)
+    y = batch["y"].bool()
+
+    def micro_f1(pred: torch.Tensor) -> float:
+        tp, fp, fn = (pred & y).sum(), (pred & ~y).sum(), (~pred & y).sum()
+        return float(2 * tp / (2 * tp + fp + fn))
+
+    assert m.test_metrics.compute()["micro_f1"].item() == pytest.approx(
+        micro_f1(torch.ones_like(y)))
+    assert m.val_metrics.compute()["micro_f1"].item() == pytest.approx(micro_f1(probs >= 0.5))
+
+
+def val_probs(m: XECGModule, dm: CPSCDataModule) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-record validation probabilities ``R x 9`` and targets of the model as it is."""
+    m.eval()
+    probs, target = [], []
+    with torch.no_grad():
+        for batch in dm.val_dataloader():
+            p = m(batch["x"], batch["mask"]).probs
+            n = len(batch["index"])
+            probs.append(per_record_mean(p, batch["group"], n) if "group" in batch else p)
+            target.append(batch["y"])
+    return torch.cat(probs), torch.cat(target)
+
+
+@pytest.mark.parametrize("tune", [False, True])
+def test_fit_tunes_thresholds_on_validation_and_checkpoints_them(tiny_data, tmp_path, tune):
+    dm = datamodule(tiny_data)
+    m = module(tune_thresholds=tune, threshold=0.4, lr=3e-3)
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=4, accelerator="cpu", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(m, datamodule=dm)
+
+    # Lead statistics of the training split, copied from the DataModule at fit.
+    assert dm.mean is not None and dm.mean.std() > 0
+    torch.testing.assert_close(m.lead_mean, torch.as_tensor(dm.mean))
+    torch.testing.assert_close(m.lead_std, torch.as_tensor(dm.std))
+    if tune:  # what the last validation epoch's model would tune on the validation split
+        expected = tune_thresholds(*val_probs(m, dm))
+        assert not torch.all(expected == 0.4)
+    else:
+        expected = torch.full((NUM_CLASSES,), 0.4)
+    torch.testing.assert_close(m.thresholds, expected)
+
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    for name in ("thresholds", "lead_mean", "lead_std"):
+        torch.testing.assert_close(state[name], getattr(m, name))
+    restored = XECGModule.load_from_checkpoint(path, map_location="cpu")
+    torch.testing.assert_close(restored.thresholds, m.thresholds)
+    torch.testing.assert_close(restored.lead_mean, m.lead_mean)
+
+
+@pytest.mark.parametrize("model", ["xecgnet", "cnn"])
+def test_predict_record_normalises_and_returns_maps(tiny_data, model):
+    dm = datamodule(tiny_data)
+    record = dm.store.record(int(dm.indices["test"][0]))
+    n = record.signal.shape[1]
+    m = module(model)
+    m.lead_mean.copy_(torch.as_tensor(dm.mean))
+    m.lead_std.copy_(torch.as_tensor(dm.std))
+    m.thresholds.fill_(0.3)
+    m.train()
+    out = m.predict_record(record.signal)
+    assert m.training  # the caller's mode is restored
+
+    assert out["probs"].shape == (NUM_CLASSES,)
+    assert torch.equal(out["labels"], out["probs"] >= 0.3)
+    x = (torch.as_tensor(record.signal) - m.lead_mean[:, None]) / m.lead_std[:, None]
+    with torch.no_grad():
+        expected = m.eval()(x[None]).probs[0]
+    torch.testing.assert_close(out["probs"], expected)
+    if model == "cnn":
+        assert out["attention"] is None and out["response_maps"] is None
+    else:
+        steps = n // DOWNSAMPLE
+        assert out["attention"].shape == (steps,)
+        assert out["response_maps"].shape == (NUM_CLASSES, steps)
+        assert ((out["attention"] > 0) & (out["attention"] < 1)).all()
+        assert (out["response_maps"] >= 0).all()

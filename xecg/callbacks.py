@@ -1,0 +1,158 @@
+"""Rank-zero callbacks: attention images, per-class tables and the run's metrics.json."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from xecg.classes import CLASSES, names_of
+from xecg.plots import plot_attention, save_figure
+
+
+def _wandb(trainer: L.Trainer) -> WandbLogger | None:
+    return next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
+
+
+def _run_dir(trainer: L.Trainer) -> Path:
+    return Path(trainer.default_root_dir)
+
+
+def render_attention(module, signal: np.ndarray, fs: float, record_id: str,
+                     true_labels: list[str], evidence=(), out: dict | None = None):
+    """Figure of one record (``12 x N`` mV) with the model's attention and the response maps of
+    its true labels, captioned with true and predicted labels. ``out``: the record's
+    ``module.predict_record`` result, if already computed. Returns (figure, caption)."""
+    out = module.predict_record(signal) if out is None else out
+    probs = out["probs"].float().cpu().numpy()
+    predicted = names_of(out["labels"].cpu().numpy())
+    attention = None if out["attention"] is None else out["attention"].float().cpu().numpy()
+    maps = None
+    if out["response_maps"] is not None:
+        r = out["response_maps"].float().cpu().numpy()
+        maps = {name: r[CLASSES.index(name)] for name in true_labels}
+    shown = ", ".join(f"{c} {p:.2f}" for c, p in zip(CLASSES, probs) if p >= 0.1)
+    caption = (f"{record_id}  true: {'+'.join(true_labels) or '-'}  "
+               f"predicted: {'+'.join(predicted) or '-'}  ({shown})")
+    return plot_attention(signal, fs, attention, maps, title=caption, evidence=evidence), caption
+
+
+class AttentionImages(L.Callback):
+    """Every ``every_n_epochs`` validation epochs, draws a fixed set of validation records (the
+    same ones every time, multilabel ones first) with A and the true labels' R overlaid; saves
+    PNGs under ``RUN/attention/`` and logs them to W&B."""
+
+    def __init__(self, every_n_epochs: int = 5, num_records: int = 4):
+        self.every_n_epochs = every_n_epochs
+        self.num_records = num_records
+
+    @rank_zero_only
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.sanity_checking or self.num_records <= 0:
+            return
+        epoch = trainer.current_epoch
+        last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
+        if not (epoch % self.every_n_epochs == 0 or last or trainer.should_stop):
+            return
+        dm = trainer.datamodule
+        out_dir = _run_dir(trainer) / "attention"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        images, captions = [], []
+        for i in dm.example_indices("val", self.num_records):
+            rec = dm.store.record(int(i))
+            fig, caption = render_attention(pl_module, rec.signal, rec.fs, rec.id,
+                                            rec.label_names, rec.evidence)
+            path = out_dir / f"epoch{epoch:03d}_{rec.id}.png"
+            save_figure(fig, path)
+            images.append(str(path))
+            captions.append(caption)
+        logger = _wandb(trainer)
+        if logger is not None and images:
+            logger.log_image(key="attention", images=images, caption=captions)
+
+
+class MetricsReport(L.Callback):
+    """Writes ``RUN/metrics.json`` (final validation and test metrics with the protocol they were
+    measured under), prints a per-class table after testing and logs it to W&B as a table."""
+
+    def __init__(self, protocol: dict | None = None):
+        self.protocol = dict(protocol or {})
+
+    def _update_file(self, trainer: L.Trainer, pl_module, stage: str) -> dict:
+        path = _run_dir(trainer) / "metrics.json"
+        data = json.loads(path.read_text()) if path.is_file() else {}
+        dm = trainer.datamodule
+        data["protocol"] = {**self.protocol, **_datamodule_protocol(dm)}
+        data["model"] = dict(pl_module.hparams)
+        data[stage] = pl_module.last_metrics.get(stage, {})
+        data[f"{stage}_epoch"] = trainer.current_epoch
+        ckpt = trainer.checkpoint_callback
+        if ckpt is not None and getattr(ckpt, "best_model_path", ""):
+            data["best_checkpoint"] = ckpt.best_model_path
+            data["best_val_micro_f1"] = float(ckpt.best_model_score or float("nan"))
+        data["thresholds"] = [round(float(t), 4) for t in pl_module.thresholds]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+        return data
+
+    def _table(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        values = pl_module.last_metrics.get(stage)
+        if not values:
+            return
+        logger = _wandb(trainer)
+        rows = [[c, values[f"f1_{c}"]] for c in CLASSES]
+        if logger is not None:
+            logger.log_table(key=f"{stage}/per_class_f1", columns=["class", "F1"], data=rows)
+
+    @rank_zero_only
+    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        self._update_file(trainer, pl_module, "val")
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: L.Trainer, pl_module) -> None:
+        self._table(trainer, pl_module, "val")
+
+    @rank_zero_only
+    def on_test_end(self, trainer: L.Trainer, pl_module) -> None:
+        data = self._update_file(trainer, pl_module, "test")
+        self._table(trainer, pl_module, "test")
+        print(format_report(data["test"], data["protocol"], title="test"))
+
+
+def _datamodule_protocol(dm) -> dict:
+    if dm is None:
+        return {}
+    describe = getattr(dm, "describe", None)
+    if callable(describe):
+        return describe()
+    return {k: v for k, v in getattr(dm, "hparams", {}).items()}
+
+
+def format_report(metrics: dict[str, float], protocol: dict, title: str = "test") -> str:
+    """A per-class F1 table plus the paper's summary numbers, with the protocol beside them."""
+    lines = [f"\n{title} metrics ({_protocol_line(protocol)})",
+             f"{'class':<8} {'F1':>6}"]
+    lines += [f"{c:<8} {metrics.get(f'f1_{c}', float('nan')):>6.3f}" for c in CLASSES]
+    lines.append("-" * 15)
+    for key, label in (("micro_f1", "micro-F1"), ("macro_f1", "macro-F1"),
+                       ("subset_acc", "subset acc (all)"),
+                       ("subset_acc_multi", "subset acc (multilabel)"),
+                       ("subset_acc_single", "subset acc (single-label)"),
+                       ("auroc", "macro AUROC"), ("cpsc_f1", "CPSC scorer F1")):
+        if key in metrics:
+            lines.append(f"{label:<26} {metrics[key]:.3f}")
+    return "\n".join(lines)
+
+
+def _protocol_line(protocol: dict) -> str:
+    keys = ("dataset", "split", "policy", "length", "records")
+    return ", ".join(f"{k} {protocol[k]}" for k in keys if k in protocol) or "protocol unknown"
