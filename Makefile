@@ -12,7 +12,7 @@ EXPERIMENT ?= experiments/smoke.yaml
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train test test-slow lint bench sweep clean
+.PHONY: help setup train test test-slow lint bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'

@@ -253,7 +253,7 @@ def test_fit_resumes_the_run_and_its_wandb_run_from_last(tiny_config, tmp_path):
                  "--ckpt_path", "last"]) == 0
     ckpt = torch.load(last, map_location="cpu", weights_only=False)
     assert (ckpt["epoch"], ckpt["global_step"]) == (1, 6)
-    assert json.loads((run / "metrics.json").read_text())["val_epoch"] == 1
+    assert json.loads((run / "metrics.json").read_text())["val_of"] == "fit epoch 1"
     # The same W&B run continues, and its second part trained epoch 1 only.
     assert (run / "wandb_id").read_text() == run_id
     runs = offline_runs(run)

@@ -67,7 +67,7 @@ class AttentionImages(L.Callback):
             rec = dm.store.record(int(i))
             fig, caption = render_attention(pl_module, rec.signal, rec.fs, rec.id,
                                             rec.label_names, rec.evidence)
-            path = out_dir / f"epoch{epoch:03d}_{rec.id}.png"
+            path = out_dir / f"{_evaluated(trainer, 'epoch{:03d}')}_{rec.id}.png"
             save_figure(fig, path)
             images.append(str(path))
             captions.append(caption)
@@ -90,7 +90,7 @@ class MetricsReport(L.Callback):
         data["protocol"] = {**self.protocol, **_datamodule_protocol(dm)}
         data["model"] = dict(pl_module.hparams)
         data[stage] = pl_module.last_metrics.get(stage, {})
-        data[f"{stage}_epoch"] = trainer.current_epoch
+        data[f"{stage}_of"] = _evaluated(trainer, "fit epoch {}")
         ckpt = trainer.checkpoint_callback
         if ckpt is not None and getattr(ckpt, "best_model_path", ""):
             data["best_checkpoint"] = ckpt.best_model_path
@@ -126,6 +126,15 @@ class MetricsReport(L.Callback):
         data = self._update_file(trainer, pl_module, "test")
         self._table(trainer, pl_module, "test")
         print(format_report(data["test"], data["protocol"], title="test"))
+
+
+def _evaluated(trainer: L.Trainer, during_fit: str) -> str:
+    """What the metrics or images describe: the epoch being fitted, or the checkpoint that a
+    separate validate/test loaded (e.g. ``best-epoch015``)."""
+    if trainer.state.fn == "fit":
+        return during_fit.format(trainer.current_epoch)
+    ckpt = getattr(trainer, "ckpt_path", None)
+    return Path(ckpt).stem if ckpt else f"{trainer.state.fn}-epoch{trainer.current_epoch:03d}"
 
 
 def _datamodule_protocol(dm) -> dict:

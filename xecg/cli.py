@@ -161,9 +161,10 @@ def _train(argv: list[str]) -> int:
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
     trainer.fit(model, datamodule=dm, ckpt_path=known.ckpt_path)
     best = trainer.checkpoint_callback.best_model_path or None
-    # Validate the best weights (this also tunes thresholds when asked), then test them as they are.
+    # The best checkpoint (by validation micro-F1) is what gets validated and tested; its
+    # thresholds were tuned on validation when it was saved.
     trainer.validate(model, datamodule=dm, ckpt_path=best)
-    trainer.test(model, datamodule=dm)
+    trainer.test(model, datamodule=dm, ckpt_path=best)
     _finish_wandb(trainer)
     print(f"run folder: {trainer.default_root_dir}")
     return 0
