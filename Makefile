@@ -6,9 +6,8 @@ PY := $(VENV)/bin/python
 # The CPU wheel by default; on a GPU machine e.g. `make TORCH="torch==2.13.0 --index-url ..."`.
 TORCH ?= torch==2.13.0
 DATA ?=
-RUNS ?= runs
-STORE ?= data/synthetic
-EXPERIMENT ?= experiments/smoke.yaml
+# The synthetic smoke run by default; with DATA=PATH, the full-size xECGNet on the paper's split.
+EXPERIMENT ?= $(if $(DATA),experiments/xecgnet.yaml,experiments/smoke.yaml)
 ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -27,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed  ## Create .venv and install xecg with its dev tools
 
 train: setup  ## Train xECGNet (synthetic default; DATA=PATH for a CPSC dataset)
-	$(VENV)/bin/xecg train $(if $(DATA),--data "$(DATA)",) --experiment $(EXPERIMENT) $(ARGS)
+	$(VENV)/bin/xecg train $(if $(DATA),--data "$(DATA)",) $(foreach c,$(EXPERIMENT),--config $(c)) $(ARGS)
 
 test: setup  ## Run the test suite (slow tests excluded)
 	$(PY) -m pytest -m "not slow" $(ARGS)
@@ -36,11 +35,11 @@ test-slow: setup  ## Run every test, the slow ones too
 	$(PY) -m pytest $(ARGS)
 
 lint: setup  ## ruff
-	$(VENV)/bin/ruff check xecg tests benchmarks
+	$(VENV)/bin/ruff check xecg tests
 
 bench: setup  ## Benchmarks: prepare and loader speed
-	$(PY) benchmarks/bench_prepare.py $(ARGS)
-	$(PY) benchmarks/bench_loader.py $(ARGS)
+	$(PY) tests/benchmarks/bench_prepare.py $(ARGS)
+	$(PY) tests/benchmarks/bench_loader.py $(ARGS)
 
 clean:  ## Remove the virtual environment and caches (keeps data/ and runs/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

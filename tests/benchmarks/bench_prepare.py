@@ -1,7 +1,7 @@
 """Speed of ``xecg prepare`` on real WFDB records, beside a plain ``wfdb.rdrecord`` loop.
 
-    python benchmarks/bench_prepare.py                  # the 100 shared records
-    python benchmarks/bench_prepare.py --replicate 20   # 2,000 files, to extrapolate to 6,877
+    python tests/benchmarks/bench_prepare.py                  # the 100 shared records
+    python tests/benchmarks/bench_prepare.py --replicate 20   # 2,000 files, to extrapolate to 6,877
 
 Both are timed in the same run on the same files; each is repeated and reported as best and
 median records/s. ``prepare`` is run as with ``--force`` (it really rewrites the store).

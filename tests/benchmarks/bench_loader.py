@@ -1,7 +1,7 @@
 """Loader speed: training windows per second per worker from ``CPSCDataModule``.
 
-    python benchmarks/bench_loader.py                  # temporary store of random records
-    python benchmarks/bench_loader.py --store data/cpsc2018 --workers 0 2 4
+    python tests/benchmarks/bench_loader.py                  # temporary store of random records
+    python tests/benchmarks/bench_loader.py --store data/cpsc2018 --workers 0 2 4
 
 Prints the wall-clock rate and the rate per CPU-second of a loading process (this process with
 ``num_workers=0``, else the workers): on a busy machine the second is what one worker with a core
