@@ -42,9 +42,15 @@ def plot_attention(
     rows = n_leads + (1 if response_maps else 0)
     fig, axes = plt.subplots(rows, 1, figsize=(14, 0.85 * rows + 1.2), sharex=True,
                              gridspec_kw={"hspace": 0.05, "left": 0.04, "right": 0.99,
-                                          "top": 0.96, "bottom": 0.05})
+                                          "top": 0.945, "bottom": 0.05})
     axes = np.atleast_1d(axes)
     att = upsample(attention, length) if attention is not None else None
+    if att is not None:
+        # A often spans a narrow band (e.g. 0.7-0.9): shade it over its own range so that where
+        # the model looks stands out, and state the range in the title.
+        a_lo, a_hi = float(att.min()), float(att.max())
+        title = f"{title}\nattention A in [{a_lo:.2f}, {a_hi:.2f}], shaded over that range"
+        att = (att - a_lo) / (a_hi - a_lo) if a_hi - a_lo > 1e-6 else np.full_like(att, 0.5)
     for lead in range(n_leads):
         ax = axes[lead]
         y = signal[lead]
@@ -68,14 +74,14 @@ def plot_attention(
             ax.plot(t, upsample(r, length), linewidth=1.2, label=f"R[{name}]")
         if att is not None:
             ax.plot(t, att * max((float(np.max(r)) for r in response_maps.values()), default=1.0),
-                    color="tab:red", linestyle="--", linewidth=1.0, label="A (scaled)")
+                    color="tab:red", linestyle="--", linewidth=1.0, label="A (range-scaled)")
         ax.legend(loc="upper right", fontsize=7, ncol=len(response_maps) + 1)
         ax.set_ylabel("maps", rotation=0, ha="right", va="center", fontsize=8)
         ax.set_yticks([])
     axes[-1].tick_params(axis="x", which="both", bottom=True, labelbottom=True)
     axes[-1].set_xlabel("time (s)")
     if title:
-        fig.suptitle(title, fontsize=10, y=0.995)
+        fig.suptitle(title, fontsize=10, y=0.998)
     return fig
 
 

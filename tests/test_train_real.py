@@ -1,0 +1,42 @@
+"""`xecg train --data PATH` (what `make train DATA=PATH` runs) on the 100 real CPSC records:
+prepared into a store once, the paper split, a short fit, metrics with their protocol."""
+
+from __future__ import annotations
+
+import json
+
+from xecg.cli import main
+from xecg.data.store import Store
+
+
+def test_train_on_real_wfdb_records(wfdb_sample, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the store goes to ./data/stores/<name>, as with make train
+    args = ["train", "--data", str(wfdb_sample), "--config", "placeholder"]
+    config = tmp_path / "real.yaml"
+    config.write_text(
+        "experiment: {name: real, runs_dir: runs, attention_records: 1,"
+        " attention_every_n_epochs: 100}\n"
+        "seed_everything: 0\n"
+        "trainer: {max_epochs: 1, accelerator: cpu, devices: 1, enable_progress_bar: false,"
+        " enable_model_summary: false, limit_train_batches: 2}\n"
+        "model: {model: xecgnet, width: 0.125}\n"
+        "data: {policy: crop, length: 972, batch_size: 16, num_workers: 0}\n")
+    args[-1] = str(config)
+    assert main(args) == 0
+
+    store = Store(tmp_path / "data" / "stores" / wfdb_sample.name)
+    assert len(store) == 100 and store.meta["layout"] == "wfdb"
+    run = tmp_path / "runs" / "real"
+    metrics = json.loads((run / "metrics.json").read_text())
+    protocol = metrics["protocol"]
+    assert protocol["protocol"] == "paper" and protocol["seed"] == 1004
+    # The paper protocol on 100 sorted ids: 20 test, then 4 validation (ceil of 5% of 80).
+    assert protocol["counts"]["test"]["records"] == 20
+    assert protocol["counts"]["val"]["records"] == 4
+    assert {"micro_f1", "subset_acc_multi", "cpsc_f1"} <= metrics["test"].keys()
+
+    # A second run reuses the prepared store rather than reading the records again.
+    signals = store.path / "signals.f32"
+    before = signals.stat().st_mtime_ns
+    assert main(args) == 0
+    assert signals.stat().st_mtime_ns == before
