@@ -3,7 +3,9 @@ determinism, crop evaluation windows, checkpoint state and a Lightning run."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
 
 import lightning as L
 import numpy as np
@@ -11,10 +13,11 @@ import pytest
 import torch
 
 from xecg.classes import NUM_CLASSES, NUM_LEADS
-from xecg.data.datamodule import CPSCDataModule, average_by_group
+from xecg.data.datamodule import BatchPlanner, CPSCDataModule, average_by_group
 from xecg.data.record import Record
 from xecg.data.splits import load_split, make_split, save_split
 from xecg.data.store import Store, StoreWriter
+from xecg.module import XECGModule
 
 N_RECORDS = 64
 LENGTHS = (700, 1500, 2000, 2001, 2600, 4000, 6100)
@@ -330,3 +333,148 @@ def test_source_prepares_the_store_and_describe_reports_the_protocol(tmp_path, m
     info = dm.describe()
     assert info["protocol"] == "paper" and info["seed"] == 1004 and info["length"] is None
     assert info["counts"]["test"]["records"] == len(dm.indices["test"])
+
+
+# -- distributed ---------------------------------------------------------------------------------
+
+
+def planners(store: str, train: bool, world: int = 2, **kw) -> list[BatchPlanner]:
+    """One planner per rank over all the store's records (``world`` = 1: the global plan)."""
+    s = Store(store)
+    options = {"policy": "crop", "length": 1500, "batch_size": 6, "seed": 4, **kw}
+    return [BatchPlanner(np.arange(len(s)), s.lengths, train=train, num_replicas=world, rank=r,
+                         **options) for r in range(world)]
+
+
+def plans(planner: BatchPlanner, epoch: int = 0) -> list[tuple]:
+    planner.set_epoch(epoch)
+    return [(p.records.tolist(), p.rows.tolist(), p.starts.tolist()) for p in planner]
+
+
+@pytest.mark.parametrize("policy", ["crop", "bucket"])
+def test_training_shards_are_the_global_plan_dealt_out(store, policy):
+    # 64 records in batches of 6: 11 global batches, so rank 1 gets batch 0 again as padding.
+    (whole,) = planners(store, True, world=1, policy=policy)
+    ranks = planners(store, True, policy=policy)
+    for epoch in (0, 1):
+        global_plan = plans(whole, epoch)
+        shards = [plans(p, epoch) for p in ranks]
+        assert len(global_plan) == 11
+        assert [len(s) for s in shards] == [len(p) for p in ranks] == [6, 6]
+        assert shards[0] == global_plan[0::2] and shards[1] == global_plan[1::2] + global_plan[:1]
+        seen = [i for shard in shards for records, _, _ in shard for i in records]
+        assert sorted(seen[:-len(global_plan[0][0])]) == list(range(N_RECORDS))
+    for p in ranks:  # a new epoch: new order and crops on every rank
+        assert plans(p, 0) != plans(p, 1)
+        assert {tuple(r) for r, _, _ in plans(p, 0)} != {tuple(r) for r, _, _ in plans(p, 1)}
+
+
+@pytest.mark.parametrize("policy", ["crop", "bucket"])
+def test_evaluation_gives_each_record_to_one_rank(store, policy):
+    (whole,) = planners(store, False, world=1, policy=policy)
+    ranks = planners(store, False, world=3, policy=policy)
+    shards = [plans(p) for p in ranks]
+    records = [[i for r, _, _ in shard for i in r] for shard in shards]
+    assert sorted(sum(records, [])) == list(range(N_RECORDS))  # each record exactly once
+    assert [len(r) for r in records] == [22, 21, 21]
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    assert [len(s) for s in shards] == [len(p) for p in ranks]
+    # A record's windows do not depend on the rank that evaluates it.
+    assert window_starts([plans(whole)]) == window_starts(shards)
+
+
+def window_starts(shards: list[list[tuple]]) -> dict[int, list[int]]:
+    """Record -> its windows' starts, over all batches of all shards."""
+    out: dict[int, list[int]] = {}
+    for shard in shards:
+        for records, rows, starts in shard:
+            for row, start in zip(rows, starts):
+                out.setdefault(records[row], []).append(start)
+    return out
+
+
+def test_evaluation_with_fewer_records_than_ranks_repeats_them(store):
+    s = Store(store)
+    ranks = [BatchPlanner(np.array([5]), s.lengths, "pad", 1500, 4, train=False, num_replicas=2,
+                          rank=r) for r in range(2)]
+    assert [[p.records.tolist() for p in planner] for planner in ranks] == [[[5]], [[5]]]
+    with pytest.raises(ValueError, match="rank 2"):
+        BatchPlanner(np.array([5]), s.lengths, "pad", 1500, 4, train=False, num_replicas=2, rank=2)
+
+
+class _RankRecorder(L.Callback):
+    """Writes, per rank, the record indices of every training and validation batch by epoch, the
+    tuned thresholds and the gathered row counts, to ``folder/rank{R}.json``."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.seen: dict[str, list[list[int]]] = {}
+
+    def _add(self, trainer, stage: str, batch) -> None:
+        if not trainer.sanity_checking:
+            key = f"{stage}{trainer.current_epoch}"
+            self.seen[key] = self.seen.get(key, []) + [batch["index"].tolist()]
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._add(trainer, "train", batch)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self._add(trainer, "val", batch)
+
+    def on_fit_end(self, trainer, pl_module):
+        out = {"seen": self.seen, "world": trainer.world_size,
+               "thresholds": pl_module.thresholds.tolist(), "gathered": pl_module.gathered}
+        path = os.path.join(self.folder, f"rank{trainer.global_rank}.json")
+        with open(path, "w") as f:
+            json.dump(out, f)
+
+
+class _GatherCounter(XECGModule):
+    """Counts the validation rows gathered for threshold tuning."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.gathered: list[int] = []
+
+    def _gather_rows(self, rows):
+        out = super()._gather_rows(rows)
+        self.gathered.append(len(out))
+        return out
+
+
+def test_lightning_ddp_shards_records_and_advances_epochs(tmp_path, tiny_data):
+    """Two CPU processes (gloo) with Lightning's default use_distributed_sampler=True: each rank
+    runs exactly its planner shard (Lightning did not re-wrap it, set_epoch reached it), ranks
+    see disjoint records, and thresholds are tuned on every validation record although the
+    ranks hold different numbers of them."""
+    split = load_split(tiny_data.split)
+    split["val"] = split["val"][:-1]  # 40 and 39 records per rank: 4 and 3 batches of 13
+    save_split(split, tmp_path / "split.json")
+    dm = CPSCDataModule(str(tiny_data.store), split=str(tmp_path / "split.json"), policy="crop",
+                        length=972, batch_size=16, eval_batch_size=13, seed=5)
+    model = _GatherCounter(width=0.125, tune_thresholds=True)
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=2,
+                        num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[_RankRecorder(str(tmp_path))], default_root_dir=tmp_path)
+    trainer.fit(model, datamodule=dm)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    dm.setup()
+    lengths = Store(tiny_data.store).lengths
+    for epoch in (0, 1):
+        for stage, train in (("train", True), ("val", False)):
+            seen = [sum(r["seen"][f"{stage}{epoch}"], []) for r in ranks]
+            assert not set(seen[0]) & set(seen[1])
+            assert sorted(seen[0] + seen[1]) == sorted(dm.indices[stage].tolist())
+            for rank, r in enumerate(ranks):
+                expected = BatchPlanner(dm.indices[stage], lengths, "crop", 972,
+                                        16 if train else 13, train=train, seed=5, num_replicas=2,
+                                        rank=rank)
+                expected.set_epoch(epoch)
+                assert r["seen"][f"{stage}{epoch}"] == [p.records.tolist() for p in expected]
+    assert [len(r["seen"]["val0"]) for r in ranks] == [4, 3]
+    for r in ranks:
+        assert r["seen"]["train0"] != r["seen"]["train1"]
+    assert ranks[0]["thresholds"] == ranks[1]["thresholds"]
+    assert [r["gathered"] for r in ranks] == [[len(split["val"])] * 4] * 2  # probs, target x 2

@@ -154,10 +154,21 @@ class XECGModule(L.LightningModule):
             if self.hparams.tune_thresholds and self._val_outputs:
                 probs = torch.cat([p for p, _ in self._val_outputs])
                 target = torch.cat([t for _, t in self._val_outputs])
-                self.thresholds.copy_(tune_thresholds(
-                    self.all_gather(probs).reshape(-1, NUM_CLASSES),
-                    self.all_gather(target).reshape(-1, NUM_CLASSES)))
+                self.thresholds.copy_(tune_thresholds(self._gather_rows(probs),
+                                                      self._gather_rows(target)))
         self._val_outputs.clear()
+
+    def _gather_rows(self, rows: Tensor) -> Tensor:
+        """``rows`` (N x ...) of every process, concatenated. Processes may hold different N (the
+        DataModule deals validation records out unevenly) but all_gather needs equal shapes: pad
+        to the largest N, gather, and drop each process's padding."""
+        counts = self.all_gather(torch.tensor(len(rows), device=rows.device))
+        if counts.dim() == 0:  # one process
+            return rows
+        padded = rows.new_zeros((int(counts.max()), *rows.shape[1:]))
+        padded[:len(rows)] = rows
+        gathered = self.all_gather(padded)  # processes x max N x ...
+        return torch.cat([g[:n] for g, n in zip(gathered, counts.tolist())])
 
     def on_test_epoch_end(self) -> None:
         self._epoch_end("test")

@@ -31,7 +31,8 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+from torch import distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, get_worker_info
 
 from xecg.classes import CLASSES, NUM_CLASSES, NUM_LEADS
 from xecg.data.splits import SPLITS, default_seed, load_split, make_split, save_split
@@ -67,43 +68,79 @@ class BatchPlan:
     grouped: bool = False
 
 
-class BatchPlanner(Sampler[BatchPlan]):
-    """Yields one :class:`BatchPlan` per batch; shuffled by ``(seed, epoch)`` when ``train``.
+class BatchPlanner(DistributedSampler):
+    """Yields this process's :class:`BatchPlan` s, one per batch; shuffled by ``(seed, epoch)``
+    when ``train``. Lightning calls :meth:`set_epoch` before each epoch.
 
-    Lightning calls :meth:`set_epoch` before each training epoch (it is the DataLoader's sampler).
+    Shards itself over ``num_replicas`` processes (default: torch.distributed's world size and
+    rank when initialised, else one). Training: every process draws the same global plans from
+    ``(seed, epoch)`` and takes batches ``rank, rank + R, ...`` of them, the list first padded to a
+    multiple of R by repeating its first batches, so every process takes the same number of
+    steps. Evaluation: records are dealt out ``rank, rank + R, ...`` before batching, so each goes
+    to exactly one process (records repeat only when there are fewer than R) and batch counts
+    differ by at most one.
+
+    A ``DistributedSampler`` only so that Lightning leaves it in place: its data connector wraps
+    any other sampler in a ``DistributedSamplerWrapper``, which would shard plans its own way and
+    never pass the epoch on to us.
     """
 
     def __init__(self, indices: np.ndarray, lengths: np.ndarray, policy: str, length: int,
-                 batch_size: int, train: bool, seed: int = 0, bucket_multiple: int = 972):
-        super().__init__()
+                 batch_size: int, train: bool, seed: int = 0, bucket_multiple: int = 972,
+                 num_replicas: int | None = None, rank: int | None = None):
+        Sampler.__init__(self)  # not DistributedSampler's: it shards dataset items, not batches
         self.indices = np.sort(np.asarray(indices, dtype=np.int64))
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.policy, self.length, self.batch_size = policy, length, batch_size
         self.train, self.seed, self.bucket_multiple = train, seed, bucket_multiple
         self.epoch = 0
+        distributed = dist.is_available() and dist.is_initialized()
+        if num_replicas is None:
+            num_replicas = dist.get_world_size() if distributed else 1
+        if rank is None:
+            rank = dist.get_rank() if distributed else 0
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, {num_replicas}) processes")
+        self.num_replicas, self.rank = int(num_replicas), int(rank)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.indices) / self.batch_size)
+        if self.train:
+            return math.ceil(math.ceil(len(self.indices) / self.batch_size) / self.num_replicas)
+        return math.ceil(len(self._eval_records()) / self.batch_size)
 
     def __iter__(self):
-        rng = np.random.default_rng([self.seed, self.epoch]) if self.train else None
-        for records in self._batches(rng):
-            yield self._plan(records, rng)
+        if not self.train:
+            for records in _chunks(self._eval_records(), self.batch_size):
+                yield self._plan(records, None)
+            return
+        rng = np.random.default_rng([self.seed, self.epoch])
+        # Every process draws every batch's crops, so all hold the same global plan.
+        plans = [self._plan(records, rng) for records in self._train_batches(rng)]
+        total = math.ceil(len(plans) / self.num_replicas) * self.num_replicas
+        for i in range(self.rank, total, self.num_replicas):
+            yield plans[i % len(plans)]
 
-    def _batches(self, rng: np.random.Generator | None) -> list[np.ndarray]:
-        order = rng.permutation(self.indices) if rng is not None else self.indices
+    def _train_batches(self, rng: np.random.Generator) -> list[np.ndarray]:
+        order = rng.permutation(self.indices)
         if self.policy != "bucket":
             return _chunks(order, self.batch_size)
-        if rng is None:
-            return _chunks(order[np.argsort(self.lengths[order], kind="stable")], self.batch_size)
         batches = []
         for chunk in _chunks(order, self.batch_size * _BUCKET_CHUNK_BATCHES):
-            batches += _chunks(chunk[np.argsort(self.lengths[chunk], kind="stable")],
-                               self.batch_size)
+            batches += _chunks(self._by_length(chunk), self.batch_size)
         return [batches[i] for i in rng.permutation(len(batches))]
+
+    def _eval_records(self) -> np.ndarray:
+        """This process's evaluation records, in order (by length for ``bucket``)."""
+        order = self._by_length(self.indices) if self.policy == "bucket" else self.indices
+        if 0 < len(order) < self.num_replicas:
+            order = np.resize(order, self.num_replicas)  # every process needs a batch
+        return order[self.rank::self.num_replicas]
+
+    def _by_length(self, records: np.ndarray) -> np.ndarray:
+        return records[np.argsort(self.lengths[records], kind="stable")]
 
     def _plan(self, records: np.ndarray, rng: np.random.Generator | None) -> BatchPlan:
         n = self.lengths[records]
@@ -197,6 +234,11 @@ class CPSCDataModule(L.LightningDataModule):
     one and keeps it at ``STORE/splits/``. ``seed`` drives shuffling and crops (default: the seed
     given to ``lightning.seed_everything``, else 0). Normalisation statistics come from the
     training split only and travel in checkpoints through :meth:`state_dict`.
+
+    Distributed (Lightning DDP, any ``use_distributed_sampler``): ``batch_size`` is per process;
+    each process trains on its share of one global plan drawn from ``(seed, epoch)`` (padded with
+    repeated batches to equal step counts) and evaluates a disjoint share of the records, so
+    torchmetrics' cross-process reduction counts every record once (see :class:`BatchPlanner`).
     """
 
     def __init__(self, store: str, split: str | None = None,
@@ -318,12 +360,22 @@ class CPSCDataModule(L.LightningDataModule):
             return self.seed
         return int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by lightning.seed_everything
 
+    def _replica(self) -> tuple[int | None, int | None]:
+        """(data-parallel processes, this one's rank): the trainer's when attached (it knows the
+        data-parallel group of every strategy), else None (torch.distributed's)."""
+        if self.trainer is None:
+            return None, None
+        kwargs = self.trainer.distributed_sampler_kwargs or {"num_replicas": 1, "rank": 0}
+        return kwargs["num_replicas"], kwargs["rank"]
+
     def _loader(self, split: str, train: bool) -> DataLoader:
         if self.store is None:
             self.setup()
+        num_replicas, rank = self._replica()
         planner = BatchPlanner(self.indices[split], self.store.lengths, self.policy, self.length,
                                self.batch_size if train else self.eval_batch_size, train=train,
-                               seed=self._loader_seed(), bucket_multiple=self.bucket_multiple)
+                               seed=self._loader_seed(), bucket_multiple=self.bucket_multiple,
+                               num_replicas=num_replicas, rank=rank)
         dataset = WindowDataset(self.store, self.mean, self.std)
         workers = self.num_workers
         # batch_size=None: the planner yields whole batches and each worker builds one at a time.
