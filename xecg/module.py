@@ -137,9 +137,12 @@ class XECGModule(L.LightningModule):
         # states made there cannot be updated in place by a later fit's validation (no_grad).
         with torch.inference_mode(False):
             self._metrics(stage).reset()
-        # States are already reduced across processes by torchmetrics: no sync_dist here.
-        self.log_dict({f"{stage}/{k}": v for k, v in values.items() if k != "micro_f1"})
-        self.log(f"{stage}/micro_f1", values["micro_f1"], prog_bar=stage != "train")
+        # torchmetrics already reduced the states across processes, so every rank holds the same
+        # values; sync_dist (a mean of equal numbers) only spares Lightning's DDP warning.
+        self.log_dict({f"{stage}/{k}": v for k, v in values.items() if k != "micro_f1"},
+                      sync_dist=True)
+        self.log(f"{stage}/micro_f1", values["micro_f1"], prog_bar=stage != "train",
+                 sync_dist=True)
         self.last_metrics[stage] = {k: float(v) for k, v in values.items()}
         return values
 
