@@ -3,6 +3,8 @@ and that a tiny batch can be overfitted."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -18,6 +20,7 @@ from xecg.models import (
     downsample_mask,
     masked_mean,
 )
+from xecg.models.backbone import MaskedBatchNorm1d
 
 
 def _randomise_batchnorm(model: nn.Module) -> nn.Module:
@@ -126,6 +129,41 @@ def test_end_padding_with_mask_matches_unpadded_input(name, length):
         assert torch.allclose(out.response_maps[..., :t], ref.response_maps, atol=1e-5)
         assert torch.allclose(out.attention[..., :t], ref.attention, atol=1e-6)
         assert (out.response_maps[..., t:] == 0).all() and (out.attention[..., t:] == 0).all()
+
+
+@pytest.mark.parametrize("name", ["xecgnet", "cnn"])
+def test_end_padding_in_training_mode_changes_nothing(name):
+    """Batch statistics count only real samples: a training step on padded records gives the
+    unpadded outputs and running statistics."""
+    torch.manual_seed(0)
+    model = build_model(name, width=0.25).train()
+    plain, masked, unmasked = (copy.deepcopy(model) for _ in range(3))
+    length, padded_length = 2916, 15 * DOWNSAMPLE
+    x = torch.randn(2, NUM_LEADS, length)
+    padded = torch.zeros(2, NUM_LEADS, padded_length)
+    padded[..., :length] = x
+    mask = (torch.arange(padded_length) < length).expand(2, -1)
+    ref, out = plain(x), masked(padded, mask)
+    unmasked(padded)
+    assert torch.allclose(out.perception_logits, ref.perception_logits, atol=1e-4)
+    assert torch.allclose(out.probs, ref.probs, atol=1e-5)
+    ref_state, out_state = plain.state_dict(), masked.state_dict()
+    for key, value in ref_state.items():
+        assert torch.allclose(out_state[key].float(), value.float(), atol=1e-5), key
+    # Without the mask, the zeros enter the statistics: the comparison above can fail.
+    first_bn = next(k for k in ref_state if k.endswith("running_mean"))
+    assert not torch.allclose(unmasked.state_dict()[first_bn], ref_state[first_bn], atol=1e-5)
+
+
+def test_masked_batchnorm_without_padding_is_batchnorm():
+    torch.manual_seed(0)
+    x = torch.randn(4, 8, 50)
+    ours, reference = MaskedBatchNorm1d(8), nn.BatchNorm1d(8)
+    y = ours(x, torch.ones(4, 50, dtype=torch.bool))
+    assert torch.allclose(y, reference(x), atol=1e-5)
+    assert torch.allclose(ours.running_mean, reference.running_mean, atol=1e-6)
+    assert torch.allclose(ours.running_var, reference.running_var, atol=1e-5)
+    assert ours.num_batches_tracked == reference.num_batches_tracked == 1
 
 
 def test_start_padding_marks_padded_positions_invalid():

@@ -12,9 +12,8 @@ end (the ``bucket`` policy) the valid part of every feature map is therefore the
 network's feature map, for any real length ``L``. With padding at the start (the paper's
 zero-padding to 72,000) positions that touch the padding are invalid, but the pooling grid is
 anchored at the padded start, so features are those of a shifted signal, not identical.
-Residual limit: in training mode BatchNorm computes batch statistics over every position,
-padded ones included (they hold the layer's response to zeros); in eval mode BatchNorm uses
-its running statistics and padding changes nothing.
+BatchNorm layers (:class:`MaskedBatchNorm1d`) compute their training-mode batch statistics over
+valid positions only, so padding changes neither a training step nor the running statistics.
 """
 
 from __future__ import annotations
@@ -76,9 +75,45 @@ def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
     return (x * weight).sum(dim=-1) / weight.sum(dim=-1).clamp_min(1)
 
 
-def _conv_bn(c_in: int, c_out: int, activation: Activation) -> nn.Sequential:
-    return nn.Sequential(nn.Conv1d(c_in, c_out, 3, padding=1), nn.BatchNorm1d(c_out),
-                         make_activation(activation))
+class MaskedBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d whose training-mode statistics count only valid positions of a ``B x T``
+    mask (True = real); without a mask, or in eval mode, it is plain BatchNorm1d."""
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        if mask is None or not self.training:
+            return super().forward(x)
+        x32 = x.float()  # statistics in float32 also under bf16 autocast, as BatchNorm does
+        w = mask.unsqueeze(1).to(x32.dtype)
+        n = w.sum().clamp_min(1.0)
+        mean = (x32 * w).sum((0, 2)) / n
+        centred = x32 - mean[:, None]
+        var = (centred.square() * w).sum((0, 2)) / n
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = (self.momentum if self.momentum is not None
+                            else 1.0 / float(self.num_batches_tracked))
+                self.running_mean.lerp_(mean, momentum)
+                self.running_var.lerp_(var * n / (n - 1).clamp_min(1.0), momentum)
+        y = centred * torch.rsqrt(var + self.eps)[:, None]
+        if self.affine:
+            y = y * self.weight[:, None] + self.bias[:, None]
+        return y.to(x.dtype)
+
+
+class ConvBN(nn.Module):
+    """Conv1d (same padding) -> masked BatchNorm -> activation: ``B x c_in x T`` ->
+    ``B x c_out x T``."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, bias: bool = True,
+                 activation: Activation = "none") -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2, bias=bias)
+        self.norm = MaskedBatchNorm1d(c_out)
+        self.act = make_activation(activation)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.act(self.norm(self.conv(x), mask))
 
 
 class FeatureExtractor(nn.Module):
@@ -97,7 +132,7 @@ class FeatureExtractor(nn.Module):
         for block in BLOCKS:
             layers = nn.ModuleList()
             for channels in block:
-                layers.append(_conv_bn(c_in, scaled(channels, width), activation))
+                layers.append(ConvBN(c_in, scaled(channels, width), 3, activation=activation))
                 c_in = scaled(channels, width)
             self.blocks.append(layers)
         self.pool = nn.MaxPool1d(POOL, POOL)
@@ -107,7 +142,7 @@ class FeatureExtractor(nn.Module):
         x = apply_mask(x, mask)
         for layers in self.blocks:
             for layer in layers:
-                x = apply_mask(layer(x), mask)
+                x = apply_mask(layer(x, mask), mask)
             x = self.pool(x)
             if mask is not None:
                 mask = downsample_mask(mask)
@@ -116,7 +151,8 @@ class FeatureExtractor(nn.Module):
 
 
 def check_input(x: Tensor, mask: Tensor | None, in_leads: int) -> Tensor | None:
-    """Validate a ``B x in_leads x T`` batch and its ``B x T`` mask; returns the mask as bool."""
+    """Validate a ``B x in_leads x T`` batch and its ``B x T`` mask; returns the mask as bool,
+    or None when it marks no padding."""
     if x.dim() != 3 or x.shape[1] != in_leads:
         raise ValueError(f"input must be B x {in_leads} x T, got shape {tuple(x.shape)}")
     if x.shape[2] < DOWNSAMPLE:
@@ -127,4 +163,6 @@ def check_input(x: Tensor, mask: Tensor | None, in_leads: int) -> Tensor | None:
     if mask.shape != (x.shape[0], x.shape[2]):
         raise ValueError(f"mask must be B x T = {(x.shape[0], x.shape[2])}, "
                          f"got shape {tuple(mask.shape)}")
-    return mask.to(torch.bool)
+    mask = mask.to(torch.bool)
+    # No padding in the batch: the plain (faster, fused BatchNorm) path gives the same result.
+    return None if bool(mask.all()) else mask

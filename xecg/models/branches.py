@@ -10,12 +10,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xecg.models.backbone import Activation, apply_mask, make_activation, masked_mean, scaled
-
-
-def _conv_bn(c_in: int, c_out: int, kernel: int) -> list[nn.Module]:
-    return [nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2, bias=False),
-            nn.BatchNorm1d(c_out)]
+from xecg.models.backbone import (
+    Activation,
+    ConvBN,
+    MaskedBatchNorm1d,
+    apply_mask,
+    make_activation,
+    masked_mean,
+    scaled,
+)
 
 
 class Bottleneck(nn.Module):
@@ -29,15 +32,15 @@ class Bottleneck(nn.Module):
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         mid = out_channels // 4
-        self.reduce = nn.Sequential(*_conv_bn(in_channels, mid, 1), nn.ReLU())
-        self.conv = nn.Sequential(*_conv_bn(mid, mid, 3), nn.ReLU())
-        self.expand = nn.Sequential(*_conv_bn(mid, out_channels, 1))
-        self.shortcut = (nn.Sequential(*_conv_bn(in_channels, out_channels, 1))
-                         if in_channels != out_channels else nn.Identity())
+        self.reduce = ConvBN(in_channels, mid, 1, bias=False, activation="relu")
+        self.conv = ConvBN(mid, mid, 3, bias=False, activation="relu")
+        self.expand = ConvBN(mid, out_channels, 1, bias=False)
+        self.shortcut = (ConvBN(in_channels, out_channels, 1, bias=False)
+                         if in_channels != out_channels else None)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        out = self.expand(self.conv(apply_mask(self.reduce(x), mask)))
-        return F.relu(out + self.shortcut(x))
+        out = self.expand(self.conv(apply_mask(self.reduce(x, mask), mask), mask), mask)
+        return F.relu(out + (x if self.shortcut is None else self.shortcut(x, mask)))
 
 
 class AttentionBranch(nn.Module):
@@ -54,16 +57,16 @@ class AttentionBranch(nn.Module):
         super().__init__()
         channels = scaled(256, width)
         self.bottleneck = Bottleneck(in_channels, channels)
-        self.norm = nn.BatchNorm1d(channels)
+        self.norm = MaskedBatchNorm1d(channels)
         self.response = nn.Conv1d(channels, num_classes, 1, bias=False)
         self.classifier = nn.Linear(num_classes, num_classes, bias=False)
-        self.attention = nn.Sequential(*_conv_bn(num_classes, 1, 1))
+        self.attention = ConvBN(num_classes, 1, 1, bias=False)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        maps = F.relu(self.response(self.norm(self.bottleneck(x, mask))))
+        maps = F.relu(self.response(self.norm(self.bottleneck(x, mask), mask)))
         maps = apply_mask(maps, mask)
         logits = self.classifier(masked_mean(maps, mask))
-        attention = apply_mask(torch.sigmoid(self.attention(maps)), mask)
+        attention = apply_mask(torch.sigmoid(self.attention(maps, mask)), mask)
         return logits, maps, attention
 
 
