@@ -53,6 +53,7 @@ def _make_cli_class():
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.cli import LightningCLI
     from lightning.pytorch.loggers import CSVLogger, WandbLogger
+    from lightning.pytorch.utilities import rank_zero_only
 
     from xecg.callbacks import AttentionImages, MetricsReport
     from xecg.data.datamodule import CPSCDataModule
@@ -75,7 +76,8 @@ def _make_cli_class():
             exp: Experiment = self._get(self.config_init, "experiment")
             run_dir = Path(exp.runs_dir) / exp.name
             resume = self.resume or bool(cfg.get("ckpt_path"))
-            if self.subcommand in (None, "fit") and not resume:
+            # Under DDP's subprocess launcher every rank runs this; only rank 0 owns the folder.
+            if self.subcommand in (None, "fit") and not resume and rank_zero_only.rank == 0:
                 _archive_previous_run(run_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
             callbacks = list(self._get(self.config_init, "trainer", default={}).get("callbacks")
@@ -130,11 +132,14 @@ def _archive_previous_run(run_dir: Path) -> None:
 
 def _wandb_id(run_dir: Path, resume: bool) -> str:
     """The W&B run id kept in the run folder, so a resumed training continues the same W&B run."""
+    from lightning.pytorch.utilities import rank_zero_only
+
     path = run_dir / "wandb_id"
     if resume and path.is_file():
         return path.read_text().strip()
     run_id = uuid.uuid4().hex[:8]
-    path.write_text(run_id + "\n")
+    if rank_zero_only.rank == 0:  # other DDP ranks log nothing to W&B
+        path.write_text(run_id + "\n")
     return run_id
 
 
