@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import lightning as L
@@ -12,6 +11,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from xecg.classes import CLASSES, names_of
+from xecg.data.store import write_atomic
 from xecg.plots import plot_attention, save_figure
 
 
@@ -96,10 +96,7 @@ class MetricsReport(L.Callback):
             data["best_checkpoint"] = ckpt.best_model_path
             data["best_val_micro_f1"] = float(ckpt.best_model_score or float("nan"))
         data["thresholds"] = [round(float(t), 4) for t in pl_module.thresholds]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(data, indent=2) + "\n")
         return data
 
     def _table(self, trainer: L.Trainer, pl_module, stage: str) -> None:

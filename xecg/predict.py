@@ -8,7 +8,6 @@ with the 12 leads and the attention map over them. Unreadable records are named 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from xecg.classes import CLASSES
 from xecg.data.prepare import resample
 from xecg.data.readers import DatasetError, open_dataset
 from xecg.data.record import RecordError
+from xecg.data.store import write_csv
 from xecg.module import XECGModule
 from xecg.plots import save_figure
 
@@ -64,20 +64,11 @@ def predict(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.Path
         rows.append([rec.id, *[f"{p:.4f}" for p in probs], ";".join(predicted),
                      ";".join(rec.label_names), rec.source])
     csv_path = out / "predictions.csv"
-    _write_csv(csv_path, header, rows)
+    write_csv(csv_path, header, rows)
     if skipped:
-        _write_csv(out / "skipped.csv", ["file", "reason"], skipped)
+        write_csv(out / "skipped.csv", ["file", "reason"], skipped)
     print(f"{len(rows)} records predicted, {len(skipped)} skipped -> {csv_path}")
     return csv_path
-
-
-def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

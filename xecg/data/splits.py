@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from xecg.classes import NUM_CLASSES
+from xecg.data.store import write_atomic
 
 PROTOCOLS = ("paper", "kfold")
 SPLITS = ("train", "val", "test")
@@ -126,17 +126,7 @@ def make_split(source: str | os.PathLike, protocol: str = "paper", seed: int | N
 
 def save_split(split: dict, out: str | os.PathLike) -> None:
     """Write a split as JSON atomically (temporary file, then rename)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(split, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomic(out, json.dumps(split, indent=1) + "\n")
 
 
 def load_split(path: str | os.PathLike) -> dict:

@@ -18,6 +18,7 @@ interrupted write never leaves a folder that looks like a store.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -158,8 +159,8 @@ class StoreWriter:
             w.writerows(self._rows)
         moments = np.stack(self._moments) if self._moments else np.zeros((0, 2, NUM_LEADS))
         np.save(tmp / "moments.npy", moments)
-        _write_csv(tmp / "evidence.csv", ("record", "label", "start", "end"), self._evidence)
-        _write_csv(tmp / "skipped.csv", ("file", "reason"), self._skipped)
+        write_csv(tmp / "evidence.csv", ("record", "label", "start", "end"), self._evidence)
+        write_csv(tmp / "skipped.csv", ("file", "reason"), self._skipped)
         meta = {
             "format": FORMAT, "version": VERSION, "fs": self.fs, "leads": list(LEADS),
             "classes": list(CLASSES), "num_records": len(self._rows),
@@ -176,11 +177,28 @@ def _reason_kind(reason: str) -> str:
     return reason.split(":", 1)[0].strip()
 
 
-def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` through a temporary sibling and a rename: nobody ever reads half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; these files are results to share
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence]) -> None:
+    """Write a CSV file atomically (see :func:`write_atomic`)."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(rows)
+    write_atomic(path, buf.getvalue())
 
 
 def _replace_dir(new: Path, dest: Path) -> None:
