@@ -106,18 +106,19 @@ def tiny_config(tiny_data):
     """Factory ``(folder, name="tiny", **sections) -> Path``: writes ``folder/NAME.yaml``, an
     experiment for a CPU run of seconds on ``tiny_data`` (width 0.125, 972-sample crops, one
     epoch, run folder ``folder/runs/NAME``). Keyword arguments are sections (``model={...}``)
-    merged over the defaults."""
+    merged over the defaults (one level deep: ``model={"net": ...}`` replaces the net)."""
     import yaml
 
     def write(folder: Path, name: str = "tiny", **sections: dict) -> Path:
         config = {
-            "experiment": {"name": name, "runs_dir": str(folder / "runs"),
-                           "attention_every_n_epochs": 100, "attention_records": 1},
+            "experiment": {"name": name, "runs_dir": str(folder / "runs")},
+            "attention": {"every_n_epochs": 100, "num_records": 1},
             "seed_everything": 0,
             "trainer": {"max_epochs": 1, "accelerator": "cpu", "devices": 1,
                         "precision": "32-true", "log_every_n_steps": 1,
                         "enable_progress_bar": False, "enable_model_summary": False},
-            "model": {"model": "xecgnet", "width": 0.125, "lr": 0.003},
+            "model": {"net": {"class_path": "xecg.models.XECGNet", "init_args": {"width": 0.125}},
+                      "loss": {"class_path": "xecg.losses.XECGLoss"}, "lr": 0.003},
             "data": {"store": str(tiny_data.store), "split": str(tiny_data.split),
                      "policy": "crop", "length": 972, "batch_size": 16, "num_workers": 0},
         }

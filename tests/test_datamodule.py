@@ -13,10 +13,16 @@ import pytest
 import torch
 
 from xecg.classes import NUM_CLASSES, NUM_LEADS
-from xecg.data.datamodule import BatchPlanner, CPSCDataModule, average_by_group
+from xecg.data.datamodule import (
+    BatchPlanner,
+    CPSCDataModule,
+    SyntheticOptions,
+    average_by_group,
+)
 from xecg.data.record import Record
 from xecg.data.splits import load_split, make_split, save_split
 from xecg.data.store import Store, StoreWriter
+from xecg.models import XECGNet
 from xecg.module import XECGModule
 
 N_RECORDS = 64
@@ -257,17 +263,17 @@ def test_state_dict_carries_training_statistics(tmp_path, store, records):
         assert np.array_equal(other.mean, dm.mean) and np.array_equal(other.std, dm.std)
 
 
-def test_example_indices_prefer_multilabel(store, records):
+def test_attention_examples_prefer_multilabel(store, records):
+    from xecg.callbacks import pick_examples
+
     dm = CPSCDataModule(store)
     dm.setup()
-    picked = dm.example_indices("fit", 6)
-    assert len(set(picked.tolist())) == 6 and set(picked) <= set(dm.indices["train"])
+    train = dm.indices["train"]
+    picked = train[pick_examples(dm.store.labels[train], 6)]
+    assert len(set(picked.tolist())) == 6 and set(picked) <= set(train)
     multi = [records[i].labels.sum() >= 2 for i in picked]
-    n_multi = sum(records[i].labels.sum() >= 2 for i in dm.indices["train"])
+    n_multi = sum(records[i].labels.sum() >= 2 for i in train)
     assert all(multi[:min(6, n_multi)])
-    assert np.array_equal(picked, dm.example_indices("train", 6))
-    with pytest.raises(ValueError, match="stage"):
-        dm.example_indices("nope", 2)
 
 
 def test_bad_arguments_and_unknown_records(tmp_path, store):
@@ -325,8 +331,8 @@ def test_source_prepares_the_store_and_describe_reports_the_protocol(tmp_path, m
         return write(out, records)
 
     monkeypatch.setattr("xecg.data.synthetic.make_synthetic_store", fake_generator)
-    dm = CPSCDataModule(str(tmp_path / "syn"), source="synthetic", synthetic_n=64,
-                        synthetic_durations=[6.0, 12.0], synthetic_balanced=True, policy="bucket")
+    dm = CPSCDataModule(str(tmp_path / "syn"), source="synthetic", policy="bucket",
+                        synthetic=SyntheticOptions(n=64, durations=(6.0, 12.0), balanced=True))
     dm.setup()
     assert calls == [{"n": 64, "seed": 0, "balanced": True, "durations": (6.0, 12.0)}]
     assert sum(len(v) for v in dm.indices.values()) == N_RECORDS
@@ -443,7 +449,7 @@ class _GatherCounter(XECGModule):
 
 
 def test_lightning_ddp_shards_records_and_advances_epochs(tmp_path, tiny_data):
-    """Two CPU processes (gloo) with Lightning's default use_distributed_sampler=True: each rank
+    """Two CPU processes (gloo), use_distributed_sampler=False as the CLI sets it: each rank
     runs exactly its planner shard (Lightning did not re-wrap it, set_epoch reached it), ranks
     see disjoint records, and thresholds are tuned on every validation record although the
     ranks hold different numbers of them."""
@@ -452,8 +458,9 @@ def test_lightning_ddp_shards_records_and_advances_epochs(tmp_path, tiny_data):
     save_split(split, tmp_path / "split.json")
     dm = CPSCDataModule(str(tiny_data.store), split=str(tmp_path / "split.json"), policy="crop",
                         length=972, batch_size=16, eval_batch_size=13, seed=5)
-    model = _GatherCounter(width=0.125, tune_thresholds=True)
+    model = _GatherCounter(net=XECGNet(width=0.125), tune_thresholds=True)
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=2,
+                        use_distributed_sampler=False,
                         num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[_RankRecorder(str(tmp_path))], default_root_dir=tmp_path)

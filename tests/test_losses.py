@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from xecg.losses import LossTerms, XECGLoss, build_loss
+from xecg.losses import LossTerms, XECGLoss
 from xecg.models import XECGNetOutput
 
 LOG2 = math.log(2.0)
@@ -180,12 +180,9 @@ def test_bad_options_and_labels():
         XECGLoss()(_output(maps, attention), torch.ones(1, 8))
 
 
-def test_build_loss_expresses_the_baselines():
-    assert build_loss("xecgnet").gamma == 0.01
-    assert build_loss("xecgnet", gamma=1.0, distance="mse").distance == "mse"
-    assert build_loss("abn").gamma == 0.0
-    assert build_loss("abn", gamma=0).gamma == 0.0
-    with pytest.raises(ValueError, match="gamma = 0"):
-        build_loss("abn", gamma=0.01)
-    with pytest.raises(ValueError, match="model must be one of"):
-        build_loss("vgg")
+def test_loss_records_its_arguments_and_refuses_unknown_choices():
+    loss = XECGLoss(gamma=0.1, distance="mse")
+    assert dict(loss.hparams) == {"gamma": 0.1, "reference": "positives", "distance": "mse",
+                                  "detach_reference": False, "batch_reduction": "mean"}
+    with pytest.raises(ValueError, match="distance must be one of 'l2', 'mse', 'l1'"):
+        XECGLoss(distance="cosine")

@@ -10,11 +10,13 @@ import torch
 
 from xecg.classes import NUM_CLASSES
 from xecg.data.datamodule import CPSCDataModule
+from xecg.losses import XECGLoss
 from xecg.metrics import tune_thresholds
-from xecg.models import DOWNSAMPLE
+from xecg.models import DOWNSAMPLE, MODELS, CNNBaseline, XECGNet
 from xecg.module import XECGModule
 
-MODELS = ("xecgnet", "abn", "cnn")
+#: The experiments' variants: network and gamma (ABN is xECGNet with gamma 0).
+VARIANTS = {"xecgnet": (XECGNet, 0.01), "abn": (XECGNet, 0.0), "cnn": (CNNBaseline, 0.01)}
 POLICIES = ("pad", "crop", "bucket")
 
 # Steps are called here without a Trainer, so `self.log` has nowhere to go and says so.
@@ -28,9 +30,12 @@ def datamodule(tiny_data, policy: str = "crop", **kwargs) -> CPSCDataModule:
     return dm
 
 
-def module(model: str = "xecgnet", seed: int = 0, **kwargs) -> XECGModule:
+def module(model: str = "xecgnet", seed: int = 0, gamma: float | None = None,
+           **kwargs) -> XECGModule:
     torch.manual_seed(seed)
-    return XECGModule(model=model, width=0.125, **kwargs)
+    net, default_gamma = VARIANTS[model]
+    loss = XECGLoss(gamma=default_gamma if gamma is None else gamma)
+    return XECGModule(net(width=0.125), loss, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +68,7 @@ def per_record_mean(window_probs: torch.Tensor, group: torch.Tensor, n: int) -> 
 
 
 @pytest.mark.parametrize("policy", POLICIES)
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", VARIANTS)
 def test_steps_give_finite_losses_and_one_metric_row_per_record(batches, model, policy,
                                                                 monkeypatch):
     train_batch, val_batch = batches[policy]
@@ -96,13 +101,28 @@ def test_steps_give_finite_losses_and_one_metric_row_per_record(batches, model, 
     assert m._val_outputs[0][0].shape == (n, NUM_CLASSES)
 
 
-def test_gamma_defaults_per_model_and_abn_refuses_a_regulariser():
-    assert XECGModule(model="xecgnet", width=0.125).criterion.gamma == pytest.approx(0.01)
-    assert XECGModule(model="abn", width=0.125).criterion.gamma == 0.0
-    assert XECGModule(model="xecgnet", width=0.125, gamma=0.0).criterion.gamma == 0.0
-    assert XECGModule(model="abn", width=0.125, gamma=0.0).criterion.gamma == 0.0
-    with pytest.raises(ValueError, match="abn.*gamma"):
-        XECGModule(model="abn", width=0.125, gamma=0.1)
+@pytest.mark.parametrize("name", list(MODELS))
+def test_checkpoint_rebuilds_the_injected_network_and_loss(tmp_path, name):
+    torch.manual_seed(0)
+    m = XECGModule(MODELS[name](width=0.125, activation="none"),
+                   XECGLoss(gamma=0.3, reference="all9"), lr=0.02, scheduler="cosine")
+    trainer = L.Trainer(max_epochs=0, accelerator="cpu", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(m)
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    restored = XECGModule.load_from_checkpoint(tmp_path / "m.ckpt", map_location="cpu")
+    assert type(restored.net) is MODELS[name]
+    assert restored.net.hparams["activation"] == "none"
+    assert restored.criterion.gamma == 0.3 and restored.criterion.reference == "all9"
+    assert restored.hparams.lr == 0.02 and restored.hparams.scheduler == "cosine"
+    for key, value in m.state_dict().items():
+        assert torch.equal(restored.state_dict()[key], value), key
+
+
+def test_module_defaults_to_the_papers_loss_and_refuses_unknown_choices():
+    assert XECGModule(XECGNet(width=0.125)).criterion.gamma == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="scheduler must be one of"):
+        XECGModule(XECGNet(width=0.125), scheduler="linear")
 
 
 def test_cnn_has_no_attention_and_its_loss_no_regulariser(batches):

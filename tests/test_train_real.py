@@ -4,6 +4,7 @@ prepared into a store once, the paper split, a short fit, metrics with their pro
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from xecg.cli import main
 from xecg.data.store import Store
@@ -13,13 +14,15 @@ def test_train_on_real_wfdb_records(wfdb_sample, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the store goes to ./data/stores/<name>, as with make train
     args = ["train", "--data", str(wfdb_sample), "--config", "placeholder"]
     config = tmp_path / "real.yaml"
-    config.write_text(
-        "experiment: {name: real, runs_dir: runs, attention_records: 1,"
-        " attention_every_n_epochs: 100}\n"
+    base = Path(__file__).resolve().parents[1] / "experiments" / "base.yaml"
+    config.write_text(  # a user's experiment on top of the shipped base
+        f"extends: {base}\n"
+        "experiment: {name: real, runs_dir: runs}\n"
+        "attention: {num_records: 1, every_n_epochs: 100}\n"
         "seed_everything: 0\n"
         "trainer: {max_epochs: 1, accelerator: cpu, devices: 1, enable_progress_bar: false,"
         " enable_model_summary: false, limit_train_batches: 2}\n"
-        "model: {model: xecgnet, width: 0.125}\n"
+        "model: {net: {init_args: {width: 0.125}}}\n"
         "data: {policy: crop, length: 972, batch_size: 16, num_workers: 0}\n")
     args[-1] = str(config)
     assert main(args) == 0

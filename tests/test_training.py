@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from xecg.classes import CLASSES, NUM_CLASSES
 from xecg.cli import main
 from xecg.data.datamodule import CPSCDataModule
+from xecg.models import XECGNet
 from xecg.module import XECGModule
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -46,7 +47,7 @@ def test_a_short_fit_beats_the_untrained_model_on_validation(tiny_data):
     0-3, micro-F1 rose by 0.26-0.34 and AUROC by 0.14-0.27."""
     L.seed_everything(0)
     dm = datamodule(tiny_data)
-    m = XECGModule(width=0.25, lr=3e-3)
+    m = XECGModule(XECGNet(width=0.25), lr=3e-3)
     # The fit validates once, at its end: after `validate` (inference mode) that checks that the
     # metric states made there do not break a fit's validation (no_grad).
     t = trainer(max_epochs=12, check_val_every_n_epoch=12)
@@ -62,7 +63,7 @@ def test_a_short_fit_beats_the_untrained_model_on_validation(tiny_data):
 def test_the_same_seed_gives_the_same_metrics(tiny_data):
     def run(seed: int) -> dict[str, float]:
         L.seed_everything(seed)  # weights, and the DataModule's crops and order
-        m = XECGModule(width=0.125, lr=3e-3)
+        m = XECGModule(XECGNet(width=0.125), lr=3e-3)
         t = trainer(max_epochs=2, limit_train_batches=3, limit_val_batches=2)
         dm = datamodule(tiny_data)
         t.fit(m, datamodule=dm)
@@ -98,7 +99,7 @@ def test_resume_from_last_continues_the_saved_epoch(tiny_data, tmp_path):
         t = trainer(max_epochs=max_epochs, limit_train_batches=3, limit_val_batches=2,
                     enable_checkpointing=True,
                     callbacks=[probe, ModelCheckpoint(dirpath=tmp_path, save_last=True)])
-        t.fit(XECGModule(width=0.125, lr=3e-3), datamodule=datamodule(tiny_data),
+        t.fit(XECGModule(XECGNet(width=0.125), lr=3e-3), datamodule=datamodule(tiny_data),
               ckpt_path=ckpt_path)
         return t, probe
 
@@ -176,7 +177,13 @@ def test_train_writes_the_run_folder(train_run, tiny_data):
     assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 1
 
     saved = yaml.safe_load((train_run / "config.yaml").read_text())
-    assert saved["model"]["width"] == 0.125 and saved["data"]["store"] == str(tiny_data.store)
+    assert saved["model"]["net"]["init_args"]["width"] == 0.125
+    assert saved["data"]["store"] == str(tiny_data.store)
+    assert saved["trainer"]["precision"] == "32-true"  # chosen for the CPU, and recorded
+    # The checkpoint rebuilds the module from itself alone, network and loss included.
+    restored = XECGModule.load_from_checkpoint(best, map_location="cpu")
+    assert type(restored.net) is XECGNet and restored.net.hparams["width"] == 0.125
+    assert restored.criterion.gamma == pytest.approx(0.01)
 
     report = json.loads((train_run / "metrics.json").read_text())
     for stage in ("val", "test"):
@@ -216,13 +223,15 @@ def test_the_offline_wandb_run_holds_metrics_and_attention_images(train_run):
 
 def test_fit_override_in_config_csv_log_without_wandb_rerun_keeps_run(tiny_config, tmp_path):
     config = tiny_config(tmp_path, "csv", trainer={"limit_train_batches": 3})
-    assert main(["fit", "--config", str(config), "--model.gamma", "0.1",
+    assert main(["fit", "--config", str(config), "--model.loss.gamma", "0.1",
                  "--experiment.wandb", "false"]) == 0
     run = tmp_path / "runs" / "csv"
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved["model"]["gamma"] == 0.1 and saved["experiment"]["wandb"] is False
+    assert saved["model"]["loss"]["init_args"]["gamma"] == 0.1
+    assert saved["experiment"]["wandb"] is False
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert ckpt["hyper_parameters"]["gamma"] == 0.1  # the model was built with the override
+    # the model was built with the override
+    assert ckpt["hyper_parameters"]["loss"]["init_args"]["gamma"] == 0.1
 
     with open(run / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -233,9 +242,33 @@ def test_fit_override_in_config_csv_log_without_wandb_rerun_keeps_run(tiny_confi
     assert main(["fit", "--config", str(config), "--experiment.wandb", "false",
                  "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1"]) == 0
     (kept,) = run.parent.glob("csv.*")
-    assert yaml.safe_load((kept / "config.yaml").read_text())["model"]["gamma"] == 0.1
-    assert (kept / "checkpoints" / "last.ckpt").is_file()
-    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["gamma"] is None
+    def gamma(folder: Path) -> float:
+        return yaml.safe_load((folder / "config.yaml").read_text())["model"]["loss"][
+            "init_args"]["gamma"]
+
+    assert gamma(kept) == 0.1 and (kept / "checkpoints" / "last.ckpt").is_file()
+    assert gamma(run) == 0.01
+
+
+def test_lightning_arguments_are_honoured_not_overwritten(tiny_config, tmp_path):
+    """The run folder, logger and callbacks are ordinary Lightning arguments."""
+    config = tiny_config(tmp_path, "args", trainer={"limit_train_batches": 2,
+                                                    "limit_val_batches": 1})
+    root = tmp_path / "elsewhere"
+    assert main(["fit", "--config", str(config), "--trainer.default_root_dir", str(root),
+                 "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+                 "--trainer.logger.save_dir", str(tmp_path / "csvlogs"),
+                 "--checkpoint.filename", "top-{epoch}", "--early_stopping.patience", "3",
+                 "--trainer.callbacks+=lightning.pytorch.callbacks.LearningRateMonitor"]) == 0
+    assert not (tmp_path / "runs" / "args").exists()
+    assert (root / "checkpoints" / "last.ckpt").is_file()
+    assert list((root / "checkpoints").glob("top-0*.ckpt"))
+    assert list((tmp_path / "csvlogs").rglob("metrics.csv"))  # the user's logger, not W&B
+    assert not (root / "wandb").exists()
+    # Lightning saves the config beside the user's logger's files.
+    (config_file,) = (tmp_path / "csvlogs").rglob("config.yaml")
+    saved = yaml.safe_load(config_file.read_text())
+    assert saved["early_stopping"]["patience"] == 3
 
 
 @pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import lightning as L
@@ -10,8 +11,8 @@ import numpy as np
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from xecg.atomic import write_atomic
 from xecg.classes import CLASSES, names_of
-from xecg.data.store import write_atomic
 from xecg.plots import plot_attention, save_figure
 
 
@@ -42,6 +43,23 @@ def render_attention(module, signal: np.ndarray, fs: float, record_id: str,
     return plot_attention(signal, fs, attention, maps, title=caption, evidence=evidence), caption
 
 
+def pick_examples(labels: np.ndarray, k: int) -> np.ndarray:
+    """``k`` positions of rows of ``labels`` (N x 9 multi-hot) to draw: multilabel records
+    first, one per distinct label combination before any repeats, then single-label records."""
+    on = np.asarray(labels) > 0.5
+    seen: set[bytes] = set()
+    first, rest = [], []
+    for i, y in enumerate(on):
+        multi = y.sum() >= 2
+        if multi and y.tobytes() not in seen:
+            first.append(i)
+        else:
+            rest.append((not multi, i))  # repeated combinations before single-label records
+        seen.add(y.tobytes())
+    picked = first + [i for _, i in sorted(rest)]
+    return np.array(picked[:k], dtype=np.int64)
+
+
 class AttentionImages(L.Callback):
     """Every ``every_n_epochs`` validation epochs, draws a fixed set of validation records (the
     same ones every time, multilabel ones first) with A and the true labels' R overlaid; saves
@@ -50,6 +68,7 @@ class AttentionImages(L.Callback):
     def __init__(self, every_n_epochs: int = 5, num_records: int = 4):
         self.every_n_epochs = every_n_epochs
         self.num_records = num_records
+        self._records: np.ndarray | None = None
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
@@ -60,10 +79,13 @@ class AttentionImages(L.Callback):
         if not (epoch % self.every_n_epochs == 0 or last or trainer.should_stop):
             return
         dm = trainer.datamodule
+        if self._records is None:  # the same records every time, chosen once
+            val = dm.indices["val"]
+            self._records = val[pick_examples(dm.store.labels[val], self.num_records)]
         out_dir = _run_dir(trainer) / "attention"
         out_dir.mkdir(parents=True, exist_ok=True)
         images, captions = [], []
-        for i in dm.example_indices("val", self.num_records):
+        for i in self._records:
             rec = dm.store.record(int(i))
             fig, caption = render_attention(pl_module, rec.signal, rec.fs, rec.id,
                                             rec.label_names, rec.evidence)
@@ -80,14 +102,20 @@ class MetricsReport(L.Callback):
     """Writes ``RUN/metrics.json`` (final validation and test metrics with the protocol they were
     measured under), prints a per-class table after testing and logs it to W&B as a table."""
 
-    def __init__(self, protocol: dict | None = None):
+    def __init__(self, protocol: dict | None = None, meta: dict | None = None):
+        """``protocol``: fields reported beside the data protocol (the experiment's name);
+        ``meta``: top-level fields of metrics.json, e.g. an ablation's ``variant``."""
         self.protocol = dict(protocol or {})
+        self.meta = dict(meta or {})
 
     def _update_file(self, trainer: L.Trainer, pl_module, stage: str) -> dict:
         path = _run_dir(trainer) / "metrics.json"
         data = json.loads(path.read_text()) if path.is_file() else {}
         dm = trainer.datamodule
+        data.update(self.meta)
         data["protocol"] = {**self.protocol, **_datamodule_protocol(dm)}
+        if "PL_GLOBAL_SEED" in os.environ:  # set by seed_everything: the run's seed
+            data["seed"] = int(os.environ["PL_GLOBAL_SEED"])
         data["model"] = dict(pl_module.hparams)
         data[stage] = pl_module.last_metrics.get(stage, {})
         data[f"{stage}_of"] = _evaluated(trainer, "fit epoch {}")

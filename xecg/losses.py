@@ -5,26 +5,27 @@ ref_b is built from the class response maps R of record b's ground-truth classes
 mean over the ``B x C`` entries (Keras' ``binary_crossentropy`` averaged over the batch).
 Padded positions (``output.mask`` False) count in no distance.
 
-Options that reproduce the authors' code for an honest comparison (SPEC "Loss"):
+Options that reproduce the authors' code for an honest comparison (``docs/paper.md#loss``):
 ``reference="all9"`` (sum_c y_c R_c divided by the number of classes, not of true labels),
 ``batch_reduction="authors_modulo"`` (the batch "mean" written ``%=``: sum of the per-record
 distances modulo the batch size), and ``gamma=0`` (their published runs never trained the
 regulariser). The ``paper_authors_code`` setting is therefore ``activation="none"`` on the
-model and ``reference="all9", distance="l2", batch_reduction="authors_modulo"`` here.
+network and ``reference="all9", distance="l2", batch_reduction="authors_modulo"`` here.
 Models without an attention map (the CNN baseline) get plain BCE on their logits: the
-missing terms are zero.
+missing terms are zero. The ABN baseline is this loss with ``gamma=0``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xecg.models import MODEL_NAMES, XECGNetOutput
+from xecg.models import XECGNetOutput
+from xecg.models.registry import constructor_args
 
 Reference = Literal["positives", "all9"]
 Distance = Literal["l2", "mse", "l1"]
@@ -43,7 +44,10 @@ class LossTerms(NamedTuple):
     regularizer: Tensor
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+def check_choice(name: str, value: str, choices: object) -> None:
+    """Raise a ValueError naming ``name`` unless ``value`` is one of ``choices`` (a ``Literal``
+    type, so the type annotation is the one list of allowed values)."""
+    choices = get_args(choices)
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
 
@@ -91,9 +95,10 @@ class XECGLoss(nn.Module):
         super().__init__()
         if not (math.isfinite(gamma) and gamma >= 0):
             raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
-        _check_choice("reference", reference, ("positives", "all9"))
-        _check_choice("distance", distance, ("l2", "mse", "l1"))
-        _check_choice("batch_reduction", batch_reduction, ("mean", "authors_modulo"))
+        check_choice("reference", reference, Reference)
+        check_choice("distance", distance, Distance)
+        check_choice("batch_reduction", batch_reduction, BatchReduction)
+        self.hparams = constructor_args(self, locals())  # to rebuild from a checkpoint
         self.gamma = gamma
         self.reference: Reference = reference
         self.distance: Distance = distance
@@ -127,15 +132,3 @@ class XECGLoss(nn.Module):
         if self.batch_reduction == "authors_modulo":
             return torch.remainder(per_record.sum(), per_record.shape[0])
         return per_record.mean()
-
-
-def build_loss(model_name: str, **kwargs) -> XECGLoss:
-    """The loss for a model of ``xecg.models.build_model``: ``abn`` is xECGNet with gamma = 0
-    (a non-zero gamma is refused); ``cnn`` has no attention map, so gamma has no effect."""
-    _check_choice("model", model_name, MODEL_NAMES)
-    if model_name == "abn":
-        if kwargs.get("gamma", 0.0) != 0:
-            raise ValueError(f"model 'abn' is xECGNet trained with gamma = 0, "
-                             f"got gamma={kwargs['gamma']!r}")
-        kwargs["gamma"] = 0.0
-    return XECGLoss(**kwargs)

@@ -1,36 +1,49 @@
-"""The LightningModule: a backbone from :mod:`xecg.models`, the xECGNet loss, per-stage metrics."""
+"""The LightningModule: an injected network and loss, per-stage metrics, checkpointed statistics."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import MaxMetric
 
 from xecg.classes import NUM_CLASSES, NUM_LEADS
 from xecg.data.datamodule import average_by_group
-from xecg.losses import build_loss
+from xecg.losses import XECGLoss, check_choice
 from xecg.metrics import ECGMetrics, tune_thresholds
-from xecg.models import build_model
 
 Stage = Literal["train", "val", "test"]
 
 
+Scheduler = Literal["none", "cosine", "plateau"]
+#: Lightning's instantiator for hparams that hold ``class_path``/``init_args`` dicts: with it,
+#: ``XECGModule.load_from_checkpoint(path)`` rebuilds the injected network and loss.
+_INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
+
+
+def class_config(obj: object) -> dict[str, Any]:
+    """``{"class_path", "init_args"}`` of an object whose class records its constructor
+    arguments as ``hparams`` (every registered model and the loss): the form in which an
+    experiment YAML names it and a checkpoint rebuilds it."""
+    cls = type(obj)
+    return {"class_path": f"{cls.__module__}.{cls.__qualname__}",
+            "init_args": dict(getattr(obj, "hparams", {}))}
+
+
 class XECGModule(L.LightningModule):
-    """Trains and evaluates xECGNet (``model="xecgnet"``) or a baseline (``abn``: gamma forced to 0;
-    ``cnn``: no attention branch).
+    """Trains and evaluates a network from :mod:`xecg.models` with the xECGNet loss.
 
     Batches are the DataModule's dicts: ``x`` B x 12 x T, ``y`` B x 9, ``mask`` B x T, and for
     sliding-window evaluation ``group`` (window -> record), whose probabilities are averaged per
     record before the metrics see them.
 
     Args:
-        model, width, activation: the network (see :func:`xecg.models.build_model`).
-        gamma, reference, distance, detach_reference, batch_reduction: the loss
-            (see :class:`xecg.losses.XECGLoss`); gamma defaults to the paper's 0.01 for
-            ``xecgnet`` and 0 for ``abn`` (which refuses any other value).
+        net: the network, e.g. ``XECGNet(width=0.25)`` or ``CNNBaseline()`` (in YAML:
+            ``model.net.class_path`` / ``init_args``).
+        loss: :class:`xecg.losses.XECGLoss` (default: the paper's gamma 0.01); the ABN baseline
+            is ``XECGLoss(gamma=0)``. Networks without an attention map train on plain BCE.
         lr, weight_decay, scheduler: Adam and an optional cosine or plateau schedule.
         threshold: probability threshold for a label (validation, and test unless tuned).
         tune_thresholds: tune per-class thresholds on the validation split; applied at test only.
@@ -40,29 +53,25 @@ class XECGModule(L.LightningModule):
 
     def __init__(
         self,
-        model: Literal["xecgnet", "abn", "cnn"] = "xecgnet",
-        width: float = 1.0,
-        activation: Literal["relu", "none"] = "relu",
-        gamma: float | None = None,
-        reference: Literal["positives", "all9"] = "positives",
-        distance: Literal["l2", "mse", "l1"] = "l2",
-        detach_reference: bool = False,
-        batch_reduction: Literal["mean", "authors_modulo"] = "mean",
+        net: nn.Module,
+        loss: XECGLoss | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        scheduler: Literal["none", "cosine", "plateau"] = "none",
+        scheduler: Scheduler = "none",
         threshold: float = 0.5,
         tune_thresholds: bool = False,
         mask_padding: bool = True,
     ):
         super().__init__()
-        self.save_hyperparameters()
-        self.net = build_model(model, width=width, activation=activation)
-        if gamma is None:
-            gamma = 0.0 if model == "abn" else 0.01
-        self.criterion = build_loss(model, gamma=gamma, reference=reference, distance=distance,
-                                    detach_reference=detach_reference,
-                                    batch_reduction=batch_reduction)
+        check_choice("scheduler", scheduler, Scheduler)
+        self.net = net
+        self.criterion = XECGLoss() if loss is None else loss
+        # The parts are saved as their configurations, not as pickled modules: a checkpoint
+        # rebuilds them through Lightning's instantiator whether the module was made by
+        # LightningCLI or by hand.
+        self.save_hyperparameters(ignore=["net", "loss"])
+        self.hparams.update(net=class_config(net), loss=class_config(self.criterion),
+                            _instantiator=_INSTANTIATOR)
         # One collection per stage (never shared: their states must not mix).
         self.train_metrics = ECGMetrics(with_auroc=False)
         self.val_metrics = ECGMetrics()

@@ -14,12 +14,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from xecg.atomic import write_csv
 from xecg.callbacks import render_attention
 from xecg.classes import CLASSES
 from xecg.data.prepare import resample
 from xecg.data.readers import DatasetError, open_dataset
 from xecg.data.record import RecordError
-from xecg.data.store import write_csv
 from xecg.module import XECGModule
 from xecg.plots import save_figure
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,17 +31,15 @@ import lightning as L
 import numpy as np
 import torch
 from torch import distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from xecg.classes import CLASSES, NUM_CLASSES, NUM_LEADS
+from xecg.classes import NUM_LEADS
 from xecg.data.splits import SPLITS, default_seed, load_split, make_split, save_split
 from xecg.data.store import Store, is_store
+from xecg.errors import ConfigError
 
 Policy = Literal["pad", "crop", "bucket"]
 POLICIES = ("pad", "crop", "bucket")
-#: Lightning stage names accepted wherever a split name is.
-_STAGE_SPLITS = {"fit": "train", "train": "train", "validate": "val", "val": "val",
-                 "test": "test", "predict": "test"}
 # Records per bucket chunk, in batches: sorting within shuffled chunks keeps batches random.
 _BUCKET_CHUNK_BATCHES = 16
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.bool: np.bool_}
@@ -53,6 +50,18 @@ def average_by_group(values: torch.Tensor, group: torch.Tensor, num_groups: int)
     total = values.new_zeros((num_groups, *values.shape[1:])).index_add_(0, group, values)
     count = torch.bincount(group, minlength=num_groups).to(values.dtype)
     return total / count.clamp(min=1).view(-1, *([1] * (values.dim() - 1)))
+
+
+@dataclass(frozen=True)
+class SyntheticOptions:
+    """How ``source: synthetic`` makes its store (:func:`xecg.data.synthetic.make_synthetic_store`):
+    ``n`` records from generator ``seed``, durations drawn from ``durations`` seconds (None:
+    CPSC-like), classes ``balanced`` or at CPSC's rates."""
+
+    n: int = 2000
+    seed: int = 0
+    durations: tuple[float, float] | None = None
+    balanced: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,7 +77,7 @@ class BatchPlan:
     grouped: bool = False
 
 
-class BatchPlanner(DistributedSampler):
+class BatchPlanner(Sampler):
     """Yields this process's :class:`BatchPlan` s, one per batch; shuffled by ``(seed, epoch)``
     when ``train``. Lightning calls :meth:`set_epoch` before each epoch.
 
@@ -80,15 +89,15 @@ class BatchPlanner(DistributedSampler):
     to exactly one process (records repeat only when there are fewer than R) and batch counts
     differ by at most one.
 
-    A ``DistributedSampler`` only so that Lightning leaves it in place: its data connector wraps
-    any other sampler in a ``DistributedSamplerWrapper``, which would shard plans its own way and
-    never pass the epoch on to us.
+    The Trainer must run with ``use_distributed_sampler=False`` (xecg's CLI sets it): otherwise
+    Lightning wraps this sampler in a ``DistributedSamplerWrapper`` that shards plans its own
+    way. Lightning still calls :meth:`set_epoch` on it before each epoch.
     """
 
     def __init__(self, indices: np.ndarray, lengths: np.ndarray, policy: str, length: int,
                  batch_size: int, train: bool, seed: int = 0, bucket_multiple: int = 972,
                  num_replicas: int | None = None, rank: int | None = None):
-        Sampler.__init__(self)  # not DistributedSampler's: it shards dataset items, not batches
+        super().__init__()
         self.indices = np.sort(np.asarray(indices, dtype=np.int64))
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.policy, self.length, self.batch_size = policy, length, batch_size
@@ -229,7 +238,7 @@ class CPSCDataModule(L.LightningDataModule):
     """Batches from a prepared store (``xecg prepare``) and a split (``xecg split``).
 
     ``source``: a dataset root, or ``synthetic``, to prepare ``store`` from when it is missing or
-    out of date (the ``synthetic_*`` options go to the generator); None uses ``store`` as it is.
+    out of date (``synthetic`` holds the generator's options); None uses ``store`` as it is.
     ``split``: a split JSON; if None, ``protocol`` (with ``split_seed``, ``folds``, ``fold``) makes
     one and keeps it at ``STORE/splits/``. ``seed`` drives shuffling and crops (default: the seed
     given to ``lightning.seed_everything``, else 0). Normalisation statistics come from the
@@ -244,11 +253,10 @@ class CPSCDataModule(L.LightningDataModule):
     def __init__(self, store: str, split: str | None = None,
                  protocol: Literal["paper", "kfold"] = "paper", split_seed: int | None = None,
                  folds: int = 10, fold: int = 0, policy: Policy = "crop", length: int = 2880,
-                 batch_size: int = 32, eval_batch_size: int | None = None, num_workers: int = 0,
-                 pin_memory: bool | None = None, bucket_multiple: int = 972,
-                 normalize: bool = True, seed: int | None = None, source: str | None = None,
-                 synthetic_n: int = 2000, synthetic_durations: tuple[float, float] | None = None,
-                 synthetic_balanced: bool = False, synthetic_seed: int = 0):
+                 batch_size: int = 32, eval_batch_size: int | None = None,
+                 num_workers: int | None = None, pin_memory: bool | None = None,
+                 bucket_multiple: int = 972, normalize: bool = True, seed: int | None = None,
+                 source: str | None = None, synthetic: SyntheticOptions | None = None):
         super().__init__()
         if policy not in POLICIES:
             raise ValueError(f"unknown length policy {policy!r}; choose one of {POLICIES}")
@@ -271,11 +279,7 @@ class CPSCDataModule(L.LightningDataModule):
         self.normalize = normalize
         self.seed = seed
         self.source = source
-        self.synthetic = {"n": synthetic_n, "seed": synthetic_seed, "balanced": synthetic_balanced,
-                          "durations": tuple(synthetic_durations) if synthetic_durations else None}
-        self.class_names: tuple[str, ...] = CLASSES
-        self.num_classes = NUM_CLASSES
-        self.num_leads = NUM_LEADS
+        self.synthetic = synthetic or SyntheticOptions()
         self.store: Store | None = None
         self.indices: dict[str, np.ndarray] = {}
         self.mean: np.ndarray | None = None
@@ -300,7 +304,10 @@ class CPSCDataModule(L.LightningDataModule):
         if self.source == "synthetic":
             from xecg.data.synthetic import make_synthetic_store
 
-            make_synthetic_store(self.store_path, **self.synthetic)
+            opts = self.synthetic
+            make_synthetic_store(self.store_path, n=opts.n, seed=opts.seed,
+                                 durations=tuple(opts.durations) if opts.durations else None,
+                                 balanced=opts.balanced)
         elif self.source is not None:
             from xecg.data.prepare import load_or_prepare
 
@@ -368,16 +375,31 @@ class CPSCDataModule(L.LightningDataModule):
         kwargs = self.trainer.distributed_sampler_kwargs or {"num_replicas": 1, "rank": 0}
         return kwargs["num_replicas"], kwargs["rank"]
 
+    def _workers(self) -> int:
+        """``num_workers``, or when None: 0 on a CPU (loader processes would compete with the
+        training threads: README "Defaults that fit the hardware"), else up to 8 per process
+        and no more than this process's share of the cores."""
+        if self.num_workers is not None:
+            return self.num_workers
+        trainer = self.trainer
+        if trainer is None or trainer.accelerator.__class__.__name__ == "CPUAccelerator":
+            return 0
+        share = (os.cpu_count() or 1) // max(1, trainer.num_devices)
+        return max(0, min(8, share - 1))
+
     def _loader(self, split: str, train: bool) -> DataLoader:
         if self.store is None:
             self.setup()
         num_replicas, rank = self._replica()
+        if (num_replicas or 1) > 1 and self.trainer._accelerator_connector.use_distributed_sampler:
+            raise ConfigError("CPSCDataModule shards its own batches across processes: create the "
+                              "Trainer with use_distributed_sampler=False (xecg's CLI does)")
         planner = BatchPlanner(self.indices[split], self.store.lengths, self.policy, self.length,
                                self.batch_size if train else self.eval_batch_size, train=train,
                                seed=self._loader_seed(), bucket_multiple=self.bucket_multiple,
                                num_replicas=num_replicas, rank=rank)
         dataset = WindowDataset(self.store, self.mean, self.std)
-        workers = self.num_workers
+        workers = self._workers()
         # batch_size=None: the planner yields whole batches and each worker builds one at a time.
         return DataLoader(dataset, batch_size=None, sampler=planner, num_workers=workers,
                           pin_memory=self.pin_memory, persistent_workers=workers > 0)
@@ -393,30 +415,3 @@ class CPSCDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
-
-    def example_indices(self, stage: str, k: int) -> np.ndarray:
-        """``k`` fixed store positions from a split for figures: multilabel records first, one per
-        distinct label combination before any repeats, then single-label records."""
-        if self.store is None:
-            self.setup()
-        try:
-            split = _STAGE_SPLITS[stage]
-        except KeyError:
-            raise ValueError(f"unknown stage {stage!r}; choose one of {sorted(_STAGE_SPLITS)}") \
-                from None
-        idx = self.indices[split]
-        labels = self.store.labels[idx] > 0.5
-        multi = labels.sum(1) >= 2
-        seen: set[bytes] = set()
-        first, rest = [], []
-        for i, y, m in zip(idx.tolist(), labels, multi):
-            if m and y.tobytes() not in seen:
-                first.append(i)
-            else:
-                rest.append((not m, i))  # repeated combinations before single-label records
-            seen.add(y.tobytes())
-        picked = first + [i for _, i in sorted(rest)]
-        if k > len(picked):
-            warnings.warn(f"{split} split has only {len(picked)} records, asked for {k}",
-                          stacklevel=2)
-        return np.array(picked[:k], dtype=np.int64)

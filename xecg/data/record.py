@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from xecg.classes import names_of
+from xecg.errors import XECGError
 
 
-class RecordError(Exception):
+class RecordError(XECGError):
     """A record that cannot be used; the message names the file and the problem."""
 
     def __init__(self, path: str, problem: str):

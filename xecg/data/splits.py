@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xecg.atomic import write_atomic
 from xecg.classes import NUM_CLASSES
-from xecg.data.store import write_atomic
 
 PROTOCOLS = ("paper", "kfold")
 SPLITS = ("train", "val", "test")

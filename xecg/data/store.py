@@ -18,7 +18,6 @@ interrupted write never leaves a folder that looks like a store.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import shutil
@@ -29,15 +28,17 @@ from pathlib import Path
 
 import numpy as np
 
+from xecg.atomic import replace_dir, write_atomic, write_csv  # noqa: F401 (re-exported)
 from xecg.classes import CLASSES, LEADS, NUM_CLASSES, NUM_LEADS, multi_hot
 from xecg.data.record import Record
+from xecg.errors import XECGError
 
 FORMAT = "xecg-store"
 VERSION = 2
 INDEX_FIELDS = ("record", "labels", "length", "fs", "age", "sex", "source", "offset")
 
 
-class StoreError(Exception):
+class StoreError(XECGError):
     """A folder that is not a usable store (missing, incomplete, other version)."""
 
 
@@ -146,7 +147,7 @@ class StoreWriter:
         try:
             self._write_tables()
             os.chmod(self._tmp, 0o755)  # mkdtemp makes it private; a store is shared data
-            _replace_dir(self._tmp, self.out)
+            replace_dir(self._tmp, self.out)
         except BaseException:
             shutil.rmtree(self._tmp, ignore_errors=True)
             raise
@@ -175,41 +176,6 @@ class StoreWriter:
 
 def _reason_kind(reason: str) -> str:
     return reason.split(":", 1)[0].strip()
-
-
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` through a temporary sibling and a rename: nobody ever reads half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; these files are results to share
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence]) -> None:
-    """Write a CSV file atomically (see :func:`write_atomic`)."""
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(header)
-    w.writerows(rows)
-    write_atomic(path, buf.getvalue())
-
-
-def _replace_dir(new: Path, dest: Path) -> None:
-    """Move ``new`` to ``dest``; an existing ``dest`` is moved aside first and removed after."""
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
-    os.replace(new, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 class Store:

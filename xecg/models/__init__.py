@@ -1,33 +1,26 @@
-"""Models: ``xecgnet`` (the paper's network), ``abn`` (the same network, trained with gamma = 0)
-and ``cnn`` (the feature extractor with a linear head, no attention).
+"""Networks: each maps ``B x 12 x T`` (and an optional ``B x T`` padding mask) to an
+:class:`XECGNetOutput`.
 
-``abn`` and ``xecgnet`` build the same module; what makes a run "abn" is the loss's gamma,
-which ``xecg.losses.build_loss("abn")`` fixes at 0.
+A model is one class in a module of this package, decorated with :func:`register_model`, plus
+one experiment YAML that names it under ``model.net.class_path``. Every module here is imported
+below, so the registry (and the tests that iterate over it) sees a new file without any list
+to edit. The ABN baseline is not a model: it is :class:`XECGNet` trained with ``gamma: 0``
+(``experiments/abn.yaml``); gamma belongs to the loss.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
-from torch import nn
+import importlib
+import pkgutil
 
 from xecg.models.backbone import DOWNSAMPLE, FeatureExtractor, downsample_mask, masked_mean
+from xecg.models.registry import MODELS, register_model
 from xecg.models.xecgnet import CNNBaseline, XECGNet, XECGNetOutput
 
-ModelName = Literal["xecgnet", "abn", "cnn"]
-MODEL_NAMES: tuple[str, ...] = ("xecgnet", "abn", "cnn")
+for _info in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_info.name}")
 
 __all__ = [
-    "DOWNSAMPLE", "MODEL_NAMES", "CNNBaseline", "FeatureExtractor", "ModelName", "XECGNet",
-    "XECGNetOutput", "build_model", "downsample_mask", "masked_mean",
+    "DOWNSAMPLE", "MODELS", "CNNBaseline", "FeatureExtractor", "XECGNet", "XECGNetOutput",
+    "downsample_mask", "masked_mean", "register_model",
 ]
-
-
-def build_model(name: ModelName, **kwargs: Any) -> nn.Module:
-    """The model called ``name``; kwargs go to its constructor (num_classes, in_leads, width,
-    activation)."""
-    if name in ("xecgnet", "abn"):
-        return XECGNet(**kwargs)
-    if name == "cnn":
-        return CNNBaseline(**kwargs)
-    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")

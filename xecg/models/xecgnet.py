@@ -1,7 +1,7 @@
 """xECGNet (Yoo et al. 2021) and the plain CNN baseline, with one typed output for both.
 
 The ABN baseline is this same XECGNet trained with gamma = 0: gamma belongs to the loss
-(``xecg.losses.build_loss("abn")``), not to the network.
+(:class:`xecg.losses.XECGLoss`), not to the network. Paper notes: ``docs/paper.md#network``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from xecg.classes import NUM_CLASSES, NUM_LEADS
 from xecg.models.backbone import Activation, FeatureExtractor, check_input, masked_mean
 from xecg.models.branches import AttentionBranch, PerceptionBranch, residual_attention
+from xecg.models.registry import constructor_args, register_model
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +44,7 @@ def _pooled_mask(mask: Tensor | None, features: Tensor) -> Tensor:
                       device=features.device)
 
 
+@register_model
 class XECGNet(nn.Module):
     """xECGNet: feature extractor, attention branch (R, A), residual attention, perception branch.
 
@@ -55,6 +57,7 @@ class XECGNet(nn.Module):
     def __init__(self, num_classes: int = NUM_CLASSES, in_leads: int = NUM_LEADS,
                  width: float = 1.0, activation: Activation = "relu") -> None:
         super().__init__()
+        self.hparams = constructor_args(self, locals())  # to rebuild from a checkpoint
         self.in_leads = in_leads
         self.features = FeatureExtractor(in_leads, width, activation)
         channels = self.features.out_channels
@@ -73,6 +76,7 @@ class XECGNet(nn.Module):
                              attention=attention)
 
 
+@register_model
 class CNNBaseline(nn.Module):
     """The same feature extractor, global average pooling and one linear layer; no attention.
 
@@ -83,6 +87,7 @@ class CNNBaseline(nn.Module):
     def __init__(self, num_classes: int = NUM_CLASSES, in_leads: int = NUM_LEADS,
                  width: float = 1.0, activation: Activation = "relu") -> None:
         super().__init__()
+        self.hparams = constructor_args(self, locals())  # to rebuild from a checkpoint
         self.in_leads = in_leads
         self.features = FeatureExtractor(in_leads, width, activation)
         self.head = nn.Linear(self.features.out_channels, num_classes)

@@ -1,0 +1,259 @@
+"""The training commands (``xecg train|fit|validate|test``) on Lightning's ``LightningCLI``.
+
+Everything a run needs is a Lightning argument that a YAML or the command line can set:
+
+- ``trainer.*``: Lightning's Trainer; ``trainer.default_root_dir`` is the run folder (default
+  ``experiment.runs_dir/experiment.name``), ``trainer.precision`` is chosen for the hardware
+  when left empty (:func:`default_precision`), ``trainer.logger`` replaces the default logger.
+- ``checkpoint.*`` (the best checkpoint by validation micro-F1), ``early_stopping.*``,
+  ``attention.*`` (attention figures) and ``report.*`` (metrics.json): callbacks added with
+  ``add_lightning_class_args``, so their options show in ``--help`` and in the saved config.
+- ``experiment.*``: the run's name and its W&B project, group and tags.
+
+Experiment YAMLs are small deltas: each starts with ``extends: base.yaml`` (a path relative to
+the file), and :func:`expand_configs` turns ``--config FILE`` into the chain of files it extends,
+base first, each merged over the one before (see ``experiments/base.yaml``). jsonargparse's own
+nested ``config:`` key is not used: it replaces whole top-level sections instead of merging.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from xecg.callbacks import AttentionImages, MetricsReport
+from xecg.data.datamodule import CPSCDataModule
+from xecg.errors import ConfigError
+from xecg.module import XECGModule
+
+
+def expand_configs(args: list[str]) -> list[str]:
+    """``args`` with every ``--config FILE`` replaced by the files it ``extends`` (recursively,
+    base first) and the file itself without its ``extends`` key (as inline JSON, which
+    LightningCLI's ``--config`` accepts like a file)."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            out += _config_chain(Path(args[i + 1]), ())
+            i += 2
+        elif arg.startswith("--config="):
+            out += _config_chain(Path(arg.split("=", 1)[1]), ())
+            i += 1
+        else:
+            out.append(arg)
+            i += 1
+    return out
+
+
+def _config_chain(path: Path, seen: tuple[Path, ...]) -> list[str]:
+    if not path.is_file():
+        return ["--config", str(path)]  # inline JSON/YAML, or a missing file jsonargparse names
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict) or "extends" not in data:
+        return ["--config", str(path)]
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'extends' loops back to a file that extends it")
+    parents = data.pop("extends")
+    chain: list[str] = []
+    for parent in [parents] if isinstance(parents, str) else list(parents or []):
+        chain += _config_chain(path.parent / parent, (*seen, path.resolve()))
+    return [*chain, "--config", json.dumps(data)] if data else chain
+
+
+@dataclass
+class Experiment:
+    """Who a run is (the ``experiment:`` block): its name, run folder and W&B grouping.
+
+    The run folder is ``trainer.default_root_dir``, by default ``runs_dir/name``: checkpoints,
+    config.yaml, metrics.json, attention images and the W&B run. Re-running with
+    ``--ckpt_path last`` resumes from it; a fresh run moves an earlier one aside.
+    """
+
+    name: str = "xecg"
+    project: str = "xecg"
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    runs_dir: str = "runs"
+    wandb: bool = True
+
+
+def wandb_mode() -> str:
+    """``offline`` unless the user asked for online (``WANDB_MODE``) or has logged in."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    netrc = Path.home() / ".netrc"
+    if netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"):
+        return "online"
+    return "offline"
+
+
+def default_precision(accelerator: str | None) -> str:
+    """bf16 autocast where the accelerator computes bf16 natively (CUDA GPUs that support it),
+    32-bit elsewhere: on a CPU without bf16 units autocast made an epoch about 10x slower
+    (README "Defaults that fit the hardware")."""
+    gpu = str(accelerator or "auto") in ("auto", "gpu", "cuda")
+    if gpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+class XECGCLI(LightningCLI):
+    """LightningCLI for :class:`XECGModule` and :class:`CPSCDataModule` with xecg's run folder,
+    callbacks and logger as configurable defaults (nothing the user sets is overwritten)."""
+
+    #: True when resuming (``--ckpt_path``): keep the run folder and continue its W&B run.
+    resume: bool = False
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        # The DataModule's batch planner shards batches across processes itself.
+        kwargs.setdefault("trainer_defaults", {"use_distributed_sampler": False})
+        super().__init__(XECGModule, CPSCDataModule, *args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_class_arguments(Experiment, "experiment")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({
+            "checkpoint.monitor": "val/micro_f1", "checkpoint.mode": "max",
+            "checkpoint.filename": "best-epoch{epoch:03d}",
+            "checkpoint.auto_insert_metric_name": False,
+        })
+        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        # Patience 0 disables it (no experiment wants to stop after one flat epoch).
+        parser.set_defaults({"early_stopping.monitor": "val/micro_f1",
+                             "early_stopping.mode": "max", "early_stopping.patience": 0})
+        parser.add_lightning_class_args(AttentionImages, "attention")
+        parser.add_lightning_class_args(MetricsReport, "report")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        # sys.argv is left whole on purpose: Lightning's DDP launcher starts the other ranks by
+        # running sys.argv again, so each rank gets the user's exact command line.
+        self.config = parser.parse_args(expand_configs(sys.argv[1:] if args is None else args))
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config.get(str(self.subcommand)) if self.subcommand else self.config
+        exp = cfg.experiment
+        trainer = cfg.trainer
+        if not trainer.default_root_dir:
+            trainer.default_root_dir = str(Path(exp.runs_dir) / exp.name)
+        if not trainer.precision:
+            trainer.precision = default_precision(trainer.accelerator)
+        if not cfg.checkpoint.dirpath:
+            cfg.checkpoint.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
+        if not cfg.early_stopping.patience:
+            # EarlyStopping is a required callback here; patience 0 means "never stop early".
+            cfg.early_stopping.patience = 10**9
+        if not cfg.report.protocol:
+            cfg.report.protocol = {"experiment": exp.name}
+
+    def instantiate_trainer(self, **kwargs):
+        cfg = self.config.get(str(self.subcommand)) if self.subcommand else self.config
+        exp: Experiment = self._get(self.config_init, "experiment")
+        run_dir = Path(cfg.trainer.default_root_dir)
+        resume = self.resume or bool(cfg.get("ckpt_path"))
+        # Under DDP's subprocess launcher every rank runs this; only rank 0 owns the folder.
+        if self.subcommand in (None, "fit") and not resume and rank_zero_only.rank == 0:
+            _archive_previous_run(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        trainer_cfg = self._get(self.config_init, "trainer", default={})
+        if trainer_cfg.get("logger") in (None, True):  # the user named no logger: xecg's default
+            kwargs["logger"] = _default_logger(exp, run_dir, resume, cfg)
+        trainer = super().instantiate_trainer(**kwargs)
+        # last.ckpt after every epoch, for resuming. A second callback because with a monitor,
+        # `save_last=True` writes last.ckpt only when a new best was saved
+        # (ModelCheckpoint.on_validation_end: `_last_global_step_saved == trainer.global_step`).
+        # Appended after the best one, which stays `trainer.checkpoint_callback`.
+        trainer.callbacks.append(ModelCheckpoint(
+            dirpath=self._get(self.config_init, "checkpoint").dirpath, filename="last",
+            enable_version_counter=False))
+        return trainer
+
+
+def _default_logger(exp: Experiment, run_dir: Path, resume: bool, cfg):
+    if not exp.wandb:
+        return CSVLogger(str(run_dir), name="", version="")
+    return WandbLogger(save_dir=str(run_dir), project=exp.project, name=exp.name,
+                       group=exp.group, tags=list(exp.tags), id=_wandb_id(run_dir, resume),
+                       resume="allow", mode=wandb_mode(), config=_plain(cfg))
+
+
+def _plain(cfg) -> dict:
+    try:
+        return cfg.as_dict()
+    except AttributeError:
+        return dict(cfg)
+
+
+def _archive_previous_run(run_dir: Path) -> None:
+    """A fresh run must not mix its checkpoints with an earlier run's, nor delete them: the
+    earlier run folder is renamed ``NAME.YYYYmmdd-HHMMSS`` (its last-modified time)."""
+    if not (run_dir / "checkpoints").is_dir():
+        return
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(run_dir.stat().st_mtime))
+    target = run_dir.with_name(f"{run_dir.name}.{stamp}")
+    n = 1
+    while target.exists():
+        target, n = run_dir.with_name(f"{run_dir.name}.{stamp}-{n}"), n + 1
+    os.replace(run_dir, target)
+    print(f"previous run in {run_dir} kept as {target}")
+
+
+def _wandb_id(run_dir: Path, resume: bool) -> str:
+    """The W&B run id kept in the run folder, so a resumed training continues the same W&B run."""
+    path = run_dir / "wandb_id"
+    if resume and path.is_file():
+        return path.read_text().strip()
+    run_id = uuid.uuid4().hex[:8]
+    if rank_zero_only.rank == 0:  # other DDP ranks log nothing to W&B
+        path.write_text(run_id + "\n")
+    return run_id
+
+
+def finish_wandb(trainer) -> None:
+    """Close the run's W&B run: this writes its summary, and a later run in the same process
+    (a sweep, a test) would otherwise log into it, since WandbLogger attaches to an active run."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()
+
+
+def fit_and_test(args: list[str], callbacks: list | None = None,
+                 ckpt_path: str | None = None) -> Path:
+    """``xecg train``: fit, then validate and test the best checkpoint (by validation
+    micro-F1, whose thresholds were tuned on validation when it was saved).
+
+    ``args``: LightningCLI arguments (``--config FILE``, ``--model.loss.gamma 0.1``, ...);
+    ``callbacks``: extra callback objects (a sweep's pruning callback); ``ckpt_path``: resume
+    from ``last`` or a checkpoint. Returns the run folder, which holds ``metrics.json``.
+    """
+    cli_class = type("XECGCLIRun", (XECGCLI,), {"resume": ckpt_path is not None})
+    cli = cli_class(args=args, run=False)
+    trainer, model, dm = cli.trainer, cli.model, cli.datamodule
+    trainer.callbacks.extend(callbacks or [])
+    try:
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+        best = trainer.checkpoint_callback.best_model_path or None
+        trainer.validate(model, datamodule=dm, ckpt_path=best)
+        trainer.test(model, datamodule=dm, ckpt_path=best)
+    finally:
+        finish_wandb(trainer)
+    return Path(trainer.default_root_dir)
