@@ -92,6 +92,7 @@ class Experiment:
     tags: list[str] = field(default_factory=list)
     runs_dir: str = "runs"
     wandb: bool = True
+    job_type: str | None = None
 
 
 def wandb_mode() -> str:
@@ -192,7 +193,8 @@ def _default_logger(exp: Experiment, run_dir: Path, resume: bool, cfg):
     if not exp.wandb:
         return CSVLogger(str(run_dir), name="", version="")
     return WandbLogger(save_dir=str(run_dir), project=exp.project, name=exp.name,
-                       group=exp.group, tags=list(exp.tags), id=_wandb_id(run_dir, resume),
+                       group=exp.group, tags=list(exp.tags), job_type=exp.job_type,
+                       id=_wandb_id(run_dir, resume),
                        resume="allow", mode=wandb_mode(), config=_plain(cfg))
 
 
