@@ -262,8 +262,8 @@ def test_fallback_variant_and_seed_and_duplicates(tmp_path, capsys):
 
 def test_subprocess_writes_files_in_default_folder(runs):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    code = "import sys; from xecg.compare import main; sys.exit(main(sys.argv[1:]))"
-    proc = subprocess.run([sys.executable, "-c", code, str(runs)], capture_output=True,
+    xecg = Path(sys.executable).with_name("xecg")  # the command as a user types it
+    proc = subprocess.run([str(xecg), "compare", str(runs)], capture_output=True,
                           text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = runs / "compare"  # default: the first DIR's compare/

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -126,8 +126,10 @@ class XECGCLI(LightningCLI):
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        # The DataModule's batch planner shards batches across processes itself.
-        kwargs.setdefault("trainer_defaults", {"use_distributed_sampler": False})
+        # The DataModule's batch planner shards batches across processes itself; the learning
+        # rate is logged beside whatever callbacks the experiment names.
+        kwargs.setdefault("trainer_defaults", {"use_distributed_sampler": False,
+                                               "callbacks": [LearningRateMonitor()]})
         super().__init__(XECGModule, CPSCDataModule, *args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
