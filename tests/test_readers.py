@@ -322,3 +322,40 @@ def test_real_snomed_records(snomed_sample):
             with pytest.raises(RecordError, match="none of the nine classes"):
                 reader.load_record(rec)
     assert reader.load_ann("A5432") == ["PAC"]  # the one CPSC record, documented as PAC
+
+
+# ------------------------------------------------------------------------------ registry
+
+
+def test_a_new_layout_is_one_class_and_one_registry_line(tmp_path, monkeypatch):
+    from xecg.data.readers import READERS, DatasetReader, RawRecord, registry
+
+    class NpyReader(DatasetReader):
+        """A toy layout: ``rec.npy`` holding 12 x N float32 mV, every record AF."""
+
+        layout = "npy"
+        suffixes = (".npy",)
+
+        @classmethod
+        def claims(cls, path):
+            return path.suffix == ".npy"
+
+        def sampling_rate(self, rec):
+            return 250.0
+
+        def _tokens(self, rec):
+            return ["AF"]
+
+        def _read(self, rec):
+            return RawRecord(np.load(self.path_of(rec)), 250.0, None, None, ["AF"])
+
+    sig = make_signal(300)
+    np.save(tmp_path / "R1.npy", sig)
+    with pytest.raises(DatasetError, match="no ECG records found"):
+        open_dataset(tmp_path)
+    monkeypatch.setattr(registry, "READERS", [*READERS, NpyReader])
+    reader = open_dataset(tmp_path)
+    assert isinstance(reader, NpyReader) and reader.records == ["R1"]
+    rec = reader.load_record("R1")
+    np.testing.assert_array_equal(rec.signal, sig)
+    assert rec.label_names == ["AF"] and rec.fs == 250
