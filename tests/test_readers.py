@@ -253,10 +253,17 @@ def test_empty_and_missing_folders(tmp_path):
 
 
 def test_duplicate_record_ids(tmp_path):
+    # Neither copy is read (which is right is unknown); both are named; other records are read.
     for g in ("g1", "g2"):
         write_wfdb_record(tmp_path / g, "A0001", make_signal(100), ["AF"])
-    with pytest.raises(DatasetError, match="A0001 appears twice"):
-        open_dataset(tmp_path)
+    write_wfdb_record(tmp_path / "g2", "A0002", make_signal(100), ["AF"])
+    reader = open_dataset(tmp_path)
+    assert reader.records == ["A0002"]
+    assert reader.orphans == [
+        (str(tmp_path / "g1/A0001.hea"), "duplicate id: record A0001 is also at "
+                                         f"{tmp_path / 'g2/A0001.hea'}; no copy is read"),
+        (str(tmp_path / "g2/A0001.hea"), "duplicate id: record A0001 is also at "
+                                         f"{tmp_path / 'g1/A0001.hea'}; no copy is read")]
 
 
 def test_orphan_mat_in_wfdb_layout(tmp_path):

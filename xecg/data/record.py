@@ -10,9 +10,11 @@ from xecg.classes import names_of
 
 
 class RecordError(Exception):
-    """A record that cannot be used; the message names the file and the problem."""
+    """A record that cannot be used; the message names the file and the problem on one line."""
 
     def __init__(self, path: str, problem: str):
+        # One line, whatever a library's message embedded in the problem holds.
+        problem = " ".join(line.strip() for line in str(problem).splitlines() if line.strip())
         super().__init__(f"{path}: {problem}")
         self.path = str(path)
         self.problem = problem

@@ -13,16 +13,22 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from xecg.classes import LEADS, NUM_CLASSES, canonical_lead, names_of, parse_labels
 from xecg.data.record import Record, RecordError
 
+if TYPE_CHECKING:
+    from xecg.data.readers.reference import Reference
+
 #: Record labels: multi-hot (9,) float32 over :data:`xecg.classes.CLASSES`, and the codes outside.
 Labels = tuple[np.ndarray, list[str]]
 _UNITS = ("mV", "uV")
+#: Largest |signal| in mV a record may reach. ECG amplifiers saturate far below (CPSC's int16
+#: at 1000/mV at 32.8 mV); beyond it the gain or units that turned samples into mV are wrong.
+MAX_PLAUSIBLE_MV = 50.0
 
 
 class DatasetError(Exception):
@@ -45,7 +51,9 @@ class DatasetReader(ABC):
     """Base reader: ``records`` (sorted ids), ``load_data``, ``load_ann``, ``load_record``.
 
     ``files`` lists every data file found (for fingerprints); ``orphans`` lists ``(path, reason)``
-    of files that look like records but cannot be read as one in this layout.
+    of inputs that are not records of this layout (files without a header, copies of one record
+    id, symlink loops, malformed REFERENCE.csv rows). ``conflicts`` maps a record id to the
+    problem of its labels (listed twice with different labels): loading it is a RecordError.
     """
 
     #: Name of the layout (stored in a prepared store's meta.json and its fingerprint).
@@ -57,7 +65,7 @@ class DatasetReader(ABC):
 
     def __init__(self, root: Path, paths: dict[str, Path], reference: dict[str, Labels] | None,
                  reference_files: Sequence[Path] = (), files: Sequence[Path] = (),
-                 orphans: Sequence[tuple[str, str]] = ()):
+                 orphans: Sequence[tuple[str, str]] = (), conflicts: dict[str, str] | None = None):
         self.root = Path(root)
         self._paths = paths
         self.records: list[str] = sorted(paths)
@@ -65,6 +73,7 @@ class DatasetReader(ABC):
         self.reference_files = list(reference_files)
         self.files = list(files)
         self.orphans = list(orphans)
+        self.conflicts = dict(conflicts or {})
 
     # ---------------------------------------------------------------- detection (class level)
 
@@ -79,12 +88,17 @@ class DatasetReader(ABC):
         return []
 
     @classmethod
-    def from_files(cls, root: Path, files: Sequence[Path], reference: dict[str, Labels] | None,
-                   reference_files: Sequence[Path], require_reference: bool = True
+    def from_files(cls, root: Path, files: Sequence[Path], reference: Reference | None,
+                   require_reference: bool = True, problems: Sequence[tuple[str, str]] = ()
                    ) -> DatasetReader:
-        """The reader of the records among ``files`` (all data files found under ``root``)."""
-        paths = by_id([f for f in files if cls.claims(f)])
-        return cls(root, paths, reference, reference_files, files, cls.orphans_in(files))
+        """The reader of the records among ``files`` (all data files found under ``root``);
+        ``problems`` are ``(path, reason)`` the scan found (they join ``orphans``)."""
+        paths, duplicates = split_duplicates([f for f in files if cls.claims(f)])
+        orphans = [*problems, *cls.orphans_in(files), *duplicates]
+        if reference is None:
+            return cls(root, paths, None, (), files, orphans)
+        return cls(root, paths, reference.labels, reference.files, files,
+                   [*orphans, *reference.problems], reference.conflicts)
 
     # ---------------------------------------------------------------------------- the API
 
@@ -164,6 +178,8 @@ class DatasetReader(ABC):
 
     def _labels(self, rec: str, tokens: list[str] | None = None) -> Labels:
         path = self.path_of(rec)
+        if rec in self.conflicts:
+            raise RecordError(path, self.conflicts[rec])
         if self.reference is not None and rec in self.reference:
             labels, ignored = self.reference[rec]
             labels, ignored = labels.copy(), list(ignored)
@@ -178,27 +194,47 @@ class DatasetReader(ABC):
         return labels, ignored
 
 
-def by_id(paths: Sequence[Path]) -> dict[str, Path]:
-    """Record id (file stem) -> file; an id found twice is a :class:`DatasetError`."""
-    found: dict[str, Path] = {}
+def split_duplicates(paths: Sequence[Path]) -> tuple[dict[str, Path], list[tuple[str, str]]]:
+    """Record id (file stem) -> file, and ``(path, reason)`` for each copy of an id found more
+    than once (no copy is read: which one holds the right record is unknown)."""
+    found: dict[str, list[Path]] = {}
     for path in paths:
-        if path.stem in found:
-            raise DatasetError(f"record {path.stem} appears twice: {found[path.stem]} and {path}")
-        found[path.stem] = path
-    return found
+        found.setdefault(path.stem, []).append(path)
+    unique = {rec: copies[0] for rec, copies in found.items() if len(copies) == 1}
+    duplicates = [(str(p), f"duplicate id: record {rec} is also at "
+                           f"{', '.join(str(q) for q in copies if q != p)}; no copy is read")
+                  for rec, copies in found.items() if len(copies) > 1 for p in copies]
+    return unique, duplicates
+
+
+def check_amplitude(path: Path, signal: np.ndarray, hint: str) -> None:
+    """RecordError if ``signal`` (mV) goes beyond :data:`MAX_PLAUSIBLE_MV`; ``hint`` says what
+    to check (``is the header's gain or unit wrong?``)."""
+    if signal.size == 0:
+        return
+    peak = max(float(signal.max()), -float(signal.min()))
+    if peak > MAX_PLAUSIBLE_MV:
+        raise RecordError(path, f"implausible amplitude: peak {peak:.4g} mV, beyond "
+                                f"{MAX_PLAUSIBLE_MV:g} mV; {hint}")
+
+
+def error_detail(e: BaseException, limit: int = 200) -> str:
+    """A library exception as a short one-line detail for a RecordError."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def parse_age(value) -> float | None:
-    """Age in years from a header comment or a MATLAB field; None where unknown."""
+    """Age in years from a header comment or a MATLAB field; None where unknown or not an age
+    (outside 0-150 years, as some writers put -1 or 999 for unknown)."""
     try:
         age = float(np.asarray(value).reshape(-1)[0])
     except (TypeError, ValueError, IndexError):
         return None
-    return None if np.isnan(age) else age
+    return age if 0 <= age <= 150 else None  # also None for NaN
 
 
 def parse_sex(value) -> str | None:
     """Sex as written (``Male``, ``Female``); None where empty or unknown."""
     text = str(value).strip() if value is not None and np.size(value) else ""
     return None if text.lower() in ("", "unknown", "nan") else text
-

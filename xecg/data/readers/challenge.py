@@ -16,13 +16,17 @@ from pathlib import Path
 import numpy as np
 
 from xecg.classes import LEADS, NUM_LEADS, canonical_lead
-from xecg.data.readers.base import DatasetReader, RawRecord, parse_age, parse_sex
-from xecg.data.readers.header import WfdbHeader, parse_header
+from xecg.data.readers.base import (
+    DatasetReader,
+    RawRecord,
+    check_amplitude,
+    error_detail,
+    parse_age,
+    parse_sex,
+)
+from xecg.data.readers.header import FORMATS, MV_PER_UNIT, WfdbHeader, parse_header
 from xecg.data.readers.matv4 import V4_INT16, check_int16_size, read_v4_header
 from xecg.data.record import RecordError
-
-#: Millivolts per physical unit named in a WFDB header.
-_MV_PER_UNIT = {"mv": 1.0, "uv": 1e-3, "μv": 1e-3, "µv": 1e-3, "v": 1e3}
 
 
 class WFDBReader(DatasetReader):
@@ -60,9 +64,12 @@ class WFDBReader(DatasetReader):
         if header.fast:
             digital = _read_v4_int16(path.parent / header.signals[0].file, header)
         else:
+            _check_file_sizes(path, header)
             digital = _read_with_wfdb(path, header)
+        _check_invalid_samples(path, digital, header)
         _check_checksums(path, digital, header)
-        mv = _to_millivolts(path, digital, header)
+        mv = _to_millivolts(digital, header)
+        check_amplitude(path, mv, "is the header's gain or unit wrong?")
         if order is not None:
             mv = mv[:, order]
         return RawRecord(signal=mv.T, fs=header.fs, age=parse_age(header.comments.get("Age")),
@@ -75,6 +82,9 @@ def _lead_order(path: Path, names: list[str]) -> list[int] | None:
     missing = [lead for lead in LEADS if lead not in canon]
     if len(names) != NUM_LEADS or missing:
         detail = f"; missing {', '.join(missing)}" if missing else ""
+        twice = sorted({n for n in canon if n is not None and canon.count(n) > 1},
+                       key=LEADS.index)
+        detail += f"; {', '.join(twice)} twice" if twice else ""
         raise RecordError(path, f"wrong leads: {len(names)} signals ({', '.join(names)}), "
                                 f"expected the {NUM_LEADS} standard leads{detail}")
     order = [canon.index(lead) for lead in LEADS]
@@ -110,7 +120,8 @@ def _read_with_wfdb(path: Path, header: WfdbHeader) -> np.ndarray:
         record = wfdb.rdrecord(str(path.with_suffix("")), physical=False)
     # wfdb raises many exception types on damaged records; any of them means "unreadable".
     except Exception as e:
-        raise RecordError(path, f"unreadable signal: wfdb could not read it ({e})") from e
+        raise RecordError(path, f"unreadable signal: wfdb could not read it "
+                                f"({error_detail(e)})") from e
     digital = record.d_signal
     if digital is None or digital.ndim != 2 or digital.shape[1] != len(header.signals):
         shape = None if digital is None else digital.shape
@@ -120,6 +131,54 @@ def _read_with_wfdb(path: Path, header: WfdbHeader) -> np.ndarray:
         raise RecordError(path, f"shape mismatch: {digital.shape[0]} samples read, the header "
                                 f"says {header.n_samples}")
     return digital
+
+
+def _check_file_sizes(path: Path, header: WfdbHeader) -> None:
+    """RecordError unless each signal file holds the samples the header declares.
+
+    Checked before wfdb reads a record: a declared length far beyond the file would otherwise
+    make it allocate that length, or fail with a message that names neither file nor field.
+    """
+    if header.n_samples is None:
+        return
+    by_file: dict[str, list[int]] = {}
+    for i, s in enumerate(header.signals):
+        by_file.setdefault(s.file, []).append(i)
+    for file, channels in by_file.items():
+        first = header.signals[channels[0]]
+        per_sample = FORMATS[first.fmt].bytes_per_sample
+        if per_sample == 0:  # FLAC: compressed, no size to expect
+            continue
+        data = path.parent / file
+        size = data.stat().st_size
+        if first.byte_offset > size or (first.byte_offset == size and header.n_samples):
+            raise RecordError(path, f"bad header: lead {first.name or channels[0] + 1} byte "
+                                    f"offset {first.byte_offset} is past the end of {file} "
+                                    f"({size} bytes)")
+        frame = sum(header.signals[i].samples_per_frame for i in channels)
+        need = first.byte_offset + int(np.ceil(header.n_samples * frame * per_sample))
+        if size < need:
+            raise RecordError(data, f"truncated: {size} bytes, the header's {header.n_samples} "
+                                    f"samples x {len(channels)} signals in format {first.fmt} "
+                                    f"need {need}")
+
+
+def _check_invalid_samples(path: Path, digital: np.ndarray, header: WfdbHeader) -> None:
+    """RecordError if any sample holds its format's invalid value (WFDB's missing data, which
+    wfdb turns into NaN): such a record is skipped, not read as a -32.768 mV spike."""
+    invalid = [FORMATS[s.fmt].invalid for s in header.signals]
+    if header.fast:  # one value for every lead; a minimum is much faster than a comparison
+        if digital.size == 0 or int(digital.min()) != invalid[0]:
+            return
+        count = int(np.count_nonzero(digital == invalid[0]))
+    else:
+        count = sum(int(np.count_nonzero(digital[:, i] == v))
+                    for i, v in enumerate(invalid) if v is not None)
+    if count:
+        files = sorted({s.file for s in header.signals})
+        where = path.parent / files[0] if len(files) == 1 else path
+        raise RecordError(where, f"invalid samples: {count} samples hold the format's invalid "
+                                 f"value {invalid[0]} (missing data)")
 
 
 def _check_checksums(path: Path, digital: np.ndarray, header: WfdbHeader) -> None:
@@ -144,17 +203,19 @@ def _wrapped_column_sums(digital: np.ndarray, rows: int = 256) -> np.ndarray:
     return head.sum(axis=0, dtype=np.int16) + digital[m:].sum(axis=0, dtype=np.int16)
 
 
-def _to_millivolts(path: Path, digital: np.ndarray, header: WfdbHeader) -> np.ndarray:
-    """Physical ``N x C`` float32 mV = (digital - baseline) / gain, scaled by the units."""
-    scale = []
-    for s in header.signals:
-        mv = _MV_PER_UNIT.get(s.units.lower())
-        if mv is None:
-            raise RecordError(path, f"units: lead {s.name} is in {s.units!r}, not a voltage")
-        scale.append(s.gain / mv)
-    out = digital.astype(np.float32)
-    baseline = np.array([s.baseline for s in header.signals], dtype=np.float32)
-    if baseline.any():
-        out -= baseline
-    out /= np.array(scale, dtype=np.float32)
-    return out
+def _to_millivolts(digital: np.ndarray, header: WfdbHeader) -> np.ndarray:
+    """Physical ``N x C`` float32 mV = (digital - baseline) / gain, scaled by the units.
+
+    int16 samples and baselines within 2**24 subtract exactly in float32; wider ones (formats 24
+    and 32, large baselines) are subtracted in float64 first, so they keep float32 precision.
+    """
+    scale = np.array([s.gain / MV_PER_UNIT[s.units.lower()] for s in header.signals],
+                     dtype=np.float64)
+    baseline = np.array([s.baseline for s in header.signals], dtype=np.float64)
+    if digital.dtype.itemsize <= 2 and np.abs(baseline).max(initial=0) < 2**24:
+        out = digital.astype(np.float32)
+        if baseline.any():
+            out -= baseline.astype(np.float32)
+        out /= scale.astype(np.float32)
+        return out
+    return ((digital - baseline) / scale).astype(np.float32)

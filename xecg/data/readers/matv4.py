@@ -44,6 +44,9 @@ def read_v4_header(path: Path) -> V4Matrix:
     if len(buf) < _V4_HEADER.size:
         raise RecordError(path, f"truncated: {len(buf)} bytes, shorter than a MATLAB v4 header")
     kind, rows, cols, imag, namelen = _V4_HEADER.unpack_from(buf)
+    if min(rows, cols, namelen) < 0 or _V4_HEADER.size + namelen > len(buf):
+        raise RecordError(path, f"unreadable signal: not a MATLAB v4 matrix ({rows} x {cols}, "
+                                f"name of {namelen} bytes in a file of {len(buf)})")
     return V4Matrix(kind, rows, cols, imag, _V4_HEADER.size + namelen, buf)
 
 
