@@ -107,12 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     # sys.argv stays as it is: Lightning's DDP launcher re-runs it for the other ranks.
     argv = sys.argv[1:] if argv is None else argv
-    from xecg.data.readers import DatasetError
     from xecg.errors import XECGError
 
     try:
         return _dispatch(argv)
-    except (XECGError, DatasetError) as err:
+    except XECGError as err:
         print(f"xecg: error: {err}", file=sys.stderr)
         return getattr(err, "exit_code", 2)
 
