@@ -163,8 +163,10 @@ class XECGCLI(LightningCLI):
         if not cfg.checkpoint.dirpath:
             cfg.checkpoint.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
         if not cfg.early_stopping.patience:
-            # EarlyStopping is a required callback here; patience 0 means "never stop early".
+            # EarlyStopping is a required callback here; patience 0 means "never stop early",
+            # and then a run without validation must not fail for want of its metric.
             cfg.early_stopping.patience = 10**9
+            cfg.early_stopping.strict = False
         if not cfg.report.protocol:
             cfg.report.protocol = {"experiment": exp.name}
 
