@@ -22,6 +22,7 @@ trained network and a randomly initialised one, and writes ``DIR/scores.csv``,
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -111,18 +112,18 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if (args.path is None) == (args.evaluate is None):
         p.error("give either PATH (pages) or --evaluate STORE (scores)")
-    if args.evaluate is not None:
-        from xecg.explain.evaluate import evaluate_command
-
-        evaluate_command(args.ckpt, args.evaluate, args.out, args.method, args.randomised,
-                         args.limit, args.ig_steps or 16, args.bootstrap, args.device)
-        return 0
     from xecg.data.readers import DatasetError
 
     try:
-        explain_records(args.ckpt, args.path, args.out, args.method, args.window, args.device,
-                        args.ig_steps or 32, args.records, args.limit)
+        if args.evaluate is not None:
+            from xecg.explain.evaluate import evaluate_command
+
+            evaluate_command(args.ckpt, args.evaluate, args.out, args.method, args.randomised,
+                             args.limit, args.ig_steps or 16, args.bootstrap, args.device)
+        else:
+            explain_records(args.ckpt, args.path, args.out, args.method, args.window,
+                            args.device, args.ig_steps or 32, args.records, args.limit)
     except (DatasetError, FileNotFoundError) as err:
-        print(f"xecg explain: {err}")
+        print(f"xecg explain: {err}", file=sys.stderr)
         return 2
     return 0
