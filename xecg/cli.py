@@ -18,6 +18,7 @@ TRAINING_COMMANDS = ("fit", "validate", "test")
 TOOL_COMMANDS = {
     "predict": ("xecg.predict", "label records with a checkpoint and draw their attention"),
     "compare": ("xecg.compare", "compare runs' metrics over seeds, with intervals and tests"),
+    "explain": ("xecg.explain", "draw and score explanation maps (attention, R, Grad-CAM, IG)"),
 }
 
 

@@ -24,7 +24,7 @@ from xecg.data.readers import DatasetError, open_dataset
 from xecg.data.record import RecordError
 from xecg.data.store import Store, is_store
 from xecg.module import XECGModule
-from xecg.plots import save_figure
+from xecg.plots import ECG_DPI, save_figure
 
 
 class _StoreReader:
@@ -75,7 +75,7 @@ def predict(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.Path
         if images:
             fig, _ = render_attention(module, signal, fs_model, rec.id, rec.label_names,
                                       out=result)
-            save_figure(fig, out / f"{rec.id}.png")
+            save_figure(fig, out / f"{rec.id}.png", dpi=ECG_DPI)
         probs = result["probs"].float().cpu().tolist()
         predicted = [c for c, on in zip(CLASSES, result["labels"].tolist()) if on]
         rows.append([rec.id, *[f"{p:.4f}" for p in probs], ";".join(predicted),
