@@ -6,7 +6,8 @@ Everything a run needs is a Lightning argument that a YAML or the command line c
   ``experiment.runs_dir/experiment.name``), ``trainer.precision`` is chosen for the hardware
   when left empty (:func:`default_precision`), ``trainer.logger`` replaces the default logger.
 - ``checkpoint.*`` (the best checkpoint by validation micro-F1), ``early_stopping.*``,
-  ``attention.*`` (attention figures) and ``report.*`` (metrics.json): callbacks added with
+  ``attention.*`` (attention figures), ``explanations.*`` (map scores against synthetic
+  evidence) and ``report.*`` (metrics.json): callbacks added with
   ``add_lightning_class_args``, so their options show in ``--help`` and in the saved config.
 - ``experiment.*``: the run's name and its W&B project, group and tags.
 
@@ -36,6 +37,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from xecg.callbacks import AttentionImages, MetricsReport
 from xecg.data.datamodule import CPSCDataModule
 from xecg.errors import ConfigError
+from xecg.explain.callback import ExplanationScores
 from xecg.module import XECGModule
 
 
@@ -145,6 +147,9 @@ class XECGCLI(LightningCLI):
         parser.set_defaults({"early_stopping.monitor": "val/micro_f1",
                              "early_stopping.mode": "max", "early_stopping.patience": 0})
         parser.add_lightning_class_args(AttentionImages, "attention")
+        # Explanation scores against the evidence of synthetic stores (no-op on real data),
+        # written into metrics.json's "val" section.
+        parser.add_lightning_class_args(ExplanationScores, "explanations")
         parser.add_lightning_class_args(MetricsReport, "report")
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
