@@ -17,6 +17,7 @@ TRAINING_COMMANDS = ("fit", "validate", "test")
 #: Commands with their own parser in their own module: name -> (module, help).
 TOOL_COMMANDS = {
     "predict": ("xecg.predict", "label records with a checkpoint and draw their attention"),
+    "sweep": ("xecg.sweep", "run or continue an Optuna study of an experiment (`make sweep`)"),
 }
 
 
