@@ -954,8 +954,8 @@ def write_plots(study: optuna.Study, spec: SweepSpec, out: Path) -> list[Path]:
                                     target_name=metric)))
         if len(spec.space) >= 2 and len(complete) >= 3:
             jobs.append((f"importances{slug}", lambda target=target, metric=metric:
-                         ovm.plot_param_importances(study, target=target,
-                                                    target_name=metric)))
+                         ovm.plot_param_importances(study, params=list(spec.space),
+                                                    target=target, target_name=metric)))
     if multi and len(spec.objectives) in (2, 3):
         jobs.append(("pareto", lambda: ovm.plot_pareto_front(study, target_names=spec.metrics)))
     written = []
@@ -965,6 +965,8 @@ def write_plots(study: optuna.Study, spec: SweepSpec, out: Path) -> list[Path]:
                 warnings.simplefilter("ignore")
                 ax = draw()
             fig = np.ravel(ax)[0].figure if isinstance(ax, np.ndarray) else ax.figure
+            if name.startswith("slice"):  # one panel per parameter: room for log-axis labels
+                fig.set_size_inches(max(6.4, 4.0 * len(spec.space)), 4.8)
             path = folder / f"{name}.png"
             fig.savefig(path, dpi=100, bbox_inches="tight")
             plt.close(fig)
