@@ -19,6 +19,7 @@ TOOL_COMMANDS = {
     "predict": ("xecg.predict", "label records with a checkpoint and draw their attention"),
     "compare": ("xecg.compare", "compare runs' metrics over seeds, with intervals and tests"),
     "explain": ("xecg.explain", "draw and score explanation maps (attention, R, Grad-CAM, IG)"),
+    "sweep": ("xecg.sweep", "run or continue an Optuna study of an experiment (`make sweep`)"),
 }
 
 
