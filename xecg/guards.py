@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import inspect
 import io
 import os
@@ -199,7 +200,9 @@ def checkpoint_error(path: str | os.PathLike, err: BaseException) -> CheckpointE
     text = str(err)
     if isinstance(err, (zipfile.BadZipFile, EOFError)) or (
             isinstance(err, RuntimeError) and ("PytorchStreamReader" in text
-                                               or "zip archive" in text)):
+                                               or "zip archive" in text)) or (
+            # a zip directory that points before the start of a cut file: seek fails
+            isinstance(err, OSError) and err.errno == errno.EINVAL):
         return CheckpointError(f"{path}: not a complete checkpoint (truncated, or not written "
                                "by torch.save)")
     return None
@@ -220,10 +223,12 @@ def load_module(path: str | os.PathLike, map_location: str | torch.device = "cpu
     load = XECGModule.load_from_checkpoint
     try:
         return load(path, map_location=map_location, **weights_only_kwargs(load))
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError) as err:
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, OSError) as err:
         known = checkpoint_error(path, err)
         if known is not None:
             raise known from None
+        if isinstance(err, OSError):
+            raise CheckpointError(f"{path}: cannot be read ({err.strerror or err})") from None
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise CheckpointError(f"{path}: does not fit this xecg's model ({first})") from None
     except KeyError as err:

@@ -155,10 +155,10 @@ class XECGCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         try:
             super()._run_subcommand(subcommand)
-        except OSError as err:
-            _reraise_write_error(err, self.trainer.default_root_dir)
         except Exception as err:
             _reraise_checkpoint_error(self.config[subcommand].get("ckpt_path"), err)
+            if isinstance(err, OSError):
+                _reraise_write_error(err, self.trainer.default_root_dir)
             raise
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -323,10 +323,10 @@ def fit_and_test(args: list[str], callbacks: list | None = None,
         best = trainer.checkpoint_callback.best_model_path or None
         trainer.validate(model, datamodule=dm, ckpt_path=best, **safe)
         trainer.test(model, datamodule=dm, ckpt_path=best, **safe)
-    except OSError as err:
-        _reraise_write_error(err, trainer.default_root_dir)
     except Exception as err:
         _reraise_checkpoint_error(ckpt_path, err)
+        if isinstance(err, OSError):
+            _reraise_write_error(err, trainer.default_root_dir)
         raise
     finally:
         finish_wandb(trainer)
