@@ -271,3 +271,57 @@ def test_a_run_folder_under_a_file_is_one_line(tiny_config, tmp_path, capsys):
     (line,) = error_lines(capsys.readouterr().err)
     assert line == (f"xecg: error: could not write {tmp_path / 'file' / 'runs' / 'nowhere'}: "
                     "Not a directory; the run folder cannot be made")
+
+
+# ------------------------------------------------------------------------- a DDP rank dies
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
+def test_a_ddp_rank_that_dies_stops_the_job_and_it_resumes(tiny_config, tmp_path):
+    """Two CPU processes; rank 1 is killed (SIGKILL) in epoch 1. Rank 0 does not wait for the
+    collective timeout: gloo reports the closed connection at the next gradient all-reduce
+    (one line, exit 2), or Lightning's launcher in rank 0, which polls its child processes
+    every 5 s, kills the job (SIGKILL; what NCCL runs get). last.ckpt (epoch 0, written by
+    rank 0) is whole, and the job resumes from it."""
+    config = tiny_config(tmp_path, "ddp", trainer={"max_epochs": 3, "limit_train_batches": 6,
+                                                   "limit_val_batches": 1},
+                         attention={"num_records": 0})
+    ddp = ["--trainer.devices", "2", "--trainer.strategy", "ddp", "--experiment.wandb", "false"]
+    command = [*xecg_command(), "fit", "--config", str(config), *ddp]
+    last = tmp_path / "runs" / "ddp" / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen(command, env=xecg_env(), cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_checkpoint(last, proc, timeout=400)
+        ranks = [p for p in _children(proc.pid)
+                 if "xecg" in Path(f"/proc/{p}/cmdline").read_text()]
+        assert len(ranks) == 1, ranks
+        killed_at = time.monotonic()
+        os.kill(ranks[0], signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+        stopped_after = time.monotonic() - killed_at
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode in (2, -signal.SIGKILL), err[-3000:]
+    if proc.returncode == 2:
+        (line,) = error_lines(err)
+        assert line.startswith("xecg: error: another process of this distributed run stopped")
+        assert "Traceback" not in err
+    assert stopped_after < 60, f"the job took {stopped_after:.0f} s to stop"
+    assert _load(last)["epoch"] == 0
+    resumed = subprocess.run([*command, "--ckpt_path", "last"], env=xecg_env(), cwd=tmp_path,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    ckpt = _load(last)
+    assert (ckpt["epoch"], ckpt["global_step"]) == (2, 9)  # 6 batches of 2 ranks: 3 steps each

@@ -43,6 +43,31 @@ class NonFiniteLossError(XECGError):
     """Training produced a NaN or infinite loss; the message names where and which records."""
 
 
+class DistributedError(XECGError):
+    """Another process of a distributed (DDP) run stopped, so this one cannot go on."""
+
+
+#: What torch.distributed says when the other end of a collective has gone.
+_PEER_GONE = re.compile(r"Connection (reset|closed) by peer|Broken pipe|NCCL communicator was "
+                        r"aborted|ProcessGroup\w* .*(timed out|Timeout)", re.IGNORECASE)
+
+
+def distributed_error(err: BaseException) -> DistributedError | None:
+    """A one-line :class:`DistributedError` for a collective that failed because another DDP
+    process died, or None for other errors."""
+    dist_error = getattr(getattr(torch, "distributed", None), "DistError", ())
+    if not isinstance(err, RuntimeError):
+        return None
+    first = (str(err).strip().splitlines() or [""])[0]
+    if not (isinstance(err, dist_error) or _PEER_GONE.search(first)):
+        return None
+    detail = re.sub(r"^\[[^\]]*\]\s*", "", first)[:200]  # no source location
+    return DistributedError(
+        f"another process of this distributed run stopped ({detail}); every process stopped "
+        "with it: last.ckpt holds the last complete epoch, and the same command with "
+        "--ckpt_path last resumes the run")
+
+
 class CheckpointError(XECGError):
     """A checkpoint that cannot or must not be loaded (missing, incomplete, unsafe, foreign)."""
 

@@ -39,6 +39,7 @@ from xecg.errors import ConfigError, WriteError
 from xecg.guards import (
     NonFiniteLossGuard,
     checkpoint_error,
+    distributed_error,
     use_atomic_checkpoints,
     weights_only_kwargs,
 )
@@ -265,8 +266,10 @@ def _reraise_write_error(err: OSError, run_dir) -> None:
 
 
 def _reraise_checkpoint_error(ckpt_path, err: Exception) -> None:
-    """Raise an unsafe or incomplete ``--ckpt_path`` as a one-line CheckpointError."""
+    """Raise an unsafe or incomplete ``--ckpt_path`` as a one-line CheckpointError, and a
+    collective that failed because another DDP process died as a DistributedError."""
     known = checkpoint_error(ckpt_path, err) if ckpt_path else None
+    known = known or distributed_error(err)
     if known is not None:
         raise known from err
 
