@@ -2,10 +2,14 @@
 
 Everything xecg writes for later reading (stores, splits, metrics.json, predictions, sweep
 tables) goes through here, so an interrupted process never leaves half a file that looks done.
+A write that fails (full disk, read-only or missing folder) raises
+:class:`xecg.errors.WriteError` (one line, also an ``OSError``) after removing its temporary
+file; the previous file, if any, is left as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -14,20 +18,39 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from xecg.errors import WriteError
+
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` through a temporary sibling and a rename: nobody ever reads half a file."""
+    """Write ``text`` through a temporary sibling and a rename: nobody ever reads half a file.
+
+    The data is flushed to disk before the rename, so after a power cut the file is the old one
+    or the new one, never a truncated mix."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "w", newline="") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it private; these files are results to share
         os.replace(tmp, path)
+    except OSError as err:
+        _remove(tmp)
+        if isinstance(err, WriteError):
+            raise
+        raise WriteError.of(path, err, "nothing was written there") from err
     except BaseException:
-        os.unlink(tmp)
+        _remove(tmp)
         raise
+
+
+def _remove(tmp: str | None) -> None:
+    if tmp is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence]) -> None:
@@ -41,11 +64,17 @@ def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Seq
 
 def replace_dir(new: Path, dest: Path) -> None:
     """Move the finished folder ``new`` to ``dest``; an existing ``dest`` is moved aside first
-    and removed after, so ``dest`` is never a mix of both."""
+    and removed after, so ``dest`` is never a mix of both. If the final rename fails, the old
+    ``dest`` is put back before the error is raised."""
     old = None
     if dest.exists():
         old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
         os.replace(dest, old)
-    os.replace(new, dest)
+    try:
+        os.replace(new, dest)
+    except BaseException:
+        if old is not None:
+            os.replace(old, dest)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

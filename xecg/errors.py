@@ -4,6 +4,8 @@ the problem; the ``xecg`` command prints that one line (no traceback) and exits 
 
 from __future__ import annotations
 
+import os
+
 
 class XECGError(Exception):
     """Base of xecg's expected errors: bad input, bad configuration, unusable files."""
@@ -13,3 +15,22 @@ class XECGError(Exception):
 
 class ConfigError(XECGError):
     """An experiment, sweep or ablation file, or a command-line value, that cannot be used."""
+
+
+class WriteError(XECGError, OSError):
+    """A file or folder xecg could not write (full disk, read-only or missing folder). Whatever
+    was being written was removed, so nothing half-written looks complete. Also an ``OSError``,
+    so code that caught the underlying error still does."""
+
+    @classmethod
+    def of(cls, path: str | os.PathLike, err: OSError, what: str = "") -> WriteError:
+        """``could not write PATH: REASON`` from the ``OSError`` that stopped the write."""
+        reason = err.strerror or str(err) or type(err).__name__
+        if err.filename is not None and os.fspath(err.filename) != os.fspath(path):
+            reason += f" ({err.filename})"
+        new = cls(f"could not write {path}: {reason}{'; ' + what if what else ''}")
+        new.errno, new.strerror, new.filename = err.errno, err.strerror, os.fspath(path)
+        return new
+
+    def __str__(self) -> str:  # the message, not OSError's "[Errno N] ..." form
+        return str(self.args[0]) if self.args else ""

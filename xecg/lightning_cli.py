@@ -30,15 +30,23 @@ from pathlib import Path
 import torch
 import yaml
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from xecg.callbacks import AttentionImages, MetricsReport
 from xecg.data.datamodule import CPSCDataModule
-from xecg.errors import ConfigError
+from xecg.errors import ConfigError, WriteError
 from xecg.explain.callback import ExplanationScores
+from xecg.guards import (
+    NonFiniteLossGuard,
+    checkpoint_error,
+    distributed_error,
+    use_atomic_checkpoints,
+    weights_only_kwargs,
+)
 from xecg.module import XECGModule
+from xecg.redact import redact, redact_namespace
 
 
 def expand_configs(args: list[str]) -> list[str]:
@@ -67,7 +75,8 @@ def _config_chain(path: Path, seen: tuple[Path, ...]) -> list[str]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        # One line: YAML errors span several (the problem, then where it is).
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
     if not isinstance(data, dict) or "extends" not in data:
         return ["--config", str(path)]
     if path.resolve() in seen:
@@ -128,11 +137,32 @@ class XECGCLI(LightningCLI):
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        # config.yaml without passwords and tokens (xecg.redact).
+        kwargs.setdefault("save_config_callback", RedactedConfigSave)
         # The DataModule's batch planner shards batches across processes itself; the learning
-        # rate is logged beside whatever callbacks the experiment names.
+        # rate is logged, and a non-finite loss stops the run (xecg.guards), beside whatever
+        # callbacks the experiment names.
         kwargs.setdefault("trainer_defaults", {"use_distributed_sampler": False,
-                                               "callbacks": [LearningRateMonitor()]})
+                                               "callbacks": [LearningRateMonitor(),
+                                                             NonFiniteLossGuard()]})
         super().__init__(XECGModule, CPSCDataModule, *args, **kwargs)
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads the hyperparameters of --ckpt_path (weights_only=True) first.
+        try:
+            super()._parse_ckpt_path()
+        except Exception as err:
+            _reraise_checkpoint_error(self.config[self.config.subcommand].get("ckpt_path"), err)
+            raise
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except Exception as err:
+            _reraise_checkpoint_error(self.config[subcommand].get("ckpt_path"), err)
+            if isinstance(err, OSError):
+                _reraise_write_error(err, self.trainer.default_root_dir)
+            raise
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_class_arguments(Experiment, "experiment")
@@ -174,6 +204,9 @@ class XECGCLI(LightningCLI):
             cfg.early_stopping.strict = False
         if not cfg.report.protocol:
             cfg.report.protocol = {"experiment": exp.name}
+        if "weights_only" in cfg and cfg.weights_only is None:
+            # Resuming or testing a checkpoint loads tensors and plain data only (xecg.guards).
+            cfg.weights_only = True
 
     def instantiate_trainer(self, **kwargs):
         cfg = self.config.get(str(self.subcommand)) if self.subcommand else self.config
@@ -181,13 +214,17 @@ class XECGCLI(LightningCLI):
         run_dir = Path(cfg.trainer.default_root_dir)
         resume = self.resume or bool(cfg.get("ckpt_path"))
         # Under DDP's subprocess launcher every rank runs this; only rank 0 owns the folder.
-        if self.subcommand in (None, "fit") and not resume and rank_zero_only.rank == 0:
-            _archive_previous_run(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.subcommand in (None, "fit") and not resume and rank_zero_only.rank == 0:
+                _archive_previous_run(run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise WriteError.of(run_dir, err, "the run folder cannot be made") from err
         trainer_cfg = self._get(self.config_init, "trainer", default={})
         if trainer_cfg.get("logger") in (None, True):  # the user named no logger: xecg's default
             kwargs["logger"] = _default_logger(exp, run_dir, resume, cfg)
         trainer = super().instantiate_trainer(**kwargs)
+        use_atomic_checkpoints(trainer)  # last.ckpt is whole whenever the process dies
         # last.ckpt after every epoch, for resuming. A second callback because with a monitor,
         # `save_last=True` writes last.ckpt only when a new best was saved
         # (ModelCheckpoint.on_validation_end: `_last_global_step_saved == trainer.global_step`).
@@ -204,7 +241,7 @@ def _default_logger(exp: Experiment, run_dir: Path, resume: bool, cfg):
     return WandbLogger(save_dir=str(run_dir), project=exp.project, name=exp.name,
                        group=exp.group, tags=list(exp.tags), job_type=exp.job_type,
                        id=_wandb_id(run_dir, resume),
-                       resume="allow", mode=wandb_mode(), config=_plain(cfg))
+                       resume="allow", mode=wandb_mode(), config=redact(_plain(cfg)))
 
 
 def _plain(cfg) -> dict:
@@ -212,6 +249,36 @@ def _plain(cfg) -> dict:
         return cfg.as_dict()
     except AttributeError:
         return dict(cfg)
+
+
+class RedactedConfigSave(SaveConfigCallback):
+    """Lightning's config.yaml writer, given the config with passwords in URLs and the values of
+    secret-looking keys masked (:func:`xecg.redact.redact`)."""
+
+    def __init__(self, parser, config, *args, **kwargs):
+        super().__init__(parser, redact_namespace(config), *args, **kwargs)
+
+
+def _reraise_write_error(err: OSError, run_dir) -> None:
+    """Raise a failed write during a run (a full disk when saving a checkpoint, a read-only run
+    folder) as a one-line :class:`WriteError`; other OSErrors stay as they are."""
+    import errno
+
+    if isinstance(err, WriteError) or err.errno not in (
+            errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
+            errno.ENOTDIR, errno.EEXIST):
+        raise err
+    raise WriteError.of(err.filename or f"a file in {run_dir}", err,
+                        "the run stopped; the files written before are complete") from err
+
+
+def _reraise_checkpoint_error(ckpt_path, err: Exception) -> None:
+    """Raise an unsafe or incomplete ``--ckpt_path`` as a one-line CheckpointError, and a
+    collective that failed because another DDP process died as a DistributedError."""
+    known = checkpoint_error(ckpt_path, err) if ckpt_path else None
+    known = known or distributed_error(err)
+    if known is not None:
+        raise known from err
 
 
 def _archive_previous_run(run_dir: Path) -> None:
@@ -260,11 +327,17 @@ def fit_and_test(args: list[str], callbacks: list | None = None,
     cli = cli_class(args=args, run=False)
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
     trainer.callbacks.extend(callbacks or [])
+    safe = weights_only_kwargs(trainer.fit)  # checkpoints: tensors and plain data only
     try:
-        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, **safe)
         best = trainer.checkpoint_callback.best_model_path or None
-        trainer.validate(model, datamodule=dm, ckpt_path=best)
-        trainer.test(model, datamodule=dm, ckpt_path=best)
+        trainer.validate(model, datamodule=dm, ckpt_path=best, **safe)
+        trainer.test(model, datamodule=dm, ckpt_path=best, **safe)
+    except Exception as err:
+        _reraise_checkpoint_error(ckpt_path, err)
+        if isinstance(err, OSError):
+            _reraise_write_error(err, trainer.default_root_dir)
+        raise
     finally:
         finish_wandb(trainer)
     return Path(trainer.default_root_dir)

@@ -5,12 +5,16 @@ prepare``). Probabilities are the test stage's: the same windows and averaging, 
 checkpoint (:meth:`xecg.module.XECGModule.predict_record`). Writes ``DIR/predictions.csv``
 (record, probability per class, predicted and, where known, true labels) and one PNG per record
 with the 12 leads and the attention map over them. Unreadable records are named and skipped.
+
+The checkpoint is loaded with ``weights_only=True`` (:func:`xecg.guards.load_module`), and every
+file is written inside DIR whatever a record id holds (:func:`output_name`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -23,8 +27,27 @@ from xecg.data.prepare import resample
 from xecg.data.readers import DatasetError, open_dataset
 from xecg.data.record import RecordError
 from xecg.data.store import Store, is_store
-from xecg.module import XECGModule
+from xecg.errors import WriteError, XECGError
+from xecg.guards import load_module
 from xecg.plots import ECG_DPI, save_figure
+
+_NOT_IN_NAMES = re.compile(r"[/\\\x00-\x1f]")
+
+
+def output_name(record_id: str, suffix: str) -> str:
+    """A file name for ``record_id`` that stays inside the output folder: path separators and
+    control characters become ``_`` and a name of only dots gets a leading ``_``."""
+    name = _NOT_IN_NAMES.sub("_", str(record_id)) or "_"
+    if set(name) == {"."}:
+        name = "_" + name
+    return name + suffix
+
+
+def _inside(out: Path, name: str) -> Path:
+    path = out / name
+    if path.resolve().parent != out.resolve():
+        raise WriteError(f"{path}: would be written outside {out}; not written")
+    return path
 
 
 class _StoreReader:
@@ -55,12 +78,15 @@ def _reader_and_ids(path: Path):
 def predict(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.PathLike,
             images: bool = True, device: str = "cpu") -> Path:
     """Predict every record under ``path`` with the checkpoint; returns the CSV's path."""
-    module = XECGModule.load_from_checkpoint(ckpt, map_location=device)
+    module = load_module(ckpt, map_location=device)
     module.eval()
     fs_model = float(module.sample_rate)
     reader, ids = _reader_and_ids(Path(path))
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise WriteError.of(out, err, "nothing was predicted") from err
     header = ["record", *[f"p_{c}" for c in CLASSES], "predicted", "true", "source"]
     rows, skipped = [], []
     for rec_id in tqdm(ids, desc="predict", unit="rec"):
@@ -75,7 +101,12 @@ def predict(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.Path
         if images:
             fig, _ = render_attention(module, signal, fs_model, rec.id, rec.label_names,
                                       out=result)
-            save_figure(fig, out / f"{rec.id}.png", dpi=ECG_DPI)
+            try:
+                save_figure(fig, _inside(out, output_name(rec.id, ".png")), dpi=ECG_DPI)
+            except OSError as err:
+                if isinstance(err, WriteError):
+                    raise
+                raise WriteError.of(out / output_name(rec.id, ".png"), err) from err
         probs = result["probs"].float().cpu().tolist()
         predicted = [c for c, on in zip(CLASSES, result["labels"].tolist()) if on]
         rows.append([rec.id, *[f"{p:.4f}" for p in probs], ";".join(predicted),
@@ -100,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         predict(args.ckpt, args.path, args.out, images=args.images, device=args.device)
-    except (DatasetError, FileNotFoundError) as err:
+    except (XECGError, FileNotFoundError) as err:
         print(f"xecg predict: {err}")
         return 2
     return 0

@@ -3,7 +3,8 @@
 Records are read in parallel worker processes (in order), resampled when asked, and written with
 :class:`xecg.data.store.StoreWriter`, which only renames the finished store into place. A bad
 record is reported on one line, listed in ``STORE/skipped.csv`` and left out (``strict`` stops
-instead). A store whose fingerprint matches the source is reused.
+instead). A store whose fingerprint matches the source is reused only after its full integrity
+check (sizes and checksums, :func:`xecg.data.store.is_current`); a damaged one is prepared again.
 
 Exit codes: 0 done (or reused), 1 stopped by a bad record (``strict``) or nothing usable,
 2 the dataset itself cannot be read (no folder, no records, no REFERENCE.csv for ICBEB files).
@@ -31,14 +32,22 @@ from tqdm import tqdm
 import xecg
 from xecg.data.readers import DatasetError, DatasetReader, open_dataset
 from xecg.data.record import Record, RecordError
-from xecg.data.store import VERSION, StoreWriter, is_current, is_store
+from xecg.data.store import (
+    VERSION,
+    StoreWriter,
+    is_current,
+    is_store,
+    store_damage,
+    unsafe_record_id,
+)
+from xecg.errors import XECGError
 
 #: One worker result: (record, None) or (None, (file, problem)).
 _Result = tuple[Record | None, tuple[str, str] | None]
 
 
-class PrepareError(Exception):
-    """``load_or_prepare`` could not produce a store."""
+class PrepareError(XECGError):
+    """``load_or_prepare`` could not produce a store (the reason was printed above it)."""
 
 
 class _Stop(Exception):
@@ -154,6 +163,9 @@ def prepare_dataset(source: str | os.PathLike, out: str | os.PathLike, fs: float
     and write nothing. ``reference``: REFERENCE.csv (default: found under ``source``).
     ``workers``: reader processes, 1 reads in this process (default: CPUs - 1, since this process
     is busy writing). ``force``: rewrite a current store.
+
+    A failed write (full disk, read-only folder) raises :class:`xecg.errors.WriteError` and leaves
+    no store (an earlier store at ``out`` stays as it was).
     """
     out = Path(out)
     started = time.perf_counter()
@@ -164,6 +176,8 @@ def prepare_dataset(source: str | os.PathLike, out: str | os.PathLike, fs: float
             print(f"{out}: up to date with {source} ({len(reader)} records); reusing it "
                   "(--force rewrites it)")
             return 0
+        if not force and is_store(out) and _fingerprint_of(out) == fp:
+            print(f"{out}: {store_damage(out)}; preparing it again")
         target = float(fs) if fs else _native_rate(reader)
     except DatasetError as e:
         print(f"xecg prepare: {e}", file=sys.stderr)
@@ -179,6 +193,8 @@ def prepare_dataset(source: str | os.PathLike, out: str | os.PathLike, fs: float
                     tqdm(total=len(reader), desc="prepare", unit="rec", disable=not progress,
                          file=sys.stderr) as bar:
                 for record, bad in results:
+                    if bad is None and unsafe_record_id(record.id):
+                        bad = (record.source, unsafe_record_id(record.id))
                     if bad is None:
                         writer.add(record)
                     else:
@@ -192,6 +208,13 @@ def prepare_dataset(source: str | os.PathLike, out: str | os.PathLike, fs: float
         return 1
     _print_summary(summary, source, out, target, time.perf_counter() - started)
     return 0
+
+
+def _fingerprint_of(store: Path) -> str | None:
+    try:
+        return json.loads((store / "meta.json").read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _skip(writer: StoreWriter, path: str, reason: str, strict: bool) -> None:

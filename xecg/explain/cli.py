@@ -42,11 +42,11 @@ def explain_records(ckpt, path, out, methods=None, window: float = 0.0, device: 
     from xecg.errors import XECGError
     from xecg.explain.figure import explanation_figure
     from xecg.explain.maps import check_methods, default_methods
-    from xecg.module import XECGModule
+    from xecg.guards import load_module
     from xecg.plots import ECG_DPI, save_figure
     from xecg.predict import _reader_and_ids
 
-    module = XECGModule.load_from_checkpoint(ckpt, map_location=device)
+    module = load_module(ckpt, map_location=device)  # weights_only: tensors and plain data
     module.eval()
     methods = check_methods(module.net, methods or default_methods(module.net))
     fs = float(module.sample_rate)

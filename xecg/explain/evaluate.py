@@ -207,11 +207,11 @@ def evaluate_command(ckpt: str | os.PathLike, store: str | os.PathLike, out: str
                      device: str = "cpu") -> Path:
     """``xecg explain --evaluate``: writes ``scores.csv``, ``summary.csv`` and ``summary.md``
     under ``out`` and logs them to W&B if a run is active. Returns ``out``."""
-    from xecg.module import XECGModule
+    from xecg.guards import load_module
 
     st = _store(store)
     require_evidence(st)  # before loading anything: a store without evidence is refused fast
-    module = XECGModule.load_from_checkpoint(ckpt, map_location=device)
+    module = load_module(ckpt, map_location=device)  # weights_only: tensors and plain data
     indices = [i for i in range(len(st)) if st.evidence.get(st.ids[i])]
     if limit is not None:
         indices = indices[:limit]
