@@ -305,3 +305,11 @@ def test_fit_without_validation_when_early_stopping_is_off(tiny_config, tmp_path
     assert (tmp_path / "runs" / "noval" / "checkpoints" / "last.ckpt").is_file()
     with pytest.raises(RuntimeError, match="val/micro_f1"):
         main(["fit", "--config", str(config), "--early_stopping.patience", "5"])
+
+
+def test_a_value_a_constructor_refuses_is_one_line(tiny_config, tmp_path, capsys):
+    config = tiny_config(tmp_path, "bad", experiment={"wandb": False})
+    assert main(["fit", "--config", str(config), "--model.loss.gamma", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["xecg: error: invalid configuration: gamma must be a finite number >= 0, "
+                   "got -1.0"]

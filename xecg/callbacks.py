@@ -117,7 +117,8 @@ class MetricsReport(L.Callback):
         ckpt = trainer.checkpoint_callback
         if ckpt is not None and getattr(ckpt, "best_model_path", ""):
             data["best_checkpoint"] = ckpt.best_model_path
-            data["best_val_micro_f1"] = float(ckpt.best_model_score or float("nan"))
+            score = ckpt.best_model_score  # a tensor; 0.0 is a score, None is none
+            data["best_val_micro_f1"] = float("nan") if score is None else float(score)
         data["thresholds"] = [round(float(t), 4) for t in pl_module.thresholds]
         write_atomic(path, json.dumps(data, indent=2) + "\n")
         return data

@@ -187,6 +187,14 @@ class XECGCLI(LightningCLI):
         # running sys.argv again, so each rank gets the user's exact command line.
         self.config = parser.parse_args(expand_configs(sys.argv[1:] if args is None else args))
 
+    def instantiate_classes(self) -> None:
+        # A value the parser accepted but a constructor refused (a gamma of -1, an unknown
+        # choice) is a configuration error: one line naming it, not a traceback.
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            raise ConfigError(f"invalid configuration: {_reason(err)}") from err
+
     def before_instantiate_classes(self) -> None:
         cfg = self.config.get(str(self.subcommand)) if self.subcommand else self.config
         exp = cfg.experiment
@@ -233,6 +241,14 @@ class XECGCLI(LightningCLI):
             dirpath=self._get(self.config_init, "checkpoint").dirpath, filename="last",
             enable_version_counter=False))
         return trainer
+
+
+def _reason(err: Exception) -> str:
+    """The constructor's own message out of jsonargparse's report of a failed Union (``- ...``
+    lines, without the ``NoneType`` alternative), else the message on one line."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    reasons = [line[2:] for line in lines if line.startswith("- ") and "NoneType" not in line]
+    return reasons[0] if reasons else " ".join(lines)
 
 
 def _default_logger(exp: Experiment, run_dir: Path, resume: bool, cfg):

@@ -79,6 +79,8 @@ class XECGModule(L.LightningModule):
         self.val_metrics = ECGMetrics()
         self.test_metrics = ECGMetrics()
         self.best_val_micro_f1 = MaxMetric()
+        # In checkpoints: after a resume, val/micro_f1_best still covers the epochs before it.
+        self.best_val_micro_f1.persistent(True)
         # Buffers travel in checkpoints: thresholds tuned on validation, and the training split's
         # lead statistics so that `xecg predict` normalises new records the same way.
         self.register_buffer("thresholds", torch.full((NUM_CLASSES,), float(threshold)))
