@@ -9,9 +9,11 @@ DATA ?=
 # The synthetic smoke run by default; with DATA=PATH, the full-size xECGNet on the paper's split.
 EXPERIMENT ?= $(if $(DATA),experiments/xecgnet.yaml,experiments/smoke.yaml)
 ARGS ?=
+# The ablation grid of `make ablate` (experiments/ablations/gamma-cpu.yaml: the ~90-minute CPU one).
+ABLATION ?= experiments/ablations/gamma.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train test test-slow lint bench clean
+.PHONY: help setup train ablate test test-slow lint bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,6 +29,9 @@ setup: $(VENV)/.installed  ## Create .venv and install xecg with its dev tools
 
 train: setup  ## Train xECGNet (synthetic default; DATA=PATH for a CPSC dataset)
 	$(VENV)/bin/xecg train $(if $(DATA),--data "$(DATA)",) $(foreach c,$(EXPERIMENT),--config $(c)) $(ARGS)
+
+ablate: setup  ## Ablation grid, variants x seeds to early stopping, then xecg compare (resumable)
+	$(VENV)/bin/xecg ablate $(ABLATION) $(ARGS)
 
 test: setup  ## Run the test suite (slow tests excluded)
 	$(PY) -m pytest -m "not slow" $(ARGS)
