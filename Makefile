@@ -9,11 +9,12 @@ DATA ?=
 # The synthetic smoke run by default; with DATA=PATH, the full-size xECGNet on the paper's split.
 EXPERIMENT ?= $(if $(DATA),experiments/xecgnet.yaml,experiments/smoke.yaml)
 ARGS ?=
+SWEEP ?= sweeps/gamma.yaml
 # The ablation grid of `make ablate` (experiments/ablations/gamma-cpu.yaml: the ~90-minute CPU one).
 ABLATION ?= experiments/ablations/gamma.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train ablate test test-slow lint bench clean
+.PHONY: help setup train sweep ablate test test-slow lint bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +30,10 @@ setup: $(VENV)/.installed  ## Create .venv and install xecg with its dev tools
 
 train: setup  ## Train xECGNet (synthetic default; DATA=PATH for a CPSC dataset)
 	$(VENV)/bin/xecg train $(if $(DATA),--data "$(DATA)",) $(foreach c,$(EXPERIMENT),--config $(c)) $(ARGS)
+
+# The gamma study by default (GPU-sized); SWEEP=sweeps/smoke.yaml runs on a CPU in minutes.
+sweep: setup  ## Optuna sweep of gamma and lr (SWEEP=FILE; ARGS="--workers 2 --n-trials 10")
+	$(VENV)/bin/xecg sweep $(SWEEP) $(ARGS)
 
 ablate: setup  ## Ablation grid, variants x seeds to early stopping, then xecg compare (resumable)
 	$(VENV)/bin/xecg ablate $(ABLATION) $(ARGS)

@@ -48,7 +48,8 @@ def grid_file(tiny_config, tmp_path_factory) -> Path:
                                                   "limit_val_batches": 2})
     return write_ablation(
         folder / "tiny-grid.yaml", name="tiny-grid", experiment=config.name,
-        overrides={"early_stopping.patience": 3, "trainer.max_epochs": 1},
+        overrides={"early_stopping.patience": 3, "trainer.max_epochs": 1,
+                   "explanations.max_records": 2},
         variants={"broken": {"model.loss.init_args.reference": "bogus"},
                   "abn": {"model.loss.gamma": 0.0},
                   "cnn": {"model.net.class_path": "xecg.models.CNNBaseline"}},

@@ -118,3 +118,89 @@ def test_predict_names_a_missing_folder(checkpoint, tmp_path, capsys):
     assert main(["predict", "--ckpt", str(checkpoint), str(tmp_path / "nope"),
                  "--out", str(tmp_path / "out")]) == 2
     assert "nope" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("policy", ["crop", "pad", "bucket"])
+def test_predict_gives_the_test_stage_probabilities(tiny_config, tiny_data, tmp_path, policy):
+    """For every record of a store's test split, `xecg predict` on the store writes the
+    probabilities that the test stage computed (same windows, averaging and statistics, read
+    from the checkpoint), for each length policy."""
+    import lightning as L
+
+    from xecg.data.datamodule import CPSCDataModule
+    from xecg.data.store import Store
+
+    config = tiny_config(tmp_path, f"eq-{policy}", experiment={"wandb": False},
+                         trainer={"limit_train_batches": 2, "limit_val_batches": 1},
+                         data={"policy": policy, "length": 1215})
+    assert main(["fit", "--config", str(config)]) == 0
+    ckpt = tmp_path / "runs" / f"eq-{policy}" / "checkpoints" / "last.ckpt"
+    module = XECGModule.load_from_checkpoint(ckpt, map_location="cpu")
+    assert module.eval_windows["policy"] == policy
+
+    dm = CPSCDataModule(str(tiny_data.store), split=str(tiny_data.split), policy=policy,
+                        length=1215, batch_size=5, num_workers=0)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    batches = trainer.predict(module, datamodule=dm, ckpt_path=str(ckpt))
+    ids = Store(tiny_data.store).ids
+    test_probs = {ids[int(i)]: p for b in batches for i, p in zip(b["index"], b["probs"])}
+
+    out = tmp_path / f"pred-{policy}"
+    assert main(["predict", "--ckpt", str(ckpt), str(tiny_data.store), "--out", str(out),
+                 "--no-images"]) == 0
+    rows = {r["record"]: r for r in read_rows(out / "predictions.csv")}
+    assert set(test_probs) <= set(rows) and len(test_probs) == tiny_data.counts["test"]
+    for rec, probs in test_probs.items():
+        written = np.array([float(rows[rec][f"p_{c}"]) for c in CLASSES])
+        np.testing.assert_allclose(written, probs.numpy(), atol=6e-5)  # 4 decimals written
+
+
+@pytest.fixture(scope="module")
+def sensitive_checkpoint(tmp_path_factory) -> Path:
+    """An untrained xECGNet with random BatchNorm statistics: unlike a model fitted for two
+    batches (whose outputs barely move), its probabilities depend clearly on the input."""
+    import lightning as L
+
+    from xecg.models import XECGNet
+
+    torch.manual_seed(0)
+    module = XECGModule(XECGNet(width=0.125))
+    gen = torch.Generator().manual_seed(1)
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.BatchNorm1d):
+            layer.running_mean.copy_(torch.randn(layer.num_features, generator=gen) * 0.1)
+            layer.running_var.copy_(torch.rand(layer.num_features, generator=gen) + 0.5)
+    module.eval_windows = {"policy": "crop", "length": 2880, "bucket_multiple": 972}
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False)
+    trainer.strategy.connect(module)
+    path = tmp_path_factory.mktemp("sensitive") / "random.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+def test_predict_resamples_a_real_250_hz_record_to_the_models_rate(sensitive_checkpoint,
+                                                                   wfdb_sample, tmp_path):
+    """A real record at 500 Hz and the same record resampled to 250 Hz get nearly the same
+    probabilities: predict brings the 250 Hz one back to the model's 500 Hz. Run at 250 Hz as
+    it is, the same model answers differently, so the comparison can fail."""
+    from scipy.signal import resample_poly
+
+    checkpoint = sensitive_checkpoint
+    from xecg.data.readers import open_dataset
+
+    rec = open_dataset(wfdb_sample).load_record("A0002")  # 500 Hz, Normal
+    low = resample_poly(rec.signal, 1, 2, axis=1).astype(np.float32)
+    src = tmp_path / "src"
+    write_wfdb_record(src, "R0250", low, rec.label_names, fs=250)
+    out = tmp_path / "out"
+    assert main(["predict", "--ckpt", str(checkpoint), str(src), "--out", str(out),
+                 "--no-images"]) == 0
+    (row,) = read_rows(out / "predictions.csv")
+    p250 = np.array([float(row[f"p_{c}"]) for c in CLASSES])
+    module = XECGModule.load_from_checkpoint(checkpoint, map_location="cpu")
+    p500 = module.predict_record(rec.signal)["probs"].numpy()
+    as_is = module.predict_record(low)["probs"].numpy()
+    gap = np.abs(p250 - p500).max()
+    assert gap < 0.05
+    assert np.abs(as_is - p500).max() > 2 * gap

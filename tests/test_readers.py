@@ -253,10 +253,17 @@ def test_empty_and_missing_folders(tmp_path):
 
 
 def test_duplicate_record_ids(tmp_path):
+    # Neither copy is read (which is right is unknown); both are named; other records are read.
     for g in ("g1", "g2"):
         write_wfdb_record(tmp_path / g, "A0001", make_signal(100), ["AF"])
-    with pytest.raises(DatasetError, match="A0001 appears twice"):
-        open_dataset(tmp_path)
+    write_wfdb_record(tmp_path / "g2", "A0002", make_signal(100), ["AF"])
+    reader = open_dataset(tmp_path)
+    assert reader.records == ["A0002"]
+    assert reader.orphans == [
+        (str(tmp_path / "g1/A0001.hea"), "duplicate id: record A0001 is also at "
+                                         f"{tmp_path / 'g2/A0001.hea'}; no copy is read"),
+        (str(tmp_path / "g2/A0001.hea"), "duplicate id: record A0001 is also at "
+                                         f"{tmp_path / 'g1/A0001.hea'}; no copy is read")]
 
 
 def test_orphan_mat_in_wfdb_layout(tmp_path):
@@ -322,3 +329,40 @@ def test_real_snomed_records(snomed_sample):
             with pytest.raises(RecordError, match="none of the nine classes"):
                 reader.load_record(rec)
     assert reader.load_ann("A5432") == ["PAC"]  # the one CPSC record, documented as PAC
+
+
+# ------------------------------------------------------------------------------ registry
+
+
+def test_a_new_layout_is_one_class_and_one_registry_line(tmp_path, monkeypatch):
+    from xecg.data.readers import READERS, DatasetReader, RawRecord, registry
+
+    class NpyReader(DatasetReader):
+        """A toy layout: ``rec.npy`` holding 12 x N float32 mV, every record AF."""
+
+        layout = "npy"
+        suffixes = (".npy",)
+
+        @classmethod
+        def claims(cls, path):
+            return path.suffix == ".npy"
+
+        def sampling_rate(self, rec):
+            return 250.0
+
+        def _tokens(self, rec):
+            return ["AF"]
+
+        def _read(self, rec):
+            return RawRecord(np.load(self.path_of(rec)), 250.0, None, None, ["AF"])
+
+    sig = make_signal(300)
+    np.save(tmp_path / "R1.npy", sig)
+    with pytest.raises(DatasetError, match="no ECG records found"):
+        open_dataset(tmp_path)
+    monkeypatch.setattr(registry, "READERS", [*READERS, NpyReader])
+    reader = open_dataset(tmp_path)
+    assert isinstance(reader, NpyReader) and reader.records == ["R1"]
+    rec = reader.load_record("R1")
+    np.testing.assert_array_equal(rec.signal, sig)
+    assert rec.label_names == ["AF"] and rec.fs == 250

@@ -292,3 +292,16 @@ def test_fit_resumes_the_run_and_its_wandb_run_from_last(tiny_config, tmp_path):
     runs = offline_runs(run)
     assert len(runs) == 2 and all(r.name.endswith(f"-{run_id.strip()}") for r in runs)
     assert set(wandb_history(runs[-1])["epoch"]) == {1}
+
+
+def test_fit_without_validation_when_early_stopping_is_off(tiny_config, tmp_path):
+    """`early_stopping.patience: 0` turns early stopping off, so a run that skips validation
+    does not fail for want of `val/micro_f1`; with patience set, it does (with Lightning's
+    message naming the metric)."""
+    config = tiny_config(tmp_path, "noval", trainer={"limit_train_batches": 2,
+                                                     "limit_val_batches": 0},
+                         experiment={"wandb": False})
+    assert main(["fit", "--config", str(config), "--early_stopping.patience", "0"]) == 0
+    assert (tmp_path / "runs" / "noval" / "checkpoints" / "last.ckpt").is_file()
+    with pytest.raises(RuntimeError, match="val/micro_f1"):
+        main(["fit", "--config", str(config), "--early_stopping.patience", "5"])

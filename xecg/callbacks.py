@@ -12,8 +12,9 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from xecg.atomic import write_atomic
-from xecg.classes import CLASSES, names_of
-from xecg.plots import plot_attention, save_figure
+from xecg.classes import CLASSES
+from xecg.explain.figure import explanation_figure
+from xecg.plots import ECG_DPI, save_figure
 
 
 def _wandb(trainer: L.Trainer) -> WandbLogger | None:
@@ -25,22 +26,15 @@ def _run_dir(trainer: L.Trainer) -> Path:
 
 
 def render_attention(module, signal: np.ndarray, fs: float, record_id: str,
-                     true_labels: list[str], evidence=(), out: dict | None = None):
-    """Figure of one record (``12 x N`` mV) with the model's attention and the response maps of
-    its true labels, captioned with true and predicted labels. ``out``: the record's
+                     true_labels: list[str], evidence=(), out: dict | None = None,
+                     method: str | None = None):
+    """The explanation page of one record (``12 x N`` mV): the 12-lead printout with the
+    model's attention A shaded (Grad-CAM for a model without A) and one strip per predicted or
+    true label, captioned with true and predicted labels
+    (:func:`xecg.explain.figure.explanation_figure`). ``out``: the record's
     ``module.predict_record`` result, if already computed. Returns (figure, caption)."""
-    out = module.predict_record(signal) if out is None else out
-    probs = out["probs"].float().cpu().numpy()
-    predicted = names_of(out["labels"].cpu().numpy())
-    attention = None if out["attention"] is None else out["attention"].float().cpu().numpy()
-    maps = None
-    if out["response_maps"] is not None:
-        r = out["response_maps"].float().cpu().numpy()
-        maps = {name: r[CLASSES.index(name)] for name in true_labels}
-    shown = ", ".join(f"{c} {p:.2f}" for c, p in zip(CLASSES, probs) if p >= 0.1)
-    caption = (f"{record_id}  true: {'+'.join(true_labels) or '-'}  "
-               f"predicted: {'+'.join(predicted) or '-'}  ({shown})")
-    return plot_attention(signal, fs, attention, maps, title=caption, evidence=evidence), caption
+    return explanation_figure(module, signal, fs, record_id, true_labels, method,
+                              evidence=evidence, out=out)
 
 
 def pick_examples(labels: np.ndarray, k: int) -> np.ndarray:
@@ -62,8 +56,9 @@ def pick_examples(labels: np.ndarray, k: int) -> np.ndarray:
 
 class AttentionImages(L.Callback):
     """Every ``every_n_epochs`` validation epochs, draws a fixed set of validation records (the
-    same ones every time, multilabel ones first) with A and the true labels' R overlaid; saves
-    PNGs under ``RUN/attention/`` and logs them to W&B."""
+    same ones every time, multilabel ones first) as explanation pages (:func:`render_attention`:
+    A shaded over the 12 leads, R of each predicted or true label below); saves PNGs under
+    ``RUN/attention/`` and logs them to W&B."""
 
     def __init__(self, every_n_epochs: int = 5, num_records: int = 4):
         self.every_n_epochs = every_n_epochs
@@ -90,7 +85,7 @@ class AttentionImages(L.Callback):
             fig, caption = render_attention(pl_module, rec.signal, rec.fs, rec.id,
                                             rec.label_names, rec.evidence)
             path = out_dir / f"{_evaluated(trainer, 'epoch{:03d}')}_{rec.id}.png"
-            save_figure(fig, path)
+            save_figure(fig, path, dpi=ECG_DPI)
             images.append(str(path))
             captions.append(caption)
         logger = _wandb(trainer)

@@ -18,6 +18,9 @@ TRAINING_COMMANDS = ("fit", "validate", "test")
 TOOL_COMMANDS = {
     "ablate": ("xecg.ablate", "train a grid of variants x seeds, each in its own run folder"),
     "predict": ("xecg.predict", "label records with a checkpoint and draw their attention"),
+    "compare": ("xecg.compare", "compare runs' metrics over seeds, with intervals and tests"),
+    "explain": ("xecg.explain", "draw and score explanation maps (attention, R, Grad-CAM, IG)"),
+    "sweep": ("xecg.sweep", "run or continue an Optuna study of an experiment (`make sweep`)"),
 }
 
 
@@ -107,12 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     # sys.argv stays as it is: Lightning's DDP launcher re-runs it for the other ranks.
     argv = sys.argv[1:] if argv is None else argv
-    from xecg.data.readers import DatasetError
     from xecg.errors import XECGError
 
     try:
         return _dispatch(argv)
-    except (XECGError, DatasetError) as err:
+    except XECGError as err:
         print(f"xecg: error: {err}", file=sys.stderr)
         return getattr(err, "exit_code", 2)
 

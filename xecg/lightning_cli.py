@@ -6,7 +6,8 @@ Everything a run needs is a Lightning argument that a YAML or the command line c
   ``experiment.runs_dir/experiment.name``), ``trainer.precision`` is chosen for the hardware
   when left empty (:func:`default_precision`), ``trainer.logger`` replaces the default logger.
 - ``checkpoint.*`` (the best checkpoint by validation micro-F1), ``early_stopping.*``,
-  ``attention.*`` (attention figures) and ``report.*`` (metrics.json): callbacks added with
+  ``attention.*`` (attention figures), ``explanations.*`` (map scores against synthetic
+  evidence) and ``report.*`` (metrics.json): callbacks added with
   ``add_lightning_class_args``, so their options show in ``--help`` and in the saved config.
 - ``experiment.*``: the run's name and its W&B project, group and tags.
 
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -36,6 +37,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from xecg.callbacks import AttentionImages, MetricsReport
 from xecg.data.datamodule import CPSCDataModule
 from xecg.errors import ConfigError
+from xecg.explain.callback import ExplanationScores
 from xecg.module import XECGModule
 
 
@@ -126,8 +128,10 @@ class XECGCLI(LightningCLI):
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        # The DataModule's batch planner shards batches across processes itself.
-        kwargs.setdefault("trainer_defaults", {"use_distributed_sampler": False})
+        # The DataModule's batch planner shards batches across processes itself; the learning
+        # rate is logged beside whatever callbacks the experiment names.
+        kwargs.setdefault("trainer_defaults", {"use_distributed_sampler": False,
+                                               "callbacks": [LearningRateMonitor()]})
         super().__init__(XECGModule, CPSCDataModule, *args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -143,6 +147,9 @@ class XECGCLI(LightningCLI):
         parser.set_defaults({"early_stopping.monitor": "val/micro_f1",
                              "early_stopping.mode": "max", "early_stopping.patience": 0})
         parser.add_lightning_class_args(AttentionImages, "attention")
+        # Explanation scores against the evidence of synthetic stores (no-op on real data),
+        # written into metrics.json's "val" section.
+        parser.add_lightning_class_args(ExplanationScores, "explanations")
         parser.add_lightning_class_args(MetricsReport, "report")
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
@@ -161,8 +168,10 @@ class XECGCLI(LightningCLI):
         if not cfg.checkpoint.dirpath:
             cfg.checkpoint.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
         if not cfg.early_stopping.patience:
-            # EarlyStopping is a required callback here; patience 0 means "never stop early".
+            # EarlyStopping is a required callback here; patience 0 means "never stop early",
+            # and then a run without validation must not fail for want of its metric.
             cfg.early_stopping.patience = 10**9
+            cfg.early_stopping.strict = False
         if not cfg.report.protocol:
             cfg.report.protocol = {"experiment": exp.name}
 

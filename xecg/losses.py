@@ -7,10 +7,11 @@ Padded positions (``output.mask`` False) count in no distance.
 
 Options that reproduce the authors' code for an honest comparison (``docs/paper.md#loss``):
 ``reference="all9"`` (sum_c y_c R_c divided by the number of classes, not of true labels),
-``batch_reduction="authors_modulo"`` (the batch "mean" written ``%=``: sum of the per-record
-distances modulo the batch size), and ``gamma=0`` (their published runs never trained the
-regulariser). The ``paper_authors_code`` setting is therefore ``activation="none"`` on the
-network and ``reference="all9", distance="l2", batch_reduction="authors_modulo"`` here.
+``batch_reduction="authors_modulo"`` (the batch "mean" written ``%=``: each record's distance
+modulo the batch size, then the batch mean, as the Keras code computes it), and ``gamma=0``
+(their published runs never trained the regulariser). The ``paper_authors_code`` setting is
+therefore ``activation="none"`` on the network and ``reference="all9", distance="l2",
+batch_reduction="authors_modulo"`` here.
 Models without an attention map (the CNN baseline) get plain BCE on their logits: the
 missing terms are zero. The ABN baseline is this loss with ``gamma=0``.
 """
@@ -70,8 +71,8 @@ def reference_map(maps: Tensor, y: Tensor, reference: Reference) -> tuple[Tensor
 def map_distance(ref: Tensor, attention: Tensor, mask: Tensor, distance: Distance) -> Tensor:
     """Per-record distance ``B`` between ``B x T'`` maps over the valid positions of ``mask``.
 
-    ``l2``: Euclidean norm over time (SPEC); ``mse`` / ``l1``: mean squared / absolute
-    difference over the valid positions.
+    ``l2``: Euclidean norm over time (``docs/paper.md#loss``); ``mse`` / ``l1``: mean squared /
+    absolute difference over the valid positions.
     """
     valid = mask.to(ref.dtype)
     diff = (ref - attention) * valid
@@ -130,5 +131,6 @@ class XECGLoss(nn.Module):
         per_record = map_distance(ref, attention.float().squeeze(1), mask, self.distance)
         per_record = torch.where(defined, per_record, 0.0)
         if self.batch_reduction == "authors_modulo":
-            return torch.remainder(per_record.sum(), per_record.shape[0])
+            # The authors' `d %= batch_size` acts on each record's distance before the mean.
+            return torch.remainder(per_record, per_record.shape[0]).mean()
         return per_record.mean()

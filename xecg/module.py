@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torchmetrics import MaxMetric
 
 from xecg.classes import NUM_CLASSES, NUM_LEADS
-from xecg.data.datamodule import average_by_group
+from xecg.data.datamodule import average_by_group, eval_windows, fill_window
 from xecg.losses import XECGLoss, check_choice
 from xecg.metrics import ECGMetrics, tune_thresholds
+from xecg.models import DOWNSAMPLE
 
 Stage = Literal["train", "val", "test"]
 
@@ -83,6 +85,11 @@ class XECGModule(L.LightningModule):
         self.register_buffer("lead_mean", torch.zeros(NUM_LEADS))
         self.register_buffer("lead_std", torch.ones(NUM_LEADS))
         self.register_buffer("sample_rate", torch.tensor(500.0))
+        # How the test stage cuts a record into windows (the DataModule's length policy), kept in
+        # checkpoints so that `xecg predict` averages the same windows. Until a fit sets it:
+        # the whole record, end-padded to the network's pooling multiple.
+        self.eval_windows: dict[str, Any] = {"policy": "bucket", "length": DOWNSAMPLE,
+                                             "bucket_multiple": DOWNSAMPLE}
         self.last_metrics: dict[str, dict[str, float]] = {}
         self._val_outputs: list[tuple[Tensor, Tensor]] = []
 
@@ -96,6 +103,14 @@ class XECGModule(L.LightningModule):
             self.lead_mean.copy_(torch.as_tensor(dm.mean))
             self.lead_std.copy_(torch.as_tensor(dm.std))
             self.sample_rate.fill_(float(dm.store.fs))
+            self.eval_windows = {"policy": dm.policy, "length": dm.length,
+                                 "bucket_multiple": dm.bucket_multiple}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["xecg_eval_windows"] = dict(self.eval_windows)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.eval_windows = dict(checkpoint.get("xecg_eval_windows", self.eval_windows))
 
     # ----------------------------------------------------------------------------- steps
     def _step(self, batch: dict[str, Tensor], stage: Stage) -> Tensor:
@@ -202,21 +217,32 @@ class XECGModule(L.LightningModule):
 
     # ------------------------------------------------------------------------ one record
     @torch.no_grad()
-    def predict_record(self, signal: Tensor) -> dict[str, Tensor]:
-        """Run one whole record ``12 x N`` (mV) through the model in eval mode.
+    def predict_record(self, signal: Tensor | np.ndarray) -> dict[str, Tensor]:
+        """Run one record ``12 x N`` (mV, at :attr:`sample_rate`) through the model in eval mode.
 
-        The signal must be at :attr:`sample_rate` (the training store's rate). Normalises with
-        the training split's lead statistics held in the checkpoint. Returns
-        ``probs`` (9,), ``labels`` (9,) bool, ``attention`` (T',) or None and ``response_maps``
-        (9 x T') or None.
+        Probabilities are those of the test stage: the same windows (:attr:`eval_windows`,
+        from the training DataModule), normalised with the training split's lead statistics,
+        averaged per record. The maps come from one pass over the whole record, so that they
+        cover all of it. Returns ``probs`` (9,), ``labels`` (9,) bool, ``attention`` (T',) or
+        None and ``response_maps`` (9 x T') or None, with ``T' = N // 243``.
         """
         was_training = self.training
         self.eval()
-        x = torch.as_tensor(signal, dtype=torch.float32, device=self.lead_mean.device)
-        x = (x - self.lead_mean[:, None]) / self.lead_std[:, None]
-        out = self(x[None])
+        block = np.ascontiguousarray(np.asarray(signal, dtype=np.float32))
+        mean = self.lead_mean.cpu().numpy().reshape(NUM_LEADS, 1)
+        inv_std = (1.0 / self.lead_std.cpu().numpy()).reshape(NUM_LEADS, 1)
+        starts, T = eval_windows(block.shape[1], **self.eval_windows)
+        x = np.empty((len(starts), NUM_LEADS, T), np.float32)
+        mask = np.empty((len(starts), T), bool)
+        for w, start in enumerate(starts.tolist()):
+            fill_window(x[w], mask[w], block, start, mean, inv_std)
+        device = self.lead_mean.device
+        probs = self(torch.from_numpy(x).to(device), torch.from_numpy(mask).to(device)).probs
+        probs = probs.mean(0)
+        whole = np.empty((1, NUM_LEADS, block.shape[1]), np.float32)
+        fill_window(whole[0], np.empty(block.shape[1], bool), block, 0, mean, inv_std)
+        out = self(torch.from_numpy(whole).to(device))
         self.train(was_training)
-        probs = out.probs[0]
         return {
             "probs": probs,
             "labels": probs >= self.thresholds,

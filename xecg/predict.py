@@ -1,6 +1,8 @@
 """``xecg predict --ckpt CKPT PATH --out DIR``: label records and draw their attention.
 
-PATH is one record file or a folder in any supported layout. Writes ``DIR/predictions.csv``
+PATH is one record file, a folder in any supported layout, or a prepared store (``xecg
+prepare``). Probabilities are the test stage's: the same windows and averaging, read from the
+checkpoint (:meth:`xecg.module.XECGModule.predict_record`). Writes ``DIR/predictions.csv``
 (record, probability per class, predicted and, where known, true labels) and one PNG per record
 with the 12 leads and the attention map over them. Unreadable records are named and skipped.
 """
@@ -20,12 +22,27 @@ from xecg.classes import CLASSES
 from xecg.data.prepare import resample
 from xecg.data.readers import DatasetError, open_dataset
 from xecg.data.record import RecordError
+from xecg.data.store import Store, is_store
 from xecg.module import XECGModule
-from xecg.plots import save_figure
+from xecg.plots import ECG_DPI, save_figure
+
+
+class _StoreReader:
+    """A prepared store seen through the reader API that :func:`predict` uses."""
+
+    def __init__(self, path: Path):
+        self.store = Store(path)
+        self.records = list(self.store.ids)
+
+    def load_record(self, rec_id: str, require_labels: bool = False):
+        return self.store.record(self.store.index_of(rec_id))
 
 
 def _reader_and_ids(path: Path):
     """The dataset reader for PATH and the record ids to predict (one, for a file)."""
+    if is_store(path):
+        reader = _StoreReader(path)
+        return reader, reader.records
     if path.is_file():
         reader = open_dataset(path.parent, require_reference=False)
         if path.stem not in reader.records:
@@ -58,7 +75,7 @@ def predict(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.Path
         if images:
             fig, _ = render_attention(module, signal, fs_model, rec.id, rec.label_names,
                                       out=result)
-            save_figure(fig, out / f"{rec.id}.png")
+            save_figure(fig, out / f"{rec.id}.png", dpi=ECG_DPI)
         probs = result["probs"].float().cpu().tolist()
         predicted = [c for c, on in zip(CLASSES, result["labels"].tolist()) if on]
         rows.append([rec.id, *[f"{p:.4f}" for p in probs], ";".join(predicted),

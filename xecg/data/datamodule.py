@@ -154,19 +154,54 @@ class BatchPlanner(Sampler):
     def _plan(self, records: np.ndarray, rng: np.random.Generator | None) -> BatchPlan:
         n = self.lengths[records]
         rows = np.arange(len(records))
+        if rng is None and self.policy != "bucket":  # evaluation: the windows of each record
+            per_record = [eval_windows(k, self.policy, self.length, self.bucket_multiple)[0]
+                          for k in n.tolist()]
+            rows = np.repeat(rows, [len(s) for s in per_record])
+            return BatchPlan(records, rows, np.concatenate(per_record), self.length,
+                             grouped=self.policy == "crop")
         if self.policy == "bucket":
             m = self.bucket_multiple
             return BatchPlan(records, rows, np.zeros_like(n), int(-(-n.max() // m) * m))
         L_ = self.length
         if self.policy == "pad":
             return BatchPlan(records, rows, np.minimum(n - L_, 0), L_)
-        if rng is not None:  # crop, training: one random window (start padded if too short)
-            starts = rng.integers(0, np.maximum(n - L_, 0) + 1) + np.minimum(n - L_, 0)
-            return BatchPlan(records, rows, starts, L_)
-        # crop, evaluation: windows at 0, L, 2L, ... and one ending at the record's end
-        starts = [np.r_[np.arange(0, k - L_, L_), k - L_] for k in n.tolist()]
-        rows = np.repeat(rows, [len(s) for s in starts])
-        return BatchPlan(records, rows, np.concatenate(starts), L_, grouped=True)
+        # crop, training: one random window (start padded if too short)
+        starts = rng.integers(0, np.maximum(n - L_, 0) + 1) + np.minimum(n - L_, 0)
+        return BatchPlan(records, rows, starts, L_)
+
+
+def eval_windows(n: int, policy: Policy, length: int, bucket_multiple: int
+                 ) -> tuple[np.ndarray, int]:
+    """The evaluation windows of an ``n``-sample record: (first samples, window length T).
+
+    ``pad``: one window at ``min(n - T, 0)`` (zeros first when shorter, its first T samples when
+    longer); ``crop``: windows at 0, T, 2T, ... and one ending at the record's end, whose outputs
+    are averaged; ``bucket``: the whole record, padded at the end to a multiple of
+    ``bucket_multiple``. The test stage and ``xecg predict`` both use this, so they agree.
+    """
+    if policy == "bucket":
+        return np.zeros(1, np.int64), int(-(-n // bucket_multiple) * bucket_multiple)
+    if policy == "pad":
+        return np.array([min(n - length, 0)], np.int64), length
+    return np.r_[np.arange(0, n - length, length), n - length].astype(np.int64), length
+
+
+def fill_window(x: np.ndarray, mask: np.ndarray, block: np.ndarray, start: int,
+                mean: np.ndarray, inv_std: np.ndarray) -> None:
+    """Write the window of ``block`` (``12 x n`` mV) that begins at sample ``start`` into
+    ``x`` (``12 x T``, normalised: ``(block - mean) * inv_std``, zeros outside the record) and
+    ``mask`` (``T``, True on the record's samples). ``mean``, ``inv_std``: ``12 x 1``."""
+    T, n = x.shape[1], block.shape[1]
+    a, b = max(start, 0), min(start + T, n)
+    p, q = a - start, b - start  # where the record's samples [a, b) go in the window
+    out = x[:, p:q]
+    np.subtract(block[:, a:b], mean, out=out)
+    out *= inv_std
+    x[:, :p] = 0.0
+    x[:, q:] = 0.0
+    mask[:] = False
+    mask[p:q] = True
 
 
 def _chunks(a: np.ndarray, size: int) -> list[np.ndarray]:
@@ -212,20 +247,11 @@ class WindowDataset(Dataset):
         x_t = _batch_tensor((len(plan.rows), NUM_LEADS, T), torch.float32)
         mask_t = _batch_tensor((len(plan.rows), T), torch.bool)
         x, mask = x_t.numpy(), mask_t.numpy()
-        mask.fill(False)
         offsets, lengths = store.offsets[plan.records], store.lengths[plan.records]
         for w, (row, s) in enumerate(zip(plan.rows.tolist(), plan.starts.tolist())):
-            a, b = max(s, 0), min(s + T, int(lengths[row]))
-            p, q = a - s, b - s  # where the record's samples [a, b) go in the window
-            o = int(offsets[row])
-            out = x[w, :, p:q]
-            n = int(lengths[row])
+            o, n = int(offsets[row]), int(lengths[row])
             block = signals[NUM_LEADS * o:NUM_LEADS * (o + n)].reshape(NUM_LEADS, n)
-            np.subtract(block[:, a:b], self.mean, out=out)
-            out *= self.inv_std
-            x[w, :, :p] = 0.0
-            x[w, :, q:] = 0.0
-            mask[w, p:q] = True
+            fill_window(x[w], mask[w], block, s, self.mean, self.inv_std)
         # `index` first: Lightning infers the logged batch size from the first tensor (records).
         batch = {"index": torch.from_numpy(plan.records.astype(np.int64)),
                  "x": x_t, "y": torch.from_numpy(store.labels[plan.records]), "mask": mask_t}

@@ -11,9 +11,11 @@ from xecg.errors import XECGError
 
 
 class RecordError(XECGError):
-    """A record that cannot be used; the message names the file and the problem."""
+    """A record that cannot be used; the message names the file and the problem on one line."""
 
     def __init__(self, path: str, problem: str):
+        # One line, whatever a library's message embedded in the problem holds.
+        problem = " ".join(line.strip() for line in str(problem).splitlines() if line.strip())
         super().__init__(f"{path}: {problem}")
         self.path = str(path)
         self.problem = problem

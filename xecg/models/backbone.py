@@ -14,6 +14,9 @@ zero-padding to 72,000) positions that touch the padding are invalid, but the po
 anchored at the padded start, so features are those of a shifted signal, not identical.
 BatchNorm layers (:class:`MaskedBatchNorm1d`) compute their training-mode batch statistics over
 valid positions only, so padding changes neither a training step nor the running statistics.
+Under ``Trainer(sync_batchnorm=True)`` they become :class:`MaskedSyncBatchNorm1d`, whose
+statistics cover the valid positions of all processes (nothing to wire: importing this module
+registers the hook that keeps the conversion masked, :func:`_keep_masked_norms`).
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.module import register_module_module_registration_hook
 
 from xecg.classes import NUM_LEADS
 
@@ -75,30 +81,205 @@ def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
     return (x * weight).sum(dim=-1) / weight.sum(dim=-1).clamp_min(1)
 
 
+def _update_running_stats(bn: _BatchNorm, mean: Tensor, var: Tensor, n: Tensor) -> None:
+    """One training step's update of ``bn``'s running statistics from the batch ``mean`` and
+    biased ``var`` (both ``C``) over ``n`` (a scalar, at least 1) valid positions."""
+    if not bn.track_running_stats:
+        return
+    with torch.no_grad():
+        bn.num_batches_tracked.add_(1)
+        momentum = (bn.momentum if bn.momentum is not None
+                    else 1.0 / float(bn.num_batches_tracked))
+        bn.running_mean.lerp_(mean, momentum)
+        bn.running_var.lerp_(var * n / (n - 1).clamp_min(1.0), momentum)
+
+
+def _masked_batch_norm(bn: _BatchNorm, x: Tensor, mask: Tensor) -> Tensor:
+    """Training-mode BatchNorm of ``B x C x T`` features with statistics over the valid
+    positions of the ``B x T`` mask, in this process only; updates ``bn``'s running stats."""
+    x32 = x.float()  # statistics in float32 also under bf16 autocast, as BatchNorm does
+    w = mask.unsqueeze(1).to(x32.dtype)
+    n = w.sum().clamp_min(1.0)
+    mean = (x32 * w).sum((0, 2)) / n
+    centred = x32 - mean[:, None]
+    var = (centred.square() * w).sum((0, 2)) / n
+    _update_running_stats(bn, mean, var, n)
+    y = centred * torch.rsqrt(var + bn.eps)[:, None]
+    if bn.affine:
+        y = y * bn.weight[:, None] + bn.bias[:, None]
+    return y.to(x.dtype)
+
+
 class MaskedBatchNorm1d(nn.BatchNorm1d):
     """BatchNorm1d whose training-mode statistics count only valid positions of a ``B x T``
-    mask (True = real); without a mask, or in eval mode, it is plain BatchNorm1d."""
+    mask (True = real); without a mask, or in eval mode, it is plain BatchNorm1d.
+
+    ``forward(x: B x C x T, mask: B x T | None) -> B x C x T``. Under
+    ``nn.SyncBatchNorm.convert_sync_batchnorm`` (what ``Trainer(sync_batchnorm=True)`` runs)
+    it becomes a :class:`MaskedSyncBatchNorm1d`, not a plain ``SyncBatchNorm``.
+    """
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         if mask is None or not self.training:
             return super().forward(x)
-        x32 = x.float()  # statistics in float32 also under bf16 autocast, as BatchNorm does
-        w = mask.unsqueeze(1).to(x32.dtype)
-        n = w.sum().clamp_min(1.0)
-        mean = (x32 * w).sum((0, 2)) / n
-        centred = x32 - mean[:, None]
-        var = (centred.square() * w).sum((0, 2)) / n
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                momentum = (self.momentum if self.momentum is not None
-                            else 1.0 / float(self.num_batches_tracked))
-                self.running_mean.lerp_(mean, momentum)
-                self.running_var.lerp_(var * n / (n - 1).clamp_min(1.0), momentum)
-        y = centred * torch.rsqrt(var + self.eps)[:, None]
-        if self.affine:
-            y = y * self.weight[:, None] + self.bias[:, None]
-        return y.to(x.dtype)
+        return _masked_batch_norm(self, x, mask)
+
+
+class _MaskedSyncBatchNormFunction(torch.autograd.Function):
+    """BatchNorm with statistics over the valid positions of every process in ``group``.
+
+    Forward: each process all-gathers its valid count ``n_r``, mean and sum of squared
+    deviations (``1 + 2C`` numbers) and combines them exactly (Chan et al.'s pairwise formula,
+    no cancellation). Backward: like ``torch.nn.SyncBatchNorm``, one all-reduce of the
+    per-channel sums of ``dL/dxhat`` and ``dL/dxhat * xhat`` over all processes, because every
+    process's outputs depend on the shared mean and variance:
+    ``dx = invstd * (h - w / N * (sum h + xhat * sum h xhat))`` with ``h = dL/dy * weight``.
+    Weight and bias gradients are this process's own (DDP reduces them, as for any parameter).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, weight: Tensor | None, bias: Tensor | None,
+                eps: float, group: dist.ProcessGroup, world_size: int
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """x: ``B x C x T`` float32; w: ``B x 1 x T`` float32, 1 at valid positions.
+        Returns y ``B x C x T`` and the global mean ``C``, biased variance ``C`` and valid
+        count (scalar, at least 1)."""
+        channels = x.shape[1]
+        n_local = w.sum()
+        mean_local = (x * w).sum((0, 2)) / n_local.clamp_min(1.0)
+        m2_local = ((x - mean_local[:, None]).square() * w).sum((0, 2))
+        stats = torch.cat([n_local.reshape(1), mean_local, m2_local])
+        gathered = [torch.empty_like(stats) for _ in range(world_size)]
+        dist.all_gather(gathered, stats, group=group)
+        counts, means, m2s = torch.stack(gathered).split([1, channels, channels], dim=1)
+        n = counts.sum().clamp_min(1.0)
+        mean = (counts * means).sum(0) / n
+        var = (m2s.sum(0) + (counts * (means - mean).square()).sum(0)) / n
+        invstd = torch.rsqrt(var + eps)
+        xhat = (x - mean[:, None]) * invstd[:, None]
+        y = xhat
+        if weight is not None:
+            y = y * weight[:, None]
+        if bias is not None:
+            y = y + bias[:, None]
+        ctx.save_for_backward(xhat, w, weight, invstd, n)
+        ctx.group = group
+        ctx.mark_non_differentiable(mean, var, n)
+        return y, mean, var, n
+
+    @staticmethod
+    def backward(ctx, grad_y: Tensor, *_: Tensor):
+        xhat, w, weight, invstd, n = ctx.saved_tensors
+        sum_dy = grad_y.sum((0, 2))
+        sum_dy_xhat = (grad_y * xhat).sum((0, 2))
+        grad_weight = sum_dy_xhat if weight is not None and ctx.needs_input_grad[2] else None
+        grad_bias = sum_dy if ctx.needs_input_grad[3] else None
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            scale = weight if weight is not None else torch.ones_like(invstd)
+            sums = torch.cat([sum_dy * scale, sum_dy_xhat * scale])
+            dist.all_reduce(sums, group=ctx.group)  # sums of dL/dxhat (and * xhat), all ranks
+            sum_h, sum_h_xhat = sums.split(invstd.shape[0])
+            h = grad_y * scale[:, None]
+            grad_x = invstd[:, None] * (h - w / n * (sum_h[:, None] + xhat * sum_h_xhat[:, None]))
+        return grad_x, None, grad_weight, grad_bias, None, None, None
+
+
+class MaskedSyncBatchNorm1d(MaskedBatchNorm1d):
+    """:class:`MaskedBatchNorm1d` with training-mode statistics over the valid positions of all
+    processes in ``process_group`` (default: the whole world).
+
+    ``forward(x: B x C x T, mask: B x T | None) -> B x C x T``. Every process runs the same
+    collectives whatever its mask: ``mask=None`` counts every position as valid. Without an
+    initialised process group of more than one process, and in eval mode, it computes exactly
+    what MaskedBatchNorm1d does. ``convert_sync_batchnorm`` makes it from a MaskedBatchNorm1d
+    (see :func:`_keep_masked_norms`). It is not an ``nn.SyncBatchNorm``: DDP refuses those on
+    CPU, and this layer also runs on CPU (gloo). Hence Lightning's revert after fit leaves it
+    in place, which is harmless: outside distributed training it is the masked layer.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True,
+                 process_group: dist.ProcessGroup | None = None, device=None, dtype=None, *,
+                 bias: bool = True) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device,
+                         dtype, bias=bias)
+        self.process_group = process_group
+
+    def _sync_group(self) -> tuple[dist.ProcessGroup, int] | None:
+        """The process group and its size when this training step must synchronise, else None."""
+        if not (self.training and dist.is_available() and dist.is_initialized()):
+            return None
+        group = self.process_group or dist.group.WORLD
+        world_size = dist.get_world_size(group)
+        return (group, world_size) if world_size > 1 else None
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        sync = self._sync_group()
+        if sync is None:
+            return super().forward(x, mask)
+        self._check_input_dim(x)
+        x3 = x if x.dim() == 3 else x.unsqueeze(-1)  # B x C -> B x C x 1
+        x32 = x3.float()
+        w = (torch.ones_like(x32[:, :1]) if mask is None
+             else mask.unsqueeze(1).to(x32.dtype))
+        y, mean, var, n = _MaskedSyncBatchNormFunction.apply(
+            x32, w, self.weight, self.bias, self.eps, *sync)
+        _update_running_stats(self, mean, var, n)
+        return y.to(x.dtype).reshape(x.shape)
+
+    @classmethod
+    def from_batchnorm(cls, bn: _BatchNorm, process_group: dist.ProcessGroup | None = None
+                       ) -> MaskedSyncBatchNorm1d:
+        """A MaskedSyncBatchNorm1d sharing ``bn``'s parameters and buffers."""
+        out = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
+                  process_group, bias=bn.bias is not None)
+        _share_state(bn, out)
+        return out
+
+
+def _share_state(src: _BatchNorm, dst: _BatchNorm) -> None:
+    """``dst`` takes ``src``'s parameters, buffers, mode and qconfig (the same tensors), as
+    ``convert_sync_batchnorm`` does."""
+    if src.affine:
+        with torch.no_grad():
+            dst.weight = src.weight
+            dst.bias = src.bias
+    dst.running_mean = src.running_mean
+    dst.running_var = src.running_var
+    dst.num_batches_tracked = src.num_batches_tracked
+    dst.training = src.training
+    if hasattr(src, "qconfig"):
+        dst.qconfig = src.qconfig
+
+
+def _same_layer(old: _BatchNorm, new: _BatchNorm) -> bool:
+    """Whether ``new`` is a conversion of ``old``: it holds the very same parameter or buffer."""
+    pairs = ((old.weight, new.weight), (old.running_mean, new.running_mean))
+    if all(a is None and b is None for a, b in pairs):
+        return old.num_features == new.num_features
+    return any(a is not None and a is b for a, b in pairs)
+
+
+def _keep_masked_norms(parent: nn.Module, name: str, new: nn.Module) -> nn.Module | None:
+    """Global module-registration hook: keeps masked BatchNorm masked under synchronisation.
+
+    ``nn.SyncBatchNorm.convert_sync_batchnorm`` (Lightning's ``TorchSyncBatchNorm``, i.e.
+    ``Trainer(sync_batchnorm=True)``) replaces every BatchNorm, masked ones included, by a
+    plain ``SyncBatchNorm`` whose forward takes no mask, through ``parent.add_module(name,
+    new)``. When the layer being replaced is a MaskedBatchNorm1d and ``new`` is a plain
+    SyncBatchNorm sharing its tensors, register a :class:`MaskedSyncBatchNorm1d` (same tensors,
+    same process group) instead. Every other registration, plain BatchNorm layers included, is
+    left alone.
+    """
+    old = parent._modules.get(name)
+    if (isinstance(old, MaskedBatchNorm1d) and type(new) is nn.SyncBatchNorm
+            and _same_layer(old, new)):
+        return MaskedSyncBatchNorm1d.from_batchnorm(new, new.process_group)
+    return None
+
+
+register_module_module_registration_hook(_keep_masked_norms)
 
 
 class ConvBN(nn.Module):

@@ -1,0 +1,356 @@
+"""``xecg sweep``: an Optuna study of tiny experiments on the synthetic store. Through the real
+command: a sweep writes its table, best config and plots and resumes to more trials without
+rerunning any; a worker killed mid-trial leaves a FAIL trial and the next run completes the
+study; two workers share a journal file. In process: pruning, a value enqueued outside a log
+range, bad sweep files, the journal heartbeat and the sampler's view of the study."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from xecg.cli import main
+from xecg.sweep import (
+    HEARTBEAT_KEY,
+    OUTSIDE_ATTR,
+    JournalHeartbeatStorage,
+    SkipOutsideTrials,
+    fail_dead_trials,
+    load_sweep,
+    mask_url,
+    write_reports,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+XECG = Path(sys.executable).with_name("xecg")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+GAMMA = "model.loss.gamma"
+
+
+def xecg(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess | subprocess.Popen:
+    """The ``xecg`` command users type (this checkout's code first on the path); with
+    ``popen=True`` a running process in its own process group."""
+    command = [str(XECG)] if XECG.is_file() else [sys.executable, "-m", "xecg.cli"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true",
+           "WANDB_DIR": str(cwd), "PYTHONPATH": os.pathsep.join(
+               [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    if kwargs.pop("popen", False):
+        log = open(cwd / "popen.log", "w")  # noqa: SIM115 - closed by the caller's wait
+        return subprocess.Popen([*command, *args], cwd=cwd, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.run([*command, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=kwargs.pop("timeout", 400))
+
+
+def write_sweep(folder: Path, tiny_config, name: str = "sweep", wandb: bool = False,
+                epochs: int = 2, train_batches: int = 2, **sections) -> Path:
+    """A sweep of the tiny experiment (no attention images, 2 epochs of 2 batches, one
+    validation and one test batch); ``sections`` replace the defaults' top-level keys."""
+    experiment = tiny_config(folder, f"{name}-experiment",
+                             trainer={"max_epochs": epochs, "limit_train_batches": train_batches,
+                                      "limit_val_batches": 1, "limit_test_batches": 1},
+                             attention={"num_records": 0})
+    sweep = {
+        "experiment": str(experiment),
+        "overrides": {"experiment.wandb": wandb},
+        "search_space": {GAMMA: {"type": "float", "low": 1.0e-4, "high": 10.0, "log": True},
+                         "model.lr": {"type": "float", "low": 1.0e-3, "high": 5.0e-3,
+                                      "log": True}},
+        "objective": {"metric": "val/micro_f1_best", "direction": "maximize"},
+        "n_trials": 3,
+        "sampler": {"name": "tpe", "seed": 0, "n_startup_trials": 2},
+        "pruner": {"name": "none"},
+        **sections,
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    return path
+
+
+def load_study(storage: str, name: str = "sweep") -> optuna.Study:
+    if "://" not in storage:
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        storage = JournalStorage(JournalFileBackend(storage))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def read_table(out: Path) -> list[dict[str, str]]:
+    with open(out / "trials.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size)
+            for p in folder.rglob("*") if p.is_file()}
+
+
+def run_record(run: Path):
+    from test_training import wandb_records
+
+    (log,) = run.glob("run-*.wandb")
+    return next(r.run for r in wandb_records(log) if r.WhichOneof("record_type") == "run")
+
+
+# ------------------------------------------------------------------------- the real command
+
+def test_sweep_writes_its_results_and_resumes_without_rerunning(tiny_config, tmp_path, capsys):
+    """3 trials with W&B offline (the first enqueued with gamma 0, below the log range), then
+    the same command with --n-trials 5."""
+    sweep = write_sweep(tmp_path, tiny_config, wandb=True, enqueue=[{GAMMA: 0.0}])
+    out = tmp_path / "out"
+    result = xecg(["sweep", str(sweep), "--out", str(out)], tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    rows = read_table(out)
+    assert [(r["number"], r["state"]) for r in rows] == [(str(i), "COMPLETE") for i in range(3)]
+    # The enqueued gamma 0 ran as given, outside the log range, and the sampler did not see it.
+    assert float(rows[0][GAMMA]) == 0.0
+    run0 = out / "trials" / "trial-0000"
+    saved = yaml.safe_load((run0 / "config.yaml").read_text())
+    assert saved["model"]["loss"]["init_args"]["gamma"] == 0.0
+    study = load_study(str(out / "study.journal"))
+    assert study.trials[0].user_attrs[OUTSIDE_ATTR] == [GAMMA]
+    assert all(1e-4 <= t.params[GAMMA] <= 10 for t in study.trials[1:])
+    assert study.user_attrs["versions"]["optuna"] == optuna.__version__
+    assert study.user_attrs["versions"]["xecg"]
+
+    for row, trial in zip(rows, study.trials):
+        run = Path(row["run_dir"])
+        report = json.loads((run / "metrics.json").read_text())
+        assert report["trial"] == trial.number and report["params"] == trial.user_attrs["params"]
+        # val/micro_f1_best: the best validation micro-F1 of the fit, the checkpoint's score.
+        assert trial.value == pytest.approx(report["best_val_micro_f1"])
+        assert float(row["val/micro_f1_best"]) == pytest.approx(trial.value)
+        # Each trial's offline W&B run is in the study's group, as a trial.
+        (wandb_run,) = (run / "wandb").glob("offline-run-*")
+        record = run_record(wandb_run)
+        assert (record.run_group, record.job_type) == ("sweep", "trial")
+        assert record.display_name == f"trial-{trial.number:04d}"
+    (summary,) = (out / "wandb").glob("offline-run-*")
+    assert (run_record(summary).run_group, run_record(summary).job_type) == ("sweep", "summary")
+
+    for name in ("history", "slice"):
+        assert (out / "plots" / f"{name}.png").read_bytes()[:8] == PNG_MAGIC
+    best = out / "best.yaml"
+    config = yaml.safe_load(best.read_text())
+    assert config["experiment"]["name"] == "sweep-best"
+    assert config["model"]["loss"]["init_args"]["gamma"] == study.best_trial.user_attrs[
+        "params"][GAMMA]
+    with pytest.raises(SystemExit) as exit_info:  # `xecg train --config best.yaml` parses it
+        main(["train", "--config", str(best), "--print_config"])
+    assert exit_info.value.code in (0, None)
+
+    before = {i: snapshot(out / "trials" / f"trial-{i:04d}") for i in range(3)}
+    capsys.readouterr()
+    # The same command (in this process, to save a start-up) continues the study to 5.
+    assert main(["sweep", str(sweep), "--out", str(out), "--n-trials", "5"]) == 0
+    rows = read_table(out)
+    assert [(r["number"], r["state"]) for r in rows] == [(str(i), "COMPLETE") for i in range(5)]
+    for i in range(3):
+        assert snapshot(out / "trials" / f"trial-{i:04d}") == before[i], f"trial {i} was rerun"
+    assert "3 of 5 trials finished" in capsys.readouterr().out
+    params = [(r[GAMMA], r["model.lr"]) for r in rows]
+    assert len(set(params)) == 5
+
+
+def test_a_killed_worker_leaves_its_trial_failed_and_the_study_goes_on(tiny_config, tmp_path):
+    sweep = write_sweep(tmp_path, tiny_config, epochs=3, train_batches=6, n_trials=2)
+    out, storage = tmp_path / "out", f"sqlite:///{tmp_path / 'study.db'}"
+    args = ["sweep", str(sweep), "--out", str(out), "--storage", storage]
+    proc = xecg(args, tmp_path, popen=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not (out / "trials" / "trial-0000").is_dir():
+            assert proc.poll() is None, (tmp_path / "popen.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no trial started"
+            time.sleep(0.2)
+        time.sleep(1.0)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole process group, as a crash would
+        proc.wait()
+    assert load_study(storage).trials[0].state == TrialState.RUNNING
+
+    assert main(args) == 0
+    study = load_study(storage)
+    states = [t.state for t in study.trials]
+    assert states[0] == TrialState.FAIL
+    assert sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states) == 2
+    assert TrialState.RUNNING not in states
+    # The killed trial's values were queued again once.
+    retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == 0)
+    assert retry.state == TrialState.COMPLETE
+    assert retry.user_attrs["params"] == study.trials[0].user_attrs["params"]
+    assert [r["state"] for r in read_table(out)][0] == "FAIL"
+
+
+def test_two_workers_share_a_journal_file(tiny_config, tmp_path):
+    sweep = write_sweep(tmp_path, tiny_config, n_trials=4)
+    out = tmp_path / "out"
+    result = xecg(["sweep", str(sweep), "--out", str(out), "--workers", "2"], tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    study = load_study(str(out / "study.journal"))
+    trials = study.trials
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({(t.params[GAMMA], t.params["model.lr"]) for t in trials}) == 4
+    assert len({t.user_attrs["worker"]["pid"] for t in trials}) == 2, "one worker ran all"
+    assert len(read_table(out)) == 4
+    for i in range(2):
+        assert (out / "logs" / f"worker-{i}.log").is_file()
+
+
+# ------------------------------------------------------------------------------ in process
+
+def test_the_pruner_stops_a_trial_that_cannot_learn(tiny_config, tmp_path):
+    """Two good learning rates, then an absurd one whose validation loss explodes in the first
+    epoch (about 1e19 against about 1.4): the median pruner stops it at epoch 0."""
+    sweep = write_sweep(
+        tmp_path, tiny_config,
+        search_space={"model.lr": {"type": "float", "low": 1.0e-4, "high": 100.0, "log": True}},
+        enqueue=[{"model.lr": 0.003}, {"model.lr": 0.01}, {"model.lr": 10.0}],
+        objective={"metric": "val/loss", "direction": "minimize"},
+        pruner={"name": "median", "n_startup_trials": 2, "n_warmup_steps": 0})
+    out, storage = tmp_path / "out", f"sqlite:///{tmp_path / 'study.db'}"
+    assert main(["sweep", str(sweep), "--out", str(out), "--storage", storage]) == 0
+    trials = load_study(storage).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE,
+                                         TrialState.PRUNED]
+    assert trials[2].last_step == 0 and trials[2].intermediate_values[0] > 1e6
+    assert read_table(out)[2]["pruned_at_epoch"] == "0"
+
+
+@pytest.mark.parametrize(("change", "key"), [
+    ({"n_trial": 3}, "n_trial"),
+    ({"search_space": {"model.lr": {"type": "float", "low": 0.1, "high": 0.01}}},
+     "search_space.model.lr"),
+    ({"search_space": {"model.lr": {"type": "float", "low": 0.0, "high": 0.1, "log": True}}},
+     "search_space.model.lr"),
+    ({"search_space": {"model.lr": {"type": "uniform", "low": 0.0, "high": 0.1}}},
+     "search_space.model.lr"),
+    ({"enqueue": [{"model.momentum": 0.9}]}, "enqueue[0].model.momentum"),
+    ({"enqueue": [{GAMMA: "zero"}]}, f"enqueue[0].{GAMMA}"),
+    ({"objective": {"metric": "val/micro_f1", "direction": "up"}}, "objective.direction"),
+    ({"pruner": {"name": "median", "warmup": 5}}, "pruner.warmup"),
+    ({"overrides": {"trainer.devices": 2}}, "overrides.trainer.devices"),
+    ({"overrides": {"model.gama": 0.1}}, "overrides.model.gama"),
+])
+def test_a_bad_sweep_file_is_one_line_naming_file_and_key(tiny_config, tmp_path, capsys, change,
+                                                           key):
+    sweep = write_sweep(tmp_path, tiny_config, **change)
+    assert main(["sweep", str(sweep), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"xecg: error: {sweep}: {key}:"), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_real_command_exits_2_on_a_bad_sweep_file(tmp_path):
+    sweep = tmp_path / "bad.yaml"
+    sweep.write_text("experiment: nowhere.yaml\nsearch_space: {}\n")
+    result = xecg(["sweep", str(sweep)], tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"xecg: error: {sweep}: search_space: missing"]
+
+
+def test_passwords_of_storage_urls_are_never_shown(tiny_config, tmp_path, capsys):
+    url = "postgresql://ecg:s3cret-pw@db.example.org:5432/sweeps"
+    assert "s3cret-pw" not in mask_url(url) and "db.example.org" in mask_url(url)
+    sweep = write_sweep(tmp_path, tiny_config)
+    assert main(["sweep", str(sweep), "--out", str(tmp_path / "out"), "--storage", url]) == 2
+    captured = capsys.readouterr()
+    assert "s3cret-pw" not in captured.err + captured.out
+    assert "postgresql://ecg:***@db.example.org" in captured.err
+
+
+def test_the_journal_heartbeat_fails_stale_trials_and_requeues_them(tmp_path):
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalHeartbeatStorage(JournalFileBackend(str(tmp_path / "j.journal")),
+                                      heartbeat_interval=1, grace_period=1,
+                                      stale_trial_callback=RetryHeartbeatStaleTrialCallback(1))
+    study = optuna.create_study(storage=storage, study_name="hb")
+    stale, alive = study.ask(), study.ask()
+    stale.suggest_float("x", 0, 1)
+    storage.record_heartbeat(stale._trial_id)
+    storage.record_heartbeat(alive._trial_id)
+    time.sleep(1.6)
+    storage.record_heartbeat(alive._trial_id)
+    assert HEARTBEAT_KEY in storage.get_trial_system_attrs(alive._trial_id)
+    fail_dead_trials(study)
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
+    assert trials[2].system_attrs["failed_trial"] == 0 and trials[2].params == trials[0].params
+
+
+def test_the_sampler_does_not_see_trials_outside_the_search_space():
+    """A trial that ran gamma 0 (no log-range parameter) would drop gamma from multivariate
+    TPE's joint search space; hidden from the sampler, it does not."""
+    space = {GAMMA: optuna.distributions.FloatDistribution(1e-4, 10, log=True),
+             "model.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
+    tpe = optuna.samplers.TPESampler(seed=0, n_startup_trials=1, multivariate=True)
+    study = optuna.create_study(sampler=SkipOutsideTrials(tpe))
+    study.add_trial(optuna.create_trial(params={"model.lr": 1e-3},
+                                        distributions={"model.lr": space["model.lr"]},
+                                        value=0.5, user_attrs={OUTSIDE_ATTR: [GAMMA]}))
+    for g in (0.01, 1.0):
+        study.add_trial(optuna.create_trial(params={GAMMA: g, "model.lr": 1e-3},
+                                            distributions=space, value=g))
+    trial = study.ask()
+    assert set(trial.relative_params) == set(space)  # sampled jointly
+    assert trial.suggest_float(GAMMA, 1e-4, 10, log=True) > 0
+    plain = optuna.samplers.TPESampler(multivariate=True)  # on the whole study
+    assert set(plain.infer_relative_search_space(study, study.trials[-1])) == {"model.lr"}
+
+
+def test_the_reports_of_a_multi_objective_study(tmp_path):
+    """Table, best.yaml (the Pareto-optimal trial best on the first objective) and plots,
+    Pareto front included, from a study of recorded trials (no training)."""
+    experiment = tmp_path / "experiment.yaml"
+    experiment.write_text("experiment: {name: x}\n")
+    sweep = tmp_path / "multi.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "experiment": str(experiment),
+        "search_space": {GAMMA: {"type": "float", "low": 1e-4, "high": 10.0, "log": True},
+                         "model.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
+        "objective": [{"metric": "val/micro_f1_best", "direction": "maximize"},
+                      {"metric": "val/loss", "direction": "minimize"}]}))
+    spec = load_sweep(sweep)
+    out = tmp_path / "out"
+    study = optuna.create_study(directions=spec.directions, study_name="multi")
+    results = [(0.01, 1e-3, 0.70, 0.50), (0.1, 2e-3, 0.80, 0.60), (1.0, 5e-4, 0.60, 0.40),
+               (5.0, 1e-4, 0.50, 0.70), (0.001, 3e-3, 0.75, 0.45)]
+    for i, (gamma, lr, f1, loss) in enumerate(results):
+        run = out / "trials" / f"trial-{i:04d}"
+        run.mkdir(parents=True)
+        params = {GAMMA: gamma, "model.lr": lr}
+        (run / "config.yaml").write_text(yaml.safe_dump({
+            "experiment": {"name": run.name, "wandb": False, "tags": ["synthetic", "sweep"]},
+            "trainer": {"default_root_dir": str(run)}, "model": {"lr": lr}}))
+        study.add_trial(optuna.create_trial(
+            params=params, distributions=spec.space, values=[f1, loss],
+            user_attrs={"params": params, "run_dir": str(run), "tags": ["sweep", "multi"]}))
+    write_reports(study, spec, "multi", out)
+
+    rows = read_table(out)
+    assert [float(r["val/micro_f1_best"]) for r in rows] == [r[2] for r in results]
+    assert [float(r["val/loss"]) for r in rows] == [r[3] for r in results]
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    assert best["model"]["lr"] == 2e-3 and best["trainer"]["default_root_dir"] is None
+    assert best["experiment"]["tags"] == ["synthetic", "multi-best"]
+    for name in ("pareto", "history-val_micro_f1_best", "history-val_loss", "slice-val_loss"):
+        assert (out / "plots" / f"{name}.png").read_bytes()[:8] == PNG_MAGIC, name

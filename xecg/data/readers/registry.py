@@ -1,0 +1,126 @@
+"""Layout detection: the registry of reader classes and :func:`open_dataset`.
+
+Adding a layout is one module with a :class:`~xecg.data.readers.base.DatasetReader` subclass and
+one line in :data:`READERS`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from xecg.data.readers.base import DatasetError, DatasetReader
+from xecg.data.readers.challenge import WFDBReader
+from xecg.data.readers.icbeb import ICBEBReader
+from xecg.data.readers.reference import load_references
+
+#: Reader classes in order of precedence: the first that claims a file found under the root
+#: reads the dataset (a WFDB folder also holds .mat files, which ICBEB would claim).
+READERS: list[type[DatasetReader]] = [
+    WFDBReader,
+    ICBEBReader,
+]
+
+
+@dataclass
+class Scan:
+    """Files found under a dataset root, in walk order (sorted within each folder)."""
+
+    files: list[Path]  # data files of any registered layout
+    references: list[Path]  # REFERENCE.csv files
+    problems: list[tuple[str, str]]  # (path, reason): loops, broken links, unreadable folders
+
+
+def scan(root: Path) -> Scan:
+    """Data files of every registered layout and REFERENCE.csv files under ``root`` (recursive).
+
+    Hidden files and folders are skipped (they include interrupted stores' temporary folders).
+    Symbolic links are followed, each folder once: a link back to a folder already scanned (a
+    loop, or a second way in) is a problem, as are broken links and unreadable folders.
+    """
+    suffixes = {s for reader in READERS for s in reader.suffixes}
+    found = Scan([], [], [])
+    seen = {_identity(root): root}
+
+    def unreadable(e: OSError) -> None:
+        found.problems.append((str(e.filename), f"unreadable folder: {e.strerror or e}"))
+
+    for folder, dirs, names in os.walk(root, onerror=unreadable, followlinks=True):
+        kept = []
+        for d in sorted(d for d in dirs if not d.startswith(".")):
+            path = Path(folder) / d
+            try:
+                key = _identity(path)
+            except OSError as e:
+                unreadable(e)
+                continue
+            if key in seen:
+                kind = ("symlink loop" if seen[key] in (path.parent, *path.parent.parents)
+                        else "already scanned")
+                found.problems.append((str(path), f"{kind}: this link leads to {seen[key]}, "
+                                                  "which is scanned once"))
+                continue
+            seen[key] = path
+            kept.append(d)
+        dirs[:] = kept
+        for name in sorted(names):
+            if name.startswith("."):
+                continue
+            path = Path(folder) / name
+            is_reference = name.upper() == "REFERENCE.CSV"
+            if not is_reference and path.suffix.lower() not in suffixes:
+                continue
+            if not path.is_file():
+                found.problems.append((str(path), _not_a_file(path)))
+            elif is_reference:
+                found.references.append(path)
+            else:
+                found.files.append(path)
+    return found
+
+
+def _not_a_file(path: Path) -> str:
+    if path.is_symlink() and not path.exists():
+        try:
+            return f"broken link: points to {os.readlink(path)}, which does not exist"
+        except OSError as e:
+            return f"broken link: {e.strerror or e}"
+    return "not a file: a named pipe, socket or device, not a regular file"
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino
+
+
+def open_dataset(root: str | os.PathLike, reference: str | os.PathLike | None = None,
+                 require_reference: bool = True) -> DatasetReader:
+    """Reader for the dataset under ``root``, whatever its layout and folder depth.
+
+    The first class in :data:`READERS` that claims one of the files found reads the dataset
+    (``.hea`` files -> :class:`WFDBReader`; ``.mat`` files without headers ->
+    :class:`ICBEBReader`, which needs a REFERENCE.csv). ``reference`` defaults to every
+    REFERENCE.csv found under ``root``; its labels win over header labels for the records it
+    lists. ``require_reference=False`` (prediction) opens ICBEB files without one.
+
+    Problems that concern single inputs (a duplicated record id, a symlink loop, a malformed
+    REFERENCE.csv row) do not stop the dataset: they are listed in the reader's ``orphans``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such folder")
+    found = scan(root)
+    if reference is not None:
+        if not Path(reference).is_file():
+            raise DatasetError(f"{reference}: reference file not found")
+        ref_files = [Path(reference)]
+    else:
+        ref_files = found.references
+    labels = load_references(ref_files) if ref_files else None
+    for reader in READERS:
+        if any(reader.claims(f) for f in found.files):
+            return reader.from_files(root, found.files, labels, require_reference,
+                                     found.problems)
+    raise DatasetError(f"{root}: no ECG records found (no .hea or .mat files in it or its "
+                       "subfolders)")

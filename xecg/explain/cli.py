@@ -1,0 +1,129 @@
+"""``xecg explain``: explanation pages of records, or scores of maps against known evidence.
+
+  xecg explain --ckpt CKPT PATH --out DIR [--method M ...] [--window START_SECONDS]
+  xecg explain --ckpt CKPT --evaluate STORE --out DIR [--method M ...] [--limit N]
+
+PATH is one record file, a folder in any supported layout, or a store (``--records ID ...``
+or ``--limit N`` for some of its records); each record gets
+``DIR/RECORD_METHOD.png``: the 12-lead printout (3 x 4 leads of 2.5 s and a 10 s lead II
+rhythm strip, 25 mm/s, 10 mm/mV) with the map shaded and one strip per predicted or true label.
+The first 10 s are shown; ``--window START`` shows 10 s from START instead.
+
+Methods: ``attention`` (xECGNet's A), ``cam`` (its class response maps R_c), ``gradcam``
+(Grad-CAM on the last convolutional layer, any model), ``ig`` (Integrated Gradients, zero
+baseline, |attributions| summed over leads). Default: attention for xECGNet, gradcam otherwise.
+
+``--evaluate STORE`` scores the maps against the evidence intervals of every record of STORE
+that has them (RMA, RRA, pointing game, coverage, AOPC; each with its chance level) for the
+trained network and a randomly initialised one, and writes ``DIR/scores.csv``,
+``DIR/summary.csv`` and ``DIR/summary.md``. Default methods: every one the model has except ig.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from xecg.explain.maps import METHODS
+
+
+def explain_records(ckpt, path, out, methods=None, window: float = 0.0, device: str = "cpu",
+                    ig_steps: int = 32, records: list[str] | None = None,
+                    limit: int | None = None) -> list[Path]:
+    """Write one explanation page per record and method; returns the PNGs written.
+    ``records``: only these ids; ``limit``: only the first N records."""
+    from xecg.atomic import write_csv
+    from xecg.data.prepare import resample
+    from xecg.data.record import RecordError
+    from xecg.errors import XECGError
+    from xecg.explain.figure import explanation_figure
+    from xecg.explain.maps import check_methods, default_methods
+    from xecg.module import XECGModule
+    from xecg.plots import ECG_DPI, save_figure
+    from xecg.predict import _reader_and_ids
+
+    module = XECGModule.load_from_checkpoint(ckpt, map_location=device)
+    module.eval()
+    methods = check_methods(module.net, methods or default_methods(module.net))
+    fs = float(module.sample_rate)
+    reader, ids = _reader_and_ids(Path(path))
+    if records:
+        unknown = sorted(set(records) - set(ids))
+        if unknown:
+            raise XECGError(f"{path}: no record {', '.join(unknown)}")
+        ids = [i for i in ids if i in set(records)]
+    ids = ids[:limit] if limit is not None else ids
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written, skipped = [], []
+    for rec_id in tqdm(ids, desc="explain", unit="rec"):
+        try:
+            rec = reader.load_record(rec_id, require_labels=False)
+        except RecordError as err:
+            tqdm.write(f"skipped {err}")
+            skipped.append((err.path, err.problem))
+            continue
+        signal, evidence = rec.signal, rec.evidence
+        if rec.fs != fs:
+            signal = resample(rec.signal, rec.fs, fs)
+            k = fs / rec.fs
+            evidence = [(lab, int(round(a * k)), int(round(b * k))) for lab, a, b in evidence]
+        result = module.predict_record(torch.as_tensor(signal))
+        for method in methods:
+            fig, _ = explanation_figure(module, signal, fs, rec.id, rec.label_names, method,
+                                        start_s=window, evidence=evidence, out=result,
+                                        ig_steps=ig_steps)
+            path_png = out / f"{rec.id}_{method}.png"
+            save_figure(fig, path_png, dpi=ECG_DPI)
+            written.append(path_png)
+    if skipped:
+        write_csv(out / "skipped.csv", ["file", "reason"], skipped)
+    print(f"{len(written)} pages written, {len(skipped)} records skipped -> {out}")
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="xecg explain", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", type=Path, nargs="?",
+                   help="a record file, a dataset folder (any layout) or a store")
+    p.add_argument("--ckpt", required=True, type=Path, help="checkpoint of a trained run")
+    p.add_argument("--out", required=True, type=Path, help="folder for the PNGs or the scores")
+    p.add_argument("--method", nargs="+", choices=METHODS, default=None, metavar="METHOD",
+                   help=f"one or more of {', '.join(METHODS)}")
+    p.add_argument("--window", type=float, default=0.0, metavar="START_SECONDS",
+                   help="show 10 s from here (default 0: the first 10 s)")
+    p.add_argument("--evaluate", type=Path, default=None, metavar="STORE",
+                   help="score maps against the evidence intervals of this store's records")
+    p.add_argument("--records", nargs="+", default=None, metavar="ID",
+                   help="pages: only these record ids")
+    p.add_argument("--limit", type=int, default=None,
+                   help="only the first N records (with --evaluate: N records with evidence)")
+    p.add_argument("--no-randomised", dest="randomised", action="store_false",
+                   help="--evaluate: skip the randomly initialised network")
+    p.add_argument("--ig-steps", type=int, default=None,
+                   help="Integrated Gradients steps (default 32 for pages, 16 for --evaluate)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+    if (args.path is None) == (args.evaluate is None):
+        p.error("give either PATH (pages) or --evaluate STORE (scores)")
+    from xecg.data.readers import DatasetError
+
+    try:
+        if args.evaluate is not None:
+            from xecg.explain.evaluate import evaluate_command
+
+            evaluate_command(args.ckpt, args.evaluate, args.out, args.method, args.randomised,
+                             args.limit, args.ig_steps or 16, args.bootstrap, args.device)
+        else:
+            explain_records(args.ckpt, args.path, args.out, args.method, args.window,
+                            args.device, args.ig_steps or 32, args.records, args.limit)
+    except (DatasetError, FileNotFoundError) as err:
+        print(f"xecg explain: {err}", file=sys.stderr)
+        return 2
+    return 0
