@@ -10,9 +10,11 @@ DATA ?=
 EXPERIMENT ?= $(if $(DATA),experiments/xecgnet.yaml,experiments/smoke.yaml)
 ARGS ?=
 SWEEP ?= sweeps/gamma.yaml
+# The ablation grid of `make ablate` (experiments/ablations/gamma-cpu.yaml: the ~90-minute CPU one).
+ABLATION ?= experiments/ablations/gamma.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train sweep test test-slow lint bench clean
+.PHONY: help setup train sweep ablate test test-slow lint bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,6 +34,9 @@ train: setup  ## Train xECGNet (synthetic default; DATA=PATH for a CPSC dataset)
 # The gamma study by default (GPU-sized); SWEEP=sweeps/smoke.yaml runs on a CPU in minutes.
 sweep: setup  ## Optuna sweep of gamma and lr (SWEEP=FILE; ARGS="--workers 2 --n-trials 10")
 	$(VENV)/bin/xecg sweep $(SWEEP) $(ARGS)
+
+ablate: setup  ## Ablation grid, variants x seeds to early stopping, then xecg compare (resumable)
+	$(VENV)/bin/xecg ablate $(ABLATION) $(ARGS)
 
 test: setup  ## Run the test suite (slow tests excluded)
 	$(PY) -m pytest -m "not slow" $(ARGS)

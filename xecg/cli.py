@@ -16,6 +16,7 @@ from pathlib import Path
 TRAINING_COMMANDS = ("fit", "validate", "test")
 #: Commands with their own parser in their own module: name -> (module, help).
 TOOL_COMMANDS = {
+    "ablate": ("xecg.ablate", "train a grid of variants x seeds, each in its own run folder"),
     "predict": ("xecg.predict", "label records with a checkpoint and draw their attention"),
     "compare": ("xecg.compare", "compare runs' metrics over seeds, with intervals and tests"),
     "explain": ("xecg.explain", "draw and score explanation maps (attention, R, Grad-CAM, IG)"),
