@@ -470,8 +470,10 @@ def plan(args: argparse.Namespace) -> tuple[Ablation, list[Run]]:
                               f"{ablation.path} ({', '.join(ablation.variants)})")
         names = [v for v in names if v in args.variants]
     out = ablation.out
+    # Seed-major: every variant of seed 0 before any of seed 1, so a grid stopped early still
+    # holds complete seeds, which the paired comparison needs.
     runs = [Run(v, s, out / v / f"seed{s}", out / "logs" / f"{v}-seed{s}.log")
-            for v in names for s in ablation.seeds]
+            for s in ablation.seeds for v in names]
     for run in runs:
         run.refresh()
     return ablation, runs
