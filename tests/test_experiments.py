@@ -30,7 +30,7 @@ def test_experiment_fits_one_batch(path, tiny_data, tmp_path):
             "--data.split", str(tiny_data.split), "--data.length", "972",
             "--data.batch_size", "4", "--data.num_workers", "0",
             "--experiment.wandb", "false", "--experiment.runs_dir", str(runs),
-            "--attention.num_records", "1"]
+            "--attention.num_records", "1", "--explanations.max_records", "2"]
     assert main(args) == 0
     (run,) = [p for p in runs.iterdir() if p.is_dir()]
     assert (run / "metrics.json").is_file()

@@ -93,8 +93,11 @@ def read_table(out: Path) -> list[dict[str, str]]:
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Times and sizes of a run folder's files. W&B's own debug logs are left out: a W&B
+    service that outlives a run may still append to them, although nothing reran."""
     return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size)
-            for p in folder.rglob("*") if p.is_file()}
+            for p in folder.rglob("*")
+            if p.is_file() and not (p.parent.name == "logs" and p.name.startswith("debug"))}
 
 
 def run_record(run: Path):

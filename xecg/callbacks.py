@@ -124,9 +124,9 @@ class MetricsReport(L.Callback):
         return data
 
     def _table(self, trainer: L.Trainer, pl_module, stage: str) -> None:
-        values = pl_module.last_metrics.get(stage)
-        if not values:
-            return
+        values = pl_module.last_metrics.get(stage) or {}
+        if not all(f"f1_{c}" in values for c in CLASSES):
+            return  # this stage never ran (only explanation scores may be there)
         logger = _wandb(trainer)
         rows = [[c, values[f"f1_{c}"]] for c in CLASSES]
         if logger is not None:
