@@ -46,23 +46,29 @@ def r_peaks(x: np.ndarray) -> np.ndarray:
 
 
 def j_points(x: np.ndarray) -> list[int]:
-    """QRS ends where the ST segment may be shifted: the slope falls below 10% of its peak."""
+    """QRS ends where the ST segment may be shifted: the slope falls below 10% of its peak, or,
+    where a steep ST segment keeps it above that (a small QRS with a large ST-T), the slope's
+    lowest point within 120 ms of the peak."""
     a = slope(x)
     out = []
     for p in r_peaks(x):
-        after = np.flatnonzero(a[p:] < 0.1 * a[p])
+        window = a[p:p + int(0.12 * FS)]
+        after = np.flatnonzero(window < 0.1 * a[p])
         if len(after):
             out.append(int(p + after[0]))
+        elif len(window) == int(0.12 * FS):  # not cut off by the record's end
+            out.append(int(p + np.argmin(window)))
     return out
 
 
-def qrs_bounds(x: np.ndarray, eps: float = 0.05) -> list[tuple[int, int]]:
+def qrs_bounds(x: np.ndarray, frac: float = 0.1) -> list[tuple[int, int]]:
     """(onset, end) of each QRS of a noise-free signal: the nearest samples around each R peak
-    where every lead is within ``eps`` mV of zero (the isoelectric PR and ST segments)."""
-    quiet = np.abs(x).max(0) < eps
+    where the summed slope falls below ``frac`` of its peak (the flat PR segment and the slow ST
+    segment, which may sit slightly off zero: normal J-point elevation)."""
+    a = slope(x)
     out = []
     for p in r_peaks(x):
-        before, after = np.flatnonzero(quiet[:p]), np.flatnonzero(quiet[p:])
+        before, after = np.flatnonzero(a[:p] < frac * a[p]), np.flatnonzero(a[p:] < frac * a[p])
         if len(before) and len(after):
             out.append((int(before[-1]), int(after[0] + p)))
     return out
@@ -280,6 +286,8 @@ def test_st_segments_shift_in_the_labelled_direction():
 
 
 def test_ectopic_beats_are_premature():
+    """Coupling intervals are at most 85% (PAC) and 80% (PVC) of the sinus RR; measured between R
+    peaks, which sit later in a wide PVC than in a sinus QRS, they stay under 93%."""
     for label in ("PAC", "PVC"):
         for i in range(4):
             r = clean([label], i, seconds=15)
@@ -289,7 +297,7 @@ def test_ectopic_beats_are_premature():
             sinus_rr = rr[~ectopic[1:] & ~ectopic[:-1]]
             before = rr[ectopic[1:]]
             assert ectopic.sum() >= 2 and len(sinus_rr) >= 1
-            assert (before < 0.9 * np.median(sinus_rr)).all()
+            assert (before < 0.93 * np.median(sinus_rr)).all()
 
 
 def test_pvcs_are_wide():

@@ -18,6 +18,7 @@ TRAINING_COMMANDS = ("fit", "validate", "test")
 TOOL_COMMANDS = {
     "predict": ("xecg.predict", "label records with a checkpoint and draw their attention"),
     "compare": ("xecg.compare", "compare runs' metrics over seeds, with intervals and tests"),
+    "evaluate": ("xecg.evaluate", "the test stage's metrics of a checkpoint on labelled data"),
 }
 
 

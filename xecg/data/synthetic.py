@@ -1,15 +1,25 @@
 """Synthetic CPSC-like 12-lead ECGs whose evidence is known, written as an ordinary store.
 
 Each beat is a sum of Gaussian waves (McSharry et al. 2003) on a 3-D heart vector (x to the
-patient's left, y inferior, z anterior); the 12 leads are projections of that vector, so the limb
-leads obey Einthoven's law (III = II - I, aVR = -(I + II)/2, ...) and V1..V6 show R-wave
-progression. Noise is drawn per electrode (RA, LA, LL, C1..C6) and combined the way an ECG machine
-combines them, so it obeys the same lead identities.
+patient's left, y inferior, z anterior). The leads I, II and V1..V6 are its projections through
+Dower's transform (Dower, Machado & Osborne 1980: the published 8 x 3 coefficients from the Frank
+vectorcardiogram), per subject with the heart rotated in 3-D (up to 30 degrees about each axis) and
+with lead gains and projection jitter; III, aVR, aVL and aVF follow from I and II, so the limb
+leads obey Einthoven's law (III = II - I, aVR = -(I + II)/2, ...). Noise is drawn per electrode
+(RA, LA, LL, C1..C6) and combined the way an ECG machine combines them; recording artefacts
+(band-limiting, lead-off, saturation) act on the recorded channels I, II, V1..V6, from which the
+machine derives the other four, so every record obeys the same lead identities.
 
-Class signatures: AF (irregular RR, no P, 4-9 Hz f-waves strongest in V1/II), I-AVB (PR 220-350
-ms), LBBB and RBBB (QRS >= 120 ms with their lead-specific shapes), PAC (premature beats with an
-ectopic P), PVC (premature wide QRS without P, discordant T, compensatory pause), STD/STE (ST shift
-of 0.15-0.3 mV in one territory, with reciprocal change), Normal (sinus rhythm 60-100 bpm).
+Class signatures, from clinical criteria: AF (irregular RR with a coefficient of variation of
+0.15-0.35, no P, f-waves of 4-9 Hz at 15-70 uV RMS, strongest in V1), I-AVB (PR 210-400 ms;
+otherwise 120-200 ms), LBBB (QRS 120-180 ms, broad notched R in I, aVL, V5-V6, no septal q, QS in
+V1, discordant ST-T), RBBB (QRS 120-160 ms, rsR' in V1, wide S in I and V6, discordant T), PAC
+(coupling 60-85% of the RR, a P of another axis, non-compensatory pause), PVC (coupling 50-80%, no
+P, QRS 120-180 ms of random axis, discordant T, full compensatory pause), STD/STE (a J-point and
+ST shift of CPSC-like size in one territory, with reciprocal change in the opposite leads), Normal
+(sinus rhythm 55-100 bpm). Nuisance is randomised widely: baseline wander, muscle noise with
+bursts, 50/60 Hz mains, electrode-motion bursts, amplitude, band-limiting, lead-off and saturated
+segments, CPSC-like lengths.
 
 Every record lists where its labels show (``Record.evidence``, end exclusive): the whole record for
 AF and Normal, P onset to QRS onset per beat for I-AVB, the QRS per conducted beat for LBBB/RBBB,
@@ -23,6 +33,7 @@ prefix of one of 2,000 with the same seed.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +46,7 @@ from xecg.data.record import Record
 from xecg.data.store import StoreError, StoreWriter, is_current, is_store
 
 #: Bump whenever the generated signals or evidence change; part of the store fingerprint.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 #: CPSC 2018 label sets with their counts in the official REFERENCE.csv (6,877 records, 476 of
 #: them multilabel). AF+PAC (4 records) is left out: a PAC needs sinus rhythm to be premature to.
@@ -75,16 +86,67 @@ def _unit(*v: float) -> np.ndarray:
     return a / np.linalg.norm(a)
 
 
+#: Dower's transform (Dower, Machado & Osborne, Clin. Cardiol. 3, 1980): rows I, II, V1..V6,
+#: columns the Frank leads X (right to left), Y (head to feet), Z (front to back), in mV per mV.
+DOWER = np.array([
+    [0.632, -0.235, 0.059],   # I
+    [0.235, 1.066, -0.132],   # II
+    [-0.515, 0.157, -0.917],  # V1
+    [0.044, 0.164, -1.387],   # V2
+    [0.882, 0.098, -1.277],   # V3
+    [1.213, 0.127, -0.601],   # V4
+    [1.125, 0.127, -0.086],   # V5
+    [0.831, 0.076, 0.230],    # V6
+])
+#: The recorded channels (I, II, V1..V6): the rows of :data:`DOWER`, in lead order.
+RECORDED = np.array([LEADS.index(name) for name in ("I", "II", "V1", "V2", "V3", "V4", "V5",
+                                                    "V6")])
+#: Limb leads from I and II (rows III, aVR, aVL, aVF; columns I, II).
+_DERIVED_LIMB = np.array([[-1.0, 1.0], [-0.5, -0.5], [1.0, -0.5], [-0.5, 1.0]])
+_DERIVED = np.array([LEADS.index(name) for name in ("III", "aVR", "aVL", "aVF")])
+
+
+def derive_leads(recorded: np.ndarray) -> np.ndarray:
+    """The 12 leads (``12 x ...``) from the 8 recorded channels I, II, V1..V6 (``8 x ...``), as an
+    ECG machine derives III, aVR, aVL and aVF."""
+    out = np.empty((NUM_LEADS, *recorded.shape[1:]), dtype=recorded.dtype)
+    out[RECORDED] = recorded
+    out[_DERIVED] = np.einsum("dk,k...->d...", _DERIVED_LIMB, recorded[:2])
+    return out
+
+
 def _lead_matrix() -> np.ndarray:
-    """``12 x 3``: each lead's voltage is its row dotted with the heart vector."""
-    i = np.array([1.0, 0.0, 0.0])
-    ii = np.array([0.5, np.sqrt(3) / 2, 0.0])
-    limb = [i, ii, ii - i, -(i + ii) / 2, i - ii / 2, ii - i / 2]
-    # (angle from the left toward the front in the horizontal plane, gain); precordial electrodes
-    # sit close to the heart, hence gains above 1, largest over the anterior wall.
-    chest = [(120, 1.0), (95, 1.5), (75, 1.6), (55, 1.6), (30, 1.35), (0, 1.1)]
-    prec = [g * np.array([np.cos(np.radians(a)), 0.0, np.sin(np.radians(a))]) for a, g in chest]
-    return np.array(limb + prec)
+    """``12 x 3``: each lead's voltage is its row dotted with the heart vector (xecg's axes: x
+    left, y inferior, z anterior, so Frank's Z is -z)."""
+    return derive_leads(DOWER * np.array([1.0, 1.0, -1.0]))
+
+
+def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
+    """Rotation about x, then y, then z (radians)."""
+    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+#: Per-subject geometry: rotation of the heart about each axis (degrees), lead gain (log-normal
+#: sigma) and projection jitter (relative to each row's norm).
+MAX_ROTATION_DEG = 30.0
+_GAIN_SIGMA = 0.12
+_JITTER = 0.12
+
+
+def subject_lead_matrix(rng: np.random.Generator) -> np.ndarray:
+    """``12 x 3`` lead matrix of one subject: Dower's rows with jitter and gain per recorded
+    channel (electrode placement, body shape), for a heart rotated by up to 30 degrees about each
+    axis; III, aVR, aVL and aVF derived from I and II."""
+    rec = DOWER * np.array([1.0, 1.0, -1.0])
+    norms = np.linalg.norm(rec, axis=1, keepdims=True)
+    rec = rec + _JITTER * norms * rng.normal(size=rec.shape)
+    rec = rec * np.exp(_GAIN_SIGMA * rng.normal(size=(len(rec), 1)))
+    angles = np.radians(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG, size=3))
+    return derive_leads(rec @ _rotation(*angles))
 
 
 def _electrode_matrix() -> np.ndarray:
@@ -146,17 +208,24 @@ def _t_waves(direction: np.ndarray, amp: float) -> _Waves:
                       (-0.075, 1.0, 0.030, 0.60 * amp * direction)])
 
 
-def _st_waves(j: float, vec: np.ndarray) -> _Waves:
-    """A plateau of ``vec`` from the J point into the T wave (three overlapping Gaussians)."""
-    return _Waves.of([(j + d, 0.0, 0.025, vec * a / 1.5) for d, a in
-                      ((0.02, 1.0), (0.06, 1.0), (0.10, 0.85))])
+def _st_waves(j: float, vec: np.ndarray, slope: float = 0.0) -> _Waves:
+    """A shift of ``vec`` from the J point into the T wave (three overlapping Gaussians):
+    ``slope`` 0 is a plateau, > 0 makes it fade (downsloping depression, upsloping elevation)."""
+    return _Waves.of([(j + d, 0.0, 0.025, vec * a * (1 - slope * k) / 1.5) for k, (d, a) in
+                      enumerate(((0.02, 1.0), (0.06, 1.0), (0.10, 0.85)))])
+
+
+#: QRS duration ranges (s) per conduction, and the span of each template at ``w = 1`` (first
+#: wave's centre minus 2.5 sigma to the last wave's centre plus 2.5 sigma).
+QRS_RANGE = {"normal": (0.07, 0.10), "LBBB": (0.12, 0.165), "RBBB": (0.12, 0.15),
+             "PVC": (0.12, 0.17)}
 
 
 def _qrs(conduction: str, w: float) -> _Waves:
     """QRS for normal, LBBB or RBBB conduction; ``w`` scales its duration."""
     q = (0.012 * w, 0.0, 0.006 * w, 0.20 * _unit(-0.55, 0.25, 0.8))      # septum, left to right
     r1 = (0.032 * w, 0.0, 0.009 * w, 0.80 * _unit(0.45, 0.75, 0.5))      # apex, anterior
-    r2 = (0.046 * w, 0.0, 0.010 * w, 1.10 * _unit(0.85, 0.35, -0.45))    # left free wall
+    r2 = (0.046 * w, 0.0, 0.010 * w, 1.25 * _unit(0.75, 0.35, -0.65))    # left free wall
     s = (0.066 * w, 0.0, 0.008 * w, 0.40 * _unit(-0.35, -0.55, -0.75))   # base
     if conduction == "LBBB":
         # Septum activated from the right: no septal q, then slow leftward-posterior spread with a
@@ -175,36 +244,78 @@ def _qrs(conduction: str, w: float) -> _Waves:
     return _Waves.of([q, r1, r2, s])
 
 
+def _template_span(conduction: str) -> float:
+    waves = _qrs(conduction, 1.0)
+    return float(np.max(waves.at + 2.5 * waves.width) - np.min(waves.at - 2.5 * waves.width))
+
+
+def _meets_criteria(conduction: str, lead: np.ndarray, qrs: _Waves) -> bool:
+    """Whether a QRS seen through ``lead`` shows its block's diagnostic signs: LBBB a QS (or rS)
+    in V1 and a broad R without q in I and V6; RBBB an R' in V1 and a wide S in I and V6 (in the
+    last third of the QRS)."""
+    if conduction == "normal":
+        return True
+    fs = 1000.0
+    start = float(np.min(qrs.at - 2.5 * qrs.width))
+    at = qrs.at - start
+    n = int(np.ceil(float(np.max(at + 2.5 * qrs.width)) * fs))
+    x = _project(lead, _render(at, qrs.width, qrs.vec, fs, n))
+    v1, v6, i = (x[LEADS.index(name)] for name in ("V1", "V6", "I"))
+    if conduction == "LBBB":
+        return bool(-v1.min() > 3 * max(v1.max(), 0.02)
+                    and all(v.max() > 3 * max(-v.min(), 0.02) for v in (i, v6)))
+    late = slice(2 * n // 3, None)
+    return bool(v1[late].max() > max(0.1, -v1[late].min())
+                and i[late].min() < -0.05 and v6[late].min() < -0.05)
+
+
+def _log_uniform(rng: np.random.Generator, lo: float, hi: float, size=None):
+    return np.exp(rng.uniform(np.log(lo), np.log(hi), size=size))
+
+
 class _Heart:
-    """One record's anatomy: wave shapes, axis, amplitudes and timings."""
+    """One record's anatomy: lead projection, wave shapes, amplitudes and timings."""
 
     def __init__(self, rng: np.random.Generator, labels: set[str]):
-        # Rotation of every wave: frontal axis (about z) and precordial transition (about y).
-        a = np.clip(rng.normal(0.0, 0.35), -0.7, 0.7)
-        b = np.clip(rng.normal(0.0, 0.2), -0.4, 0.4)
-        rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
-        ry = np.array([[np.cos(b), 0, -np.sin(b)], [0, 1, 0], [np.sin(b), 0, np.cos(b)]])
-        self._rot = rz @ ry
         self._rng = rng
-        amp = rng.uniform(0.5, 1.15)
-        w = rng.uniform(0.9, 1.12)
+        # QRS size: low voltage to high voltage (body habitus, hypertrophy).
+        amp = float(np.clip(rng.lognormal(np.log(0.9), 0.3), 0.35, 2.2))
         conduction = "LBBB" if "LBBB" in labels else "RBBB" if "RBBB" in labels else "normal"
-        qrs = self._vary(_qrs(conduction, w)).scaled(amp)
-        t_dir = {"normal": _unit(0.65, 0.6, 0.25), "RBBB": _unit(0.7, 0.5, -0.3),
-                 "LBBB": _unit(-0.7, -0.1, 0.65)}[conduction]
-        st_t = self._vary(_t_waves(t_dir, rng.uniform(0.25, 0.5) * (1.3 if conduction == "LBBB"
-                                                                     else 1.0)))
+        lo, hi = QRS_RANGE[conduction]
+        w = rng.uniform(lo, hi) / _template_span(conduction)
+        # A subject's geometry and QRS; for a bundle branch block, drawn again until the QRS meets
+        # the block's diagnostic criteria in this subject's leads (as a cardiologist's label does).
+        for _ in range(100):
+            self.lead = subject_lead_matrix(rng)
+            qrs = self._vary(_qrs(conduction, w)).scaled(amp)
+            if _meets_criteria(conduction, self.lead, qrs):
+                break
+        qrs_axis = qrs.vec.sum(0)
+        # T roughly along the QRS (concordant) in normal conduction, opposite to the late QRS
+        # forces (discordant) in bundle branch block.
+        if conduction == "normal":
+            t_dir = _unit(*(_unit(0.65, 0.6, 0.25) + 0.5 * _unit(*qrs_axis)))
+        elif conduction == "RBBB":
+            t_dir = _unit(*(-_unit(-0.7, -0.15, 0.7) + 0.8 * _unit(0.65, 0.6, 0.25)))
+        else:
+            t_dir = _unit(-0.7, -0.1, 0.65)
+        t_amp = rng.uniform(0.15, 0.55) * (1.3 if conduction == "LBBB" else 1.0)
+        st_t = self._vary(_t_waves(t_dir, t_amp))
         if conduction == "LBBB":  # discordant ST in LBBB
-            st_t += self._vary(_st_waves(qrs.end, 0.12 * t_dir))
+            st_t += self._vary(_st_waves(qrs.end, rng.uniform(0.08, 0.16) * t_dir))
+        elif not {"STE", "STD"} & labels:
+            # Normal J-point elevation in V2-V3 (anterior), under 0.1 mV: not an STE.
+            st_t += _st_waves(qrs.end, self._scaled_to_leads(_unit(-0.1, 0.0, 1.0),
+                                                             rng.uniform(0.0, 0.07)))
         st_t += self._injury(rng, labels, qrs.end)
         self.conducted = _Beat(qrs, st_t, qrs.end - 0.09)
 
         self.p = self._vary(_Waves.of([
             (0.035, 0.0, 0.014, 0.12 * _unit(0.3, 0.8, 0.5)),     # right atrium
             (0.060, 0.0, 0.016, 0.11 * _unit(0.8, 0.45, -0.45)),  # left atrium
-        ])).scaled(rng.uniform(0.8, 1.4))
-        self.pr = rng.uniform(0.22, 0.35) if "I-AVB" in labels else rng.uniform(0.12, 0.19)
-        self.qtc = rng.uniform(0.38, 0.44)
+        ])).scaled(rng.uniform(0.6, 1.5))
+        self.pr = rng.uniform(0.21, 0.40) if "I-AVB" in labels else rng.uniform(0.12, 0.20)
+        self.qtc = rng.uniform(0.37, 0.45)
 
         # Ectopic atrial focus: a P pointing away from the sinus P (inverted in some leads).
         sinus_p = self.p.vec.sum(0)
@@ -212,46 +323,56 @@ class _Heart:
         focus = focus - 1.2 * max(focus @ sinus_p / (sinus_p @ sinus_p), 0.0) * sinus_p
         self.p_ectopic = _Waves.of([(0.05, 0.0, rng.uniform(0.018, 0.024),
                                      rng.uniform(0.1, 0.16) * _unit(*focus))])
-        # Ventricular focus: wide bizarre QRS, T opposite to it.
+        # Ventricular focus: wide bizarre QRS of random axis, T opposite to it.
         d1 = _unit(*rng.normal(size=3))
         d2 = _unit(*(d1 + 0.6 * rng.normal(size=3)))
-        pvc_amp = amp * rng.uniform(1.4, 2.2)  # ectopic beats are larger than sinus ones
-        pvc_qrs = _Waves.of([(0.035, 0.0, 0.020, 0.7 * pvc_amp * d1),
-                             (0.085, 0.0, 0.022, pvc_amp * d2)])
-        self.pvc = _Beat(pvc_qrs, _t_waves(-_unit(*(d1 + d2)), rng.uniform(0.35, 0.6)), 0.06)
-        self.coupling = {_PAC: rng.uniform(0.6, 0.78), _PVC: rng.uniform(0.55, 0.72)}
+        pvc_amp = amp * rng.uniform(1.3, 2.2)  # ectopic beats are larger than sinus ones
+        lo, hi = QRS_RANGE["PVC"]
+        wp = rng.uniform(lo, hi) / 0.155  # the template spans -0.015 to 0.14 s
+        pvc_qrs = _Waves.of([(0.035 * wp, 0.0, 0.020 * wp, 0.7 * pvc_amp * d1),
+                             (0.085 * wp, 0.0, 0.022 * wp, pvc_amp * d2)])
+        self.pvc = _Beat(pvc_qrs, _t_waves(-_unit(*(d1 + d2)), rng.uniform(0.35, 0.7)),
+                         pvc_qrs.end - 0.08)
+        self.coupling = {_PAC: rng.uniform(0.6, 0.85), _PVC: rng.uniform(0.5, 0.8)}
 
     def _vary(self, waves: _Waves) -> _Waves:
-        """Per-record jitter of each wave's direction and size, then the record's rotation."""
+        """Per-record jitter of each wave's direction and size."""
         n = len(waves.at)
         size = np.linalg.norm(waves.vec, axis=1, keepdims=True)
-        vec = waves.vec + 0.12 * size * self._rng.normal(size=(n, 3))
-        vec *= self._rng.uniform(0.85, 1.18, size=(n, 1))
-        return waves._replace(vec=vec @ self._rot.T)
+        vec = waves.vec + 0.15 * size * self._rng.normal(size=(n, 3))
+        vec *= self._rng.uniform(0.8, 1.2, size=(n, 1))
+        return waves._replace(vec=vec)
 
     def _injury(self, rng: np.random.Generator, labels: set[str], j: float) -> _Waves:
-        """ST shift for STD/STE: a current of injury toward (STE) or away from (STD) a territory."""
+        """ST shift for STD/STE: a current of injury toward (STE) or away from (STD) a territory;
+        the leads opposite the territory show the reciprocal change."""
         territories = {  # heart-vector direction of each wall
             "inferior": _unit(0.05, 1.0, 0.1), "anterior": _unit(-0.1, 0.0, 1.0),
             "lateral": _unit(0.9, -0.3, 0.3), "subendocardial": _unit(0.6, 0.55, 0.5),
+            "anterolateral": _unit(0.6, -0.1, 0.8),
         }
         waves = _Waves.of([])
         ste = None
         if "STE" in labels:
-            ste = territories[rng.choice(["inferior", "anterior", "lateral"])]
-            waves += _st_waves(j, self._scaled_to_leads(ste, rng.uniform(0.15, 0.3)))
+            ste = territories[rng.choice(["inferior", "anterior", "lateral", "anterolateral"])]
+            ste = _unit(*(ste + 0.15 * rng.normal(size=3)))
+            waves += _st_waves(j, self._scaled_to_leads(ste, rng.uniform(0.12, 0.4)),
+                               slope=rng.uniform(-0.2, 0.3))
         if "STD" in labels:
             # Depression in the leads that face the wall; with STE, never just its mirror image.
-            names = [k for k in ("subendocardial", "anterior", "inferior", "lateral")
-                     if ste is None or territories[k] @ ste < 0.3]
-            d = territories[rng.choice(names)]
-            waves += _st_waves(j, -self._scaled_to_leads(d, rng.uniform(0.15, 0.3)))
+            names = [k for k in ("subendocardial", "anterior", "inferior", "lateral",
+                                 "anterolateral") if ste is None or territories[k] @ ste < 0.3]
+            d = _unit(*(territories[rng.choice(names)] + 0.15 * rng.normal(size=3)))
+            # Horizontal, downsloping (deepening) or upsloping (recovering) depression.
+            mv = rng.uniform(0.12, 0.3)
+            waves += _st_waves(j, -self._scaled_to_leads(d, mv), slope=rng.uniform(-0.3, 0.1))
+            if rng.random() < 0.4:  # with T inversion in the same leads (ST-T change)
+                waves += _t_waves(-d, rng.uniform(0.1, 0.3))
         return waves
 
-    @staticmethod
-    def _scaled_to_leads(direction: np.ndarray, mv: float) -> np.ndarray:
+    def _scaled_to_leads(self, direction: np.ndarray, mv: float) -> np.ndarray:
         """``direction`` scaled so that the lead it shows most in moves by ``mv``."""
-        return direction * mv / np.max(_LEAD @ direction)
+        return direction * mv / np.max(self.lead @ direction)
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,13 +384,18 @@ class _Rhythm(NamedTuple):
     rr: np.ndarray     # (B,) interval from the previous onset, s
 
 
+#: AF: coefficient of variation of the RR intervals.
+AF_RR_CV = (0.15, 0.35)
+
+
 def _rhythm(rng: np.random.Generator, heart: _Heart, labels: set[str], duration: float) -> _Rhythm:
     """Beat times: sinus (with respiratory arrhythmia) or AF, with PAC/PVC interleaved."""
     af = "AF" in labels
-    hr = (rng.uniform(65, 115) if af else rng.uniform(60, 100) if "Normal" in labels
-          else rng.uniform(50, 90) if "I-AVB" in labels else rng.uniform(50, 110))
+    hr = (rng.uniform(60, 140) if af else rng.uniform(55, 100) if "Normal" in labels
+          else rng.uniform(48, 95) if "I-AVB" in labels else rng.uniform(48, 115))
     rr0 = 60.0 / hr
-    af_sd = rng.uniform(0.15, 0.3)
+    cv = rng.uniform(*AF_RR_CV)
+    af_sd = np.sqrt(np.log1p(cv**2))  # log-normal RR with that coefficient of variation
     resp_f, resp_a, resp_ph = rng.uniform(0.15, 0.35), rng.uniform(0.01, 0.04), rng.uniform(0, 7)
     ectopic = {k: rng.uniform(0.08, 0.3) for k, name in ((_PAC, "PAC"), (_PVC, "PVC"))
                if name in labels}
@@ -277,7 +403,7 @@ def _rhythm(rng: np.random.Generator, heart: _Heart, labels: set[str], duration:
 
     def next_rr(t: float) -> float:
         if af:
-            return float(np.clip(rr0 * np.exp(af_sd * rng.normal() - af_sd**2 / 2), 0.33, 1.6))
+            return float(np.clip(rr0 * np.exp(af_sd * rng.normal() - af_sd**2 / 2), 0.28, 2.2))
         return rr0 * (1 + resp_a * np.sin(2 * np.pi * resp_f * t + resp_ph) + 0.01 * rng.normal())
 
     t = -rng.uniform(1.0, 1.0 + rr0)
@@ -290,9 +416,11 @@ def _rhythm(rng: np.random.Generator, heart: _Heart, labels: set[str], duration:
                          if kinds[-1] == _SINUS else [])
         if wanted:
             kind = min(wanted, key=last.__getitem__)  # the longest-waiting class first
-            nxt = t + rr * (heart.coupling[kind] + rng.uniform(-0.03, 0.03))
+            nxt = t + rr * float(np.clip(heart.coupling[kind] + rng.uniform(-0.03, 0.03),
+                                         *((0.6, 0.85) if kind == _PAC else (0.5, 0.8))))
             last[kind] = nxt
-            # Full compensatory pause after a PVC: the sinus node was not reset.
+            # Full compensatory pause after a PVC: the sinus node was not reset. After a PAC the
+            # sinus node restarts from the ectopic beat (non-compensatory pause).
             pending = t + 2 * rr if kind == _PVC and not af else None
         else:
             kind = _SINUS
@@ -335,16 +463,21 @@ def _render(at: np.ndarray, width: np.ndarray, vec: np.ndarray, fs: float, n: in
     return np.stack([np.bincount(idx, weights=g * vec[which, d], minlength=n) for d in range(3)])
 
 
-def _f_lead_weights() -> np.ndarray:
+#: AF f-waves: frequency band (Hz) and RMS size in V1 (mV).
+F_WAVE_HZ = (4.0, 9.0)
+F_WAVE_RMS_MV = (0.015, 0.07)
+
+
+def _f_lead_weights(rng: np.random.Generator, lead: np.ndarray) -> np.ndarray:
     """(12,) size of f-waves per lead relative to V1: the atria lie right, inferior and anterior,
-    so limb leads see a rightward-inferior dipole (largest in II, III, aVF) and the precordial
-    leads fade with distance from V1."""
-    limb = _LEAD[:6] @ _unit(-0.4, 0.8, 0.4)
-    return np.concatenate([0.6 * limb / limb[LEADS.index("II")],
-                           [1.0, 0.6, 0.4, 0.3, 0.2, 0.15]])
-
-
-_F_WEIGHTS = _f_lead_weights()
+    so the limb leads see a rightward-inferior dipole (I and II through the subject's projection,
+    the others derived from them) at most 0.6 of V1, and the precordial leads fade with distance
+    from V1."""
+    limb = lead[RECORDED[:2]] @ _unit(-0.4, 0.8, 0.4)
+    limb = 0.6 * rng.uniform(0.5, 1.0) * limb / max(np.abs(limb).max(), 1e-6)
+    chest = np.array([1.0, 0.6, 0.4, 0.3, 0.2, 0.15]) * rng.uniform(0.8, 1.0, size=6)
+    chest[0] = 1.0
+    return derive_leads(np.concatenate([limb, chest]))
 
 
 def _slow_wobble(rng: np.random.Generator, t: np.ndarray, k: int = 3) -> np.ndarray:
@@ -353,30 +486,101 @@ def _slow_wobble(rng: np.random.Generator, t: np.ndarray, k: int = 3) -> np.ndar
     return np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi, size=(k, 1))).sum(0) / np.sqrt(k)
 
 
-def _f_waves(rng: np.random.Generator, t: np.ndarray, fs: float) -> np.ndarray:
-    """Fibrillatory waves ``12 x n`` (mV): 4-9 Hz, wandering in rate and size, largest in V1."""
-    freq = np.clip(rng.uniform(4.5, 8.0) + 0.8 * _slow_wobble(rng, t), 4.0, 9.0)
+def _f_waves(rng: np.random.Generator, t: np.ndarray, fs: float, lead: np.ndarray) -> np.ndarray:
+    """Fibrillatory waves ``12 x n`` (mV): 4-9 Hz, wandering in rate and size, with an RMS of
+    15-70 uV in V1, where they are largest."""
+    freq = np.clip(rng.uniform(4.5, 8.0) + 0.8 * _slow_wobble(rng, t), *F_WAVE_HZ)
     phase = 2 * np.pi * np.cumsum(freq) / fs
-    size = rng.uniform(0.04, 0.12) * np.clip(1 + 0.4 * _slow_wobble(rng, t), 0.2, None)
-    wave = size * (np.sin(phase) + 0.3 * np.sin(2 * phase + rng.uniform(0, 2 * np.pi)))
-    return np.outer(_F_WEIGHTS, wave)
+    envelope = np.clip(1 + 0.3 * _slow_wobble(rng, t), 0.3, None)
+    wave = envelope * (np.sin(phase) + 0.3 * np.sin(2 * phase + rng.uniform(0, 2 * np.pi)))
+    wave *= _log_uniform(rng, *F_WAVE_RMS_MV) / np.sqrt(np.mean(wave**2))
+    return np.outer(_f_lead_weights(rng, lead), wave)
 
 
-def _noise(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
-    """Per-electrode baseline wander, white (EMG-like) noise and sometimes 50 Hz, as ``12 x n``."""
+@functools.lru_cache(maxsize=512)
+def _butter(order: int, cutoff: float | tuple[float, float], btype: str, fs: float) -> np.ndarray:
+    """Butterworth second-order sections (cached: designing one costs more than filtering)."""
+    from scipy.signal import butter
+
+    return butter(order, cutoff, btype=btype, fs=fs, output="sos")
+
+
+#: Band-limiting of the recording: low-pass corners (Hz) and high-pass corners (Hz) drawn from.
+_LOWPASS_HZ = (35.0, 40.0, 45.0, 50.0, 60.0, 75.0, 100.0, 150.0)
+_HIGHPASS_HZ = (0.05, 0.1, 0.15, 0.25, 0.32, 0.5, 0.67)
+
+
+def _electrode_noise(rng: np.random.Generator, t: np.ndarray, fs: float) -> np.ndarray:
+    """Per-electrode (RA, LA, LL, C1..C6) baseline wander, muscle noise with bursts, amplifier
+    noise, 50/60 Hz mains and electrode-motion bursts, as ``9 x n`` (mV)."""
     n = len(t)
-    # Two breathing-rate sinusoids shared by all electrodes, each with its own size and phase:
-    # a sin(wt + p) = a cos(p) sin(wt) + a sin(p) cos(wt).
-    wt = 2 * np.pi * rng.uniform(0.1, 0.5, size=(2, 1)) * t
-    amps = rng.uniform(0.03, 0.3) * rng.uniform(0, 1, size=(9, 2))
-    phases = rng.uniform(0, 2 * np.pi, size=(9, 2))
-    wander = (np.einsum("ek,kn->en", amps * np.cos(phases), np.sin(wt))
-              + np.einsum("ek,kn->en", amps * np.sin(phases), np.cos(wt)))
-    electrodes = wander + rng.uniform(0.004, 0.025) * rng.standard_normal((9, n), np.float32)
-    if rng.random() < 0.3:
-        hum = rng.uniform(0.005, 0.02) * rng.uniform(0.5, 1.0, size=(9, 1))
-        electrodes += hum * np.sin(2 * np.pi * 50.0 * t + rng.uniform(0, 2 * np.pi))
-    return _project(_ELECTRODE, electrodes)
+    # Baseline wander: two breathing-rate and three slower drift sinusoids shared by all
+    # electrodes, each electrode with its own sizes and phases
+    # (a sin(wt + p) = a cos(p) sin(wt) + a sin(p) cos(wt)).
+    freqs = np.concatenate([rng.uniform(0.1, 0.5, 2), rng.uniform(0.02, 0.1, 3)])
+    wt = 2 * np.pi * freqs[:, None] * t
+    basis = np.concatenate([np.sin(wt), np.cos(wt)])
+    amps = np.concatenate([_log_uniform(rng, 0.003, 0.15) * rng.uniform(0, 1, size=(9, 2)),
+                           _log_uniform(rng, 0.003, 0.1) * rng.uniform(0, 1, size=(9, 3))], 1)
+    phases = rng.uniform(0, 2 * np.pi, size=(9, 5))
+    e = _project(np.concatenate([amps * np.cos(phases), amps * np.sin(phases)], 1), basis)
+    # Muscle noise: high-frequency (differenced white noise), in bursts on some electrodes; and
+    # white amplifier noise.
+    emg = np.diff(rng.standard_normal((9, n + 1), np.float32), axis=1) / np.sqrt(2.0)
+    level = _log_uniform(rng, 0.001, 0.04) * rng.uniform(0.2, 1.0, size=(9, 1))
+    if rng.random() < 0.4:  # bursts: contraction of the limb or chest muscles
+        burst = np.zeros(n)
+        for _ in range(rng.integers(1, 4)):
+            c, w = rng.uniform(0, t[-1]), rng.uniform(0.3, 2.0)
+            burst += rng.uniform(2, 6) * np.exp(-0.5 * ((t - c) / (w / 3)) ** 2)
+        level = level * (1 + burst)
+    e += level * emg
+    e += rng.uniform(0.002, 0.01) * rng.standard_normal((9, n), np.float32)
+    if rng.random() < 0.35:  # mains interference
+        f = 50.0 if rng.random() < 0.7 else 60.0
+        hum = _log_uniform(rng, 0.003, 0.05) * rng.uniform(0.3, 1.0, size=(9, 1))
+        e += hum * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
+    if rng.random() < 0.3:  # electrode motion: slow large swings on one electrode
+        for _ in range(rng.integers(1, 4)):
+            k, c, w = rng.integers(9), rng.uniform(0, t[-1]), rng.uniform(0.2, 1.5)
+            window = np.exp(-0.5 * ((t - c) / (w / 3)) ** 2)
+            swing = np.sin(2 * np.pi * rng.uniform(0.5, 4.0) * t + rng.uniform(0, 2 * np.pi))
+            e[k] += rng.uniform(0.1, 1.0) * window * swing
+    return e
+
+
+def _recording(rng: np.random.Generator, recorded: np.ndarray, fs: float) -> np.ndarray:
+    """The machine's channels I, II, V1..V6 (``8 x n``): band-limiting, then sometimes a lead-off
+    or saturated segment."""
+    from scipy.signal import sosfiltfilt
+
+    n = recorded.shape[1]
+    if rng.random() < 0.7:
+        corner = min(float(rng.choice(_LOWPASS_HZ)), 0.45 * fs)
+        recorded = sosfiltfilt(_butter(int(rng.integers(1, 4)), corner, "lowpass", float(fs)),
+                               recorded, axis=1)
+    if rng.random() < 0.5:
+        corner = float(rng.choice(_HIGHPASS_HZ))
+        recorded = sosfiltfilt(_butter(1, corner, "highpass", float(fs)), recorded, axis=1)
+    recorded = np.array(recorded)
+    if rng.random() < 0.05:  # lead-off: a flat channel for a while (or the whole record)
+        c = rng.integers(len(recorded))
+        a = int(rng.integers(0, n)) if rng.random() < 0.6 else 0
+        b = int(min(n, a + rng.uniform(0.5, 8.0) * fs)) if a else n
+        recorded[c, a:b] = rng.uniform(-0.05, 0.05) + 0.003 * rng.standard_normal(b - a)
+    if rng.random() < 0.05:  # saturation: a channel at its rail after a large artefact
+        c = rng.integers(len(recorded))
+        a = int(rng.integers(0, n))
+        b = int(min(n, a + rng.uniform(0.1, 2.0) * fs))
+        recorded[c, a:b] = rng.choice([-1.0, 1.0]) * rng.uniform(1.5, 5.0)
+    return recorded
+
+
+def _noise(rng: np.random.Generator, signal: np.ndarray, t: np.ndarray, fs: float) -> np.ndarray:
+    """``signal`` (``12 x n``) as recorded: electrode noise combined into the leads the way an
+    ECG machine combines them, and recording artefacts on the channels it records."""
+    x = signal + _project(_ELECTRODE, _electrode_noise(rng, t, fs))
+    return derive_leads(_recording(rng, x[RECORDED], fs))
 
 
 def _project(matrix: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -416,7 +620,7 @@ def _draw(rng: np.random.Generator, heart: _Heart, rhythm: _Rhythm, labels: set[
     for p, sel in ((heart.p, has_p & (kind == _SINUS)), (heart.p_ectopic, kind == _PAC)):
         parts.append(_place(p, p_on[sel], np.zeros(sel.sum()), jitter[sel]))
     at, width, vec = (np.concatenate(x) for x in zip(*parts))
-    signal = _project(_LEAD, _render(at, width, vec, fs, n))
+    signal = _project(heart.lead, _render(at, width, vec, fs, n))
     p_on[~has_p] = np.nan
     return signal, _Spans(kind, p_on, onset, j, t_end - 0.075, t_end)
 
@@ -501,8 +705,9 @@ def synth_record(seed: int, index: int, labels: Sequence[str] | None = None, fs:
     """Synthetic record ``S{index:06d}``: signal ``12 x N`` float32 mV, labels and evidence.
 
     ``labels`` default to :func:`sample_labels`; ``duration_s`` fixes the length, else it is drawn
-    by :func:`sample_duration` (``durations`` narrows it). ``noise=False`` leaves out baseline
-    wander, electrode noise and hum (the cardiac signal is the same either way). The content
+    by :func:`sample_duration` (``durations`` narrows it). ``noise=False`` leaves out the nuisance
+    (baseline wander, muscle and electrode noise, mains, motion, band-limiting, lead-off and
+    saturation); the cardiac signal is the same either way. The content
     depends only on ``(seed, index)`` and these options.
     """
     rng_labels, rng_heart, rng_noise = np.random.default_rng([seed, index]).spawn(3)
@@ -518,12 +723,12 @@ def synth_record(seed: int, index: int, labels: Sequence[str] | None = None, fs:
     rhythm = _rhythm(rng_heart, heart, found, duration)
     signal, spans = _draw(rng_heart, heart, rhythm, found, fs, n)
     if "AF" in found:
-        signal += _f_waves(rng_heart, t, fs)
+        signal += _f_waves(rng_heart, t, fs, heart.lead)
     # Breathing moves the heart: a slow swing in amplitude.
     signal *= 1 + rng_heart.uniform(0, 0.08) * np.sin(2 * np.pi * rng_heart.uniform(0.15, 0.4) * t
                                                       + rng_heart.uniform(0, 7))
     if noise:
-        signal += _noise(rng_noise, t)
+        signal = _noise(rng_noise, signal, t, fs)
     return Record(id=f"S{index:06d}", signal=signal.astype(np.float32), fs=float(fs),
                   labels=multi_hot(found), source="synthetic",
                   evidence=_evidence(found, spans, fs, n))
