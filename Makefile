@@ -9,12 +9,14 @@ DATA ?=
 # The synthetic smoke run by default; with DATA=PATH, the full-size xECGNet on the paper's split.
 EXPERIMENT ?= $(if $(DATA),experiments/xecgnet.yaml,experiments/smoke.yaml)
 ARGS ?=
+# Real records for `make sim2real` and `make finetune-cv` (never training data for sim2real).
+REAL ?= ../shared/data/cpsc2018-wfdb-sample
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train test test-slow lint bench clean
+.PHONY: help setup train sim2real finetune-cv test test-slow lint bench clean
 
 help:  ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +29,18 @@ setup: $(VENV)/.installed  ## Create .venv and install xecg with its dev tools
 
 train: setup  ## Train xECGNet (synthetic default; DATA=PATH for a CPSC dataset)
 	$(VENV)/bin/xecg train $(if $(DATA),--data "$(DATA)",) $(foreach c,$(EXPERIMENT),--config $(c)) $(ARGS)
+
+sim2real: setup  ## Train on synthetic data only, then evaluate on real records (REAL=PATH)
+	$(VENV)/bin/xecg train --config experiments/sim2real.yaml $(ARGS)
+	@if [ -d "$(REAL)" ]; then \
+	  $(VENV)/bin/xecg evaluate --ckpt "$$($(PY) -c "import json; print(json.load(open('runs/sim2real/metrics.json'))['best_checkpoint'])")" "$(REAL)" --out runs/sim2real/real; \
+	else \
+	  echo "sim2real: no real records at $(REAL): trained on synthetic data only; evaluate with"; \
+	  echo "  make sim2real REAL=/path/to/cpsc2018   (or xecg evaluate --ckpt CKPT PATH)"; \
+	fi
+
+finetune-cv: setup  ## 5-fold CV on REAL: from scratch vs fine-tuned from runs/sim2real
+	PY=$(PY) REAL="$(REAL)" experiments/finetune_cv.sh
 
 test: setup  ## Run the test suite (slow tests excluded)
 	$(PY) -m pytest -m "not slow" $(ARGS)
