@@ -405,3 +405,139 @@ def test_cli_prepare_synthetic(tmp_path):
     assert len(store) == 20 and store.meta["source"] == "synthetic"
     assert store.labels.sum(1).min() >= 1
     assert set(store.evidence) == set(store.ids)
+
+
+# --------------------------------------------------------------------------------------------
+# Version 2: Dower projection, clinical timings and the ectopic beats' atrial activity.
+
+def test_generator_version_is_bumped():
+    """Version 2 changed the signals (Dower leads, timings, nuisance): stores must be remade."""
+    assert GENERATOR_VERSION >= 2
+
+
+def test_dower_projection_shapes():
+    from xecg.data.synthetic import DOWER, MAX_ROTATION_DEG, _lead_matrix, subject_lead_matrix
+
+    assert DOWER.shape == (8, 3)
+    nominal = _lead_matrix()
+    assert nominal.shape == (len(LEADS), 3)
+    flip = np.array([1.0, 1.0, -1.0])  # xecg's z is anterior, Frank's Z posterior
+    for k, name in enumerate(("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")):
+        np.testing.assert_allclose(nominal[LEAD[name]], DOWER[k] * flip)
+    rng = np.random.default_rng(0)
+    for m in (nominal, *(subject_lead_matrix(rng) for _ in range(20))):
+        i, ii = m[LEAD["I"]], m[LEAD["II"]]
+        np.testing.assert_allclose(m[LEAD["III"]], ii - i, atol=1e-12)
+        np.testing.assert_allclose(m[LEAD["aVR"]], -(i + ii) / 2, atol=1e-12)
+        np.testing.assert_allclose(m[LEAD["aVL"]], i - ii / 2, atol=1e-12)
+        np.testing.assert_allclose(m[LEAD["aVF"]], ii - i / 2, atol=1e-12)
+    # Subjects differ (rotation, gains, jitter) but stay near Dower's rows: a lead's direction
+    # moves by at most the 3-D rotation (30 degrees per axis) plus jitter.
+    subjects = [subject_lead_matrix(rng) for _ in range(200)]
+    cos = [np.dot(s[LEAD["V2"]], nominal[LEAD["V2"]])
+           / np.linalg.norm(s[LEAD["V2"]]) / np.linalg.norm(nominal[LEAD["V2"]]) for s in subjects]
+    assert np.degrees(np.arccos(np.min(cos))) < 3 * MAX_ROTATION_DEG
+    assert np.degrees(np.arccos(np.median(cos))) > 5
+    # Dower's chest leads are larger than the limb leads: so are the records' QRS complexes.
+    ptp = np.array([np.ptp(clean(["Normal"], i, seconds=4).signal, axis=1) for i in range(12)])
+    chest = ptp[:, [LEAD[v] for v in ("V2", "V3", "V4")]].mean(1)
+    assert np.median(chest / ptp[:, LEAD["I"]]) > 1.3
+
+
+def test_af_f_waves_band_size_and_v1():
+    """f-waves alone: 4-9 Hz, 15-70 uV RMS in V1, which shows them most."""
+    from xecg.data.synthetic import _f_waves, subject_lead_matrix
+
+    t = np.arange(int(20 * FS)) / FS
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        f = _f_waves(rng, t, FS, subject_lead_matrix(rng))
+        v1 = f[LEAD["V1"]]
+        assert 0.015 <= np.sqrt(np.mean(v1**2)) <= 0.07
+        power = np.abs(np.fft.rfft(v1)) ** 2
+        freqs = np.fft.rfftfreq(len(v1), 1 / FS)
+        assert power[(freqs >= 4) & (freqs <= 9)].sum() > 0.85 * power.sum()
+        rms = np.sqrt(np.mean(f**2, axis=1))
+        assert rms.argmax() == LEAD["V1"]
+        np.testing.assert_allclose(f[LEAD["III"]], f[LEAD["II"]] - f[LEAD["I"]], atol=1e-12)
+
+
+def test_af_rr_variability_is_clinical():
+    cv = [rr_cv(clean(["AF"], i, seconds=30)) for i in range(8)]
+    assert min(cv) > 0.1 and max(cv) < 0.42 and np.median(cv) > 0.15
+
+
+def test_first_degree_block_pr_range():
+    """I-AVB: PR 210-400 ms; otherwise 120-200 ms (measured, so with a little slack)."""
+    avb = [pr_ms(clean(["I-AVB"], i)) for i in range(8)]
+    normal = [pr_ms(clean(["Normal"], i)) for i in range(8)]
+    assert 195 < min(avb) and max(avb) < 420 and max(avb) - min(avb) > 40
+    assert 100 < min(normal) and max(normal) < 205
+
+
+def atrial_activity(labels, index, seconds=15.0, seed=11):
+    """(record, its P waves alone ``12 x N``): the noise-free record drawn twice from the same
+    random state, with and without its P waves (sinus and ectopic)."""
+    from xecg.data import synthetic as syn
+
+    found = set(labels)
+    _, rng, _ = np.random.default_rng([seed, index]).spawn(3)
+    heart = syn._Heart(rng, found)
+    rhythm = syn._rhythm(rng, heart, found, seconds)
+    state = rng.bit_generator.state
+    n = int(seconds * FS)
+    full, _ = syn._draw(rng, heart, rhythm, found, FS, n)
+    rng.bit_generator.state = state
+    heart.p, heart.p_ectopic = heart.p.scaled(0.0), heart.p_ectopic.scaled(0.0)
+    no_p, _ = syn._draw(rng, heart, rhythm, found, FS, n)
+    return clean(labels, index, seconds, seed), np.abs(full - no_p).max(0)
+
+
+def test_pvcs_have_no_p_wave_and_pacs_an_ectopic_one():
+    for i in range(4):
+        r, atrial = atrial_activity(["PVC"], i)
+        spans = intervals(r, "PVC", whole=True)
+        assert len(spans) >= 2
+        for a, _ in spans:  # nothing atrial from 400 ms before the PVC to its QRS end
+            assert atrial[max(0, a - int(0.4 * FS)):a + int(0.1 * FS)].max() < 1e-6
+        assert atrial.max() > 0.03  # the sinus beats have their P waves
+        r, atrial = atrial_activity(["PAC"], i)
+        for a, _ in intervals(r, "PAC", whole=True):  # the evidence starts at the ectopic P
+            assert atrial[a:a + int(0.1 * FS)].max() > 0.03
+            assert atrial[a - int(0.015 * FS)] < 0.2 * atrial[a:a + int(0.1 * FS)].max()
+
+
+def pause_ratios(record, label):
+    """For each ectopic beat between sinus beats: (R-R interval around it) / (2 x sinus RR)."""
+    peaks = r_peaks(record.signal)
+    ectopic = np.array([any(a <= p < b for a, b in intervals(record, label)) for p in peaks])
+    rr = np.diff(peaks)
+    sinus_rr = np.median(rr[~ectopic[1:] & ~ectopic[:-1]])
+    return [(peaks[k + 1] - peaks[k - 1]) / (2 * sinus_rr) for k in range(1, len(peaks) - 1)
+            if ectopic[k] and not ectopic[k - 1] and not ectopic[k + 1]]
+
+
+def test_compensatory_pause_after_pvc_but_not_after_pac():
+    """PVC: the sinus node is not reset, so the beats around a PVC are two sinus RRs apart (full
+    compensatory pause); PAC: it is reset, so they come sooner (non-compensatory)."""
+    for i in range(4):
+        pvc = pause_ratios(clean(["PVC"], i, seconds=20), "PVC")
+        pac = pause_ratios(clean(["PAC"], i, seconds=20), "PAC")
+        assert pvc and pac
+        assert all(0.93 < x < 1.07 for x in pvc), pvc  # respiratory arrhythmia: +-4%
+        assert np.mean(pac) < 0.95 and max(pac) < 1.0, pac
+
+
+def test_lbbb_and_pvc_evidence_sits_on_their_qrs():
+    for i in range(3):
+        r = clean(["LBBB"], i, seconds=10)
+        spans = intervals(r, "LBBB")
+        for a, b in qrs_bounds(r.signal):  # each measured QRS has its evidence span
+            start, end = min(spans, key=lambda s: abs(s[0] - a))
+            assert abs(start - a) <= 6 and abs(end - b) <= 12
+        r = clean(["PVC"], i, seconds=10)
+        a_ = slope(r.signal)
+        for a, b in intervals(r, "PVC", whole=True):  # the slope takes off at the span's start
+            peak = a_[a:b].max()
+            assert a_[a - 3] < 0.2 * peak and a_[a:a + int(0.03 * FS)].max() > 0.3 * peak
+            assert b - a > 0.3 * FS

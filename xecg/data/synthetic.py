@@ -229,11 +229,11 @@ def _qrs(conduction: str, w: float) -> _Waves:
     s = (0.066 * w, 0.0, 0.008 * w, 0.40 * _unit(-0.35, -0.55, -0.75))   # base
     if conduction == "LBBB":
         # Septum activated from the right: no septal q, then slow leftward-posterior spread with a
-        # notch (broad notched R in I, aVL, V5-V6; QS in V1-V2).
+        # notch (broad notched R in I, aVL, V5-V6; QS in V1-V2). Starts at the QRS onset.
         return _Waves.of([
-            (0.020 * w, 0.0, 0.012 * w, 0.55 * _unit(0.7, 0.2, -0.3)),
-            (0.058 * w, 0.0, 0.017 * w, 1.40 * _unit(0.9, 0.15, -0.5)),
-            (0.100 * w, 0.0, 0.017 * w, 1.30 * _unit(0.85, -0.05, -0.55)),
+            (0.030 * w, 0.0, 0.012 * w, 0.55 * _unit(0.7, 0.2, -0.3)),
+            (0.068 * w, 0.0, 0.017 * w, 1.40 * _unit(0.9, 0.15, -0.5)),
+            (0.110 * w, 0.0, 0.017 * w, 1.30 * _unit(0.85, -0.05, -0.55)),
         ])
     if conduction == "RBBB":
         # Normal left-ventricular start, then late slow right-ventricular activation pointing
@@ -328,11 +328,11 @@ class _Heart:
         d2 = _unit(*(d1 + 0.6 * rng.normal(size=3)))
         pvc_amp = amp * rng.uniform(1.3, 2.2)  # ectopic beats are larger than sinus ones
         lo, hi = QRS_RANGE["PVC"]
-        wp = rng.uniform(lo, hi) / 0.155  # the template spans -0.015 to 0.14 s
-        pvc_qrs = _Waves.of([(0.035 * wp, 0.0, 0.020 * wp, 0.7 * pvc_amp * d1),
-                             (0.085 * wp, 0.0, 0.022 * wp, pvc_amp * d2)])
+        wp = rng.uniform(lo, hi) / 0.155  # the template spans 0 to 0.155 s
+        pvc_qrs = _Waves.of([(0.050 * wp, 0.0, 0.020 * wp, 0.7 * pvc_amp * d1),
+                             (0.100 * wp, 0.0, 0.022 * wp, pvc_amp * d2)])
         self.pvc = _Beat(pvc_qrs, _t_waves(-_unit(*(d1 + d2)), rng.uniform(0.35, 0.7)),
-                         pvc_qrs.end - 0.08)
+                         pvc_qrs.end - 0.095)
         self.coupling = {_PAC: rng.uniform(0.6, 0.85), _PVC: rng.uniform(0.5, 0.8)}
 
     def _vary(self, waves: _Waves) -> _Waves:
