@@ -122,7 +122,8 @@ def per_class_auroc(probs: torch.Tensor, target: torch.Tensor) -> dict[str, floa
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="xecg evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("path", type=Path, help="a labelled dataset folder (any layout), record or store")
+    p.add_argument("path", type=Path,
+                   help="a labelled dataset folder (any layout), record file or store")
     p.add_argument("--ckpt", required=True, type=Path, help="checkpoint of a trained run")
     p.add_argument("--out", type=Path, default=None, help="folder for metrics.json and the CSV")
     p.add_argument("--split", type=Path, default=None,
