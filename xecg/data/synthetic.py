@@ -224,8 +224,8 @@ QRS_RANGE = {"normal": (0.07, 0.10), "LBBB": (0.12, 0.165), "RBBB": (0.12, 0.15)
 def _qrs(conduction: str, w: float) -> _Waves:
     """QRS for normal, LBBB or RBBB conduction; ``w`` scales its duration."""
     q = (0.012 * w, 0.0, 0.006 * w, 0.20 * _unit(-0.55, 0.25, 0.8))      # septum, left to right
-    r1 = (0.032 * w, 0.0, 0.009 * w, 0.80 * _unit(0.45, 0.75, 0.5))      # apex, anterior
-    r2 = (0.046 * w, 0.0, 0.010 * w, 1.25 * _unit(0.75, 0.35, -0.65))    # left free wall
+    r1 = (0.032 * w, 0.0, 0.009 * w, 0.85 * _unit(0.5, 0.55, 0.65))      # apex, anterior
+    r2 = (0.046 * w, 0.0, 0.010 * w, 1.35 * _unit(0.8, 0.2, -0.6))       # left free wall
     s = (0.066 * w, 0.0, 0.008 * w, 0.40 * _unit(-0.35, -0.55, -0.75))   # base
     if conduction == "LBBB":
         # Septum activated from the right: no septal q, then slow leftward-posterior spread with a
