@@ -13,11 +13,14 @@ SWEEP ?= sweeps/gamma.yaml
 # The ablation grid of `make ablate` (experiments/ablations/gamma-cpu.yaml: the ~90-minute CPU one).
 ABLATION ?= experiments/ablations/gamma.yaml
 
+# Real records for `make sim2real` and `make finetune-cv` (never training data for sim2real).
+REAL ?= ../shared/data/cpsc2018-wfdb-sample
+
 .DEFAULT_GOAL := help
-.PHONY: help setup train sweep ablate test test-slow lint bench clean
+.PHONY: help setup train sweep ablate sim2real finetune-cv test test-slow lint bench clean
 
 help:  ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +40,17 @@ sweep: setup  ## Optuna sweep of gamma and lr (SWEEP=FILE; ARGS="--workers 2 --n
 
 ablate: setup  ## Ablation grid, variants x seeds to early stopping, then xecg compare (resumable)
 	$(VENV)/bin/xecg ablate $(ABLATION) $(ARGS)
+sim2real: setup  ## Train on synthetic data only, then evaluate on real records (REAL=PATH)
+	$(VENV)/bin/xecg train --config experiments/sim2real.yaml $(ARGS)
+	@if [ -d "$(REAL)" ]; then \
+	  $(VENV)/bin/xecg evaluate --ckpt "$$($(PY) -c "import json; print(json.load(open('runs/sim2real/metrics.json'))['best_checkpoint'])")" "$(REAL)" --out runs/sim2real/real; \
+	else \
+	  echo "sim2real: no real records at $(REAL): trained on synthetic data only; evaluate with"; \
+	  echo "  make sim2real REAL=/path/to/cpsc2018   (or xecg evaluate --ckpt CKPT PATH)"; \
+	fi
+
+finetune-cv: setup  ## 5-fold CV on REAL: from scratch vs fine-tuned from runs/sim2real
+	PY=$(PY) REAL="$(REAL)" experiments/finetune_cv.sh
 
 test: setup  ## Run the test suite (slow tests excluded)
 	$(PY) -m pytest -m "not slow" $(ARGS)

@@ -21,6 +21,7 @@ TOOL_COMMANDS = {
     "compare": ("xecg.compare", "compare runs' metrics over seeds, with intervals and tests"),
     "explain": ("xecg.explain", "draw and score explanation maps (attention, R, Grad-CAM, IG)"),
     "sweep": ("xecg.sweep", "run or continue an Optuna study of an experiment (`make sweep`)"),
+    "evaluate": ("xecg.evaluate", "the test stage's metrics of a checkpoint on labelled data"),
 }
 
 

@@ -34,6 +34,17 @@ def class_config(obj: object) -> dict[str, Any]:
             "init_args": dict(getattr(obj, "hparams", {}))}
 
 
+def load_net_weights(net: nn.Module, ckpt: str) -> None:
+    """Copy the ``net.*`` weights of checkpoint ``ckpt`` into ``net`` (same architecture: every
+    tensor must match; the checkpoint's thresholds, statistics and optimiser are not used)."""
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    weights = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
+    try:
+        net.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"init_from {ckpt}: its network does not fit this one ({err})") from None
+
+
 class XECGModule(L.LightningModule):
     """Trains and evaluates a network from :mod:`xecg.models` with the xECGNet loss.
 
@@ -51,6 +62,9 @@ class XECGModule(L.LightningModule):
         tune_thresholds: tune per-class thresholds on the validation split; applied at test only.
         mask_padding: pass the padding mask to the model (pooling and loss ignore padding); off
             reproduces the authors, whose pooling also averaged the zero padding.
+        init_from: a checkpoint whose network weights (its ``net.*`` entries, nothing else)
+            initialise ``net`` (fine-tuning from a pretrained run). Not saved as a hyperparameter:
+            a checkpoint of the new run holds its own weights and loads without the old file.
     """
 
     def __init__(
@@ -63,15 +77,18 @@ class XECGModule(L.LightningModule):
         threshold: float = 0.5,
         tune_thresholds: bool = False,
         mask_padding: bool = True,
+        init_from: str | None = None,
     ):
         super().__init__()
         check_choice("scheduler", scheduler, Scheduler)
         self.net = net
+        if init_from:
+            load_net_weights(net, init_from)
         self.criterion = XECGLoss() if loss is None else loss
         # The parts are saved as their configurations, not as pickled modules: a checkpoint
         # rebuilds them through Lightning's instantiator whether the module was made by
         # LightningCLI or by hand.
-        self.save_hyperparameters(ignore=["net", "loss"])
+        self.save_hyperparameters(ignore=["net", "loss", "init_from"])
         self.hparams.update(net=class_config(net), loss=class_config(self.criterion),
                             _instantiator=_INSTANTIATOR)
         # One collection per stage (never shared: their states must not mix).

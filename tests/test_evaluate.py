@@ -1,0 +1,85 @@
+"""``xecg evaluate``: the test stage's metrics of a checkpoint on any labelled data (a store's
+split, a WFDB folder), with records that have no label among the nine skipped and counted."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures import write_wfdb_record
+
+from xecg.classes import CLASSES
+from xecg.cli import main
+from xecg.data.store import Store
+from xecg.evaluate import evaluate
+from xecg.module import XECGModule
+
+
+@pytest.fixture(scope="module")
+def run(tiny_config, tmp_path_factory) -> tuple[Path, Path]:
+    """(config, checkpoint) of a short fit with thresholds tuned on validation. Three epochs: an
+    untrained model gives nearly equal probabilities to every record, whose AUROC then turns on
+    float rounding (the test stage batches windows differently from one record at a time)."""
+    folder = tmp_path_factory.mktemp("evaluate-run")
+    config = tiny_config(folder, "ev", trainer={"max_epochs": 3},
+                         experiment={"wandb": False}, model={"tune_thresholds": True})
+    assert main(["fit", "--config", str(config)]) == 0
+    return config, folder / "runs" / "ev" / "checkpoints" / "last.ckpt"
+
+
+def test_evaluate_gives_the_test_stage_metrics(run, tiny_data, tmp_path):
+    config, ckpt = run
+    thresholds = XECGModule.load_from_checkpoint(ckpt, map_location="cpu").thresholds
+    assert not np.allclose(thresholds.numpy(), 0.5)  # tuned: the checkpoint's are used
+    assert main(["test", "--config", str(config), "--ckpt_path", str(ckpt)]) == 0
+    tested = json.loads((ckpt.parents[1] / "metrics.json").read_text())["test"]
+
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--ckpt", str(ckpt), str(tiny_data.store), "--split",
+                 str(tiny_data.split), "--out", str(out)]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    got = result["evaluate"]
+    assert result["records"] == tiny_data.counts["test"] and result["skipped_no_label"] == 0
+    assert set(tested) <= set(got)
+    for key, value in tested.items():
+        assert got[key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
+    assert {f"auroc_{c}" for c in CLASSES} <= set(got)
+    valid = [got[f"auroc_{c}"] for c in CLASSES if not math.isnan(got[f"auroc_{c}"])]
+    assert np.mean(valid) == pytest.approx(got["auroc"], abs=1e-6)
+
+    with open(out / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    store = Store(tiny_data.store)
+    assert len(rows) == tiny_data.counts["test"]
+    for row in rows[:5]:
+        truth = store.record(store.index_of(row["record"])).label_names
+        assert row["true"] == ";".join(truth)
+        probs = np.array([float(row[f"p_{c}"]) for c in CLASSES])
+        assert ((probs >= 0) & (probs <= 1)).all()
+
+
+def test_evaluate_a_folder_skips_and_counts_records_without_a_label(run, tiny_data, tmp_path,
+                                                                    capsys):
+    _, ckpt = run
+    store = Store(tiny_data.store)
+    src = tmp_path / "wfdb"
+    for i in range(4):
+        rec = store.record(i)
+        write_wfdb_record(src, f"A{i:04d}", rec.signal, rec.label_names)
+    write_wfdb_record(src, "A0100", store.record(5).signal, ["Flutter"])  # none of the nine
+    result = evaluate(ckpt, src, tmp_path / "out", progress=False)
+    assert result["records"] == 4 and result["skipped_no_label"] == 1
+    assert result["thresholds"] == pytest.approx(
+        XECGModule.load_from_checkpoint(ckpt, map_location="cpu").thresholds.tolist(), abs=1e-4)
+    text = capsys.readouterr().out
+    assert "micro-F1" in text and "1 with no label among the nine" in text
+
+
+def test_evaluate_names_a_missing_folder(run, tmp_path, capsys):
+    _, ckpt = run
+    assert main(["evaluate", "--ckpt", str(ckpt), str(tmp_path / "nope")]) == 2
+    assert "nope" in capsys.readouterr().out

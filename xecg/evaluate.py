@@ -1,0 +1,145 @@
+"""``xecg evaluate --ckpt CKPT PATH [--out DIR]``: the test stage's metrics on any labelled data.
+
+PATH is a dataset folder in any supported layout, one record file, or a prepared store
+(``--split FILE`` keeps only the records of one of its splits, ``--subset``, default ``test``).
+Every record goes through :meth:`xecg.module.XECGModule.predict_record`: the checkpoint's
+windows, normalisation and averaging, so the probabilities are those of ``xecg test``. The
+metrics are :class:`xecg.metrics.ECGMetrics` updated exactly as the test stage updates them
+(the checkpoint's thresholds), plus AUROC per class (``auroc_<class>``, NaN where the data hold
+no positive or no negative of the class). Records at another rate are resampled to the
+model's; records with no label among the nine are skipped and counted, and so are unreadable
+ones. Prints a table and, with ``--out``, writes ``DIR/metrics.json`` and
+``DIR/predictions.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+from torchmetrics.functional.classification import multilabel_auroc
+from tqdm import tqdm
+
+from xecg.atomic import write_atomic, write_csv
+from xecg.callbacks import format_report
+from xecg.classes import CLASSES, NUM_CLASSES
+from xecg.data.prepare import resample
+from xecg.data.readers import DatasetError
+from xecg.data.record import RecordError
+from xecg.data.splits import load_split
+from xecg.metrics import ECGMetrics
+from xecg.module import XECGModule
+from xecg.predict import _reader_and_ids
+
+
+def evaluate(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.PathLike | None = None,
+             split: str | os.PathLike | None = None, subset: str = "test", device: str = "cpu",
+             progress: bool = True, quiet: bool = False) -> dict:
+    """Metrics of checkpoint ``ckpt`` on the labelled records under ``path``.
+
+    Returns the dict written to ``metrics.json``: ``evaluate`` (the flat metrics), ``records``,
+    ``skipped_no_label``, ``skipped_unreadable``, ``thresholds``, ``checkpoint``, ``protocol``.
+    """
+    module = XECGModule.load_from_checkpoint(ckpt, map_location=device)
+    module.eval()
+    fs_model = float(module.sample_rate)
+    reader, ids = _reader_and_ids(Path(path))
+    if split is not None:
+        wanted = set(load_split(split)[subset])
+        ids = [i for i in ids if i in wanted]
+    thresholds = module.thresholds
+    metrics = ECGMetrics().to(thresholds.device)
+    rows, all_probs, all_targets = [], [], []
+    no_label, unreadable = [], []
+    for rec_id in tqdm(ids, desc="evaluate", unit="rec", disable=not progress):
+        try:
+            rec = reader.load_record(rec_id, require_labels=False)
+        except RecordError as err:
+            tqdm.write(f"skipped {err}")
+            unreadable.append((err.path, err.problem))
+            continue
+        if rec.labels.sum() == 0:
+            no_label.append(rec.id)
+            continue
+        signal = rec.signal if rec.fs == fs_model else resample(rec.signal, rec.fs, fs_model)
+        probs = module.predict_record(torch.as_tensor(signal))["probs"].float()[None]
+        target = torch.as_tensor(rec.labels, dtype=torch.float32, device=probs.device)[None]
+        # As the test stage: the record's probabilities, its multi-hot labels, the thresholds.
+        metrics.update(probs, target, thresholds)
+        all_probs.append(probs.cpu())
+        all_targets.append(target.cpu())
+        p = probs[0].cpu()
+        predicted = [c for c, on in zip(CLASSES, (p >= thresholds.cpu()).tolist()) if on]
+        rows.append([rec.id, *[f"{v:.6f}" for v in p.tolist()], ";".join(predicted),
+                     ";".join(rec.label_names)])
+    if not rows:
+        raise DatasetError(f"{path}: no record with a label among the nine classes "
+                           f"({len(no_label)} without one, {len(unreadable)} unreadable)")
+    values = {k: float(v) for k, v in metrics.compute().items()}
+    values.update(per_class_auroc(torch.cat(all_probs), torch.cat(all_targets)))
+    targets = torch.cat(all_targets)
+    result = {
+        "evaluate": values,
+        "checkpoint": str(ckpt),
+        "data": str(path),
+        "records": len(rows),
+        "positives": {c: int(n) for c, n in zip(CLASSES, targets.sum(0).tolist())},
+        "skipped_no_label": len(no_label),
+        "skipped_unreadable": len(unreadable),
+        "thresholds": [round(float(t), 4) for t in thresholds],
+        "protocol": {"dataset": str(path), "split": f"{split}:{subset}" if split else "all",
+                     **module.eval_windows, "records": len(rows)},
+    }
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "metrics.json", json.dumps(result, indent=2) + "\n")
+        write_csv(out / "predictions.csv",
+                  ["record", *[f"p_{c}" for c in CLASSES], "predicted", "true"], rows)
+        if unreadable:
+            write_csv(out / "skipped.csv", ["file", "reason"], unreadable)
+    if not quiet:
+        print(format_report(values, result["protocol"], title="evaluate"))
+        print(f"{'AUROC per class':<26} " + " ".join(
+            f"{c} {values[f'auroc_{c}']:.3f}" for c in CLASSES))
+        print(f"{len(rows)} records evaluated; skipped: {len(no_label)} with no label among the "
+              f"nine, {len(unreadable)} unreadable" + (f" -> {out}" if out is not None else ""))
+    return result
+
+
+def per_class_auroc(probs: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """``auroc_<class>``: NaN for a class without both positives and negatives."""
+    per_class = multilabel_auroc(probs, target.int(), NUM_CLASSES, average="none")
+    pos = target.sum(0)
+    valid = (pos > 0) & (pos < len(target))
+    return {f"auroc_{c}": float(v) if ok else float("nan")
+            for c, v, ok in zip(CLASSES, per_class.tolist(), valid.tolist())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="xecg evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", type=Path,
+                   help="a labelled dataset folder (any layout), record file or store")
+    p.add_argument("--ckpt", required=True, type=Path, help="checkpoint of a trained run")
+    p.add_argument("--out", type=Path, default=None, help="folder for metrics.json and the CSV")
+    p.add_argument("--split", type=Path, default=None,
+                   help="a split JSON: evaluate only the records of --subset")
+    p.add_argument("--subset", default="test", choices=("train", "val", "test"))
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+    try:
+        evaluate(args.ckpt, args.path, args.out, split=args.split, subset=args.subset,
+                 device=args.device)
+    except (DatasetError, FileNotFoundError) as err:
+        print(f"xecg evaluate: {err}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
+
