@@ -17,7 +17,7 @@ ABLATION ?= experiments/ablations/gamma.yaml
 REAL ?= ../shared/data/cpsc2018-wfdb-sample
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train sweep ablate sim2real finetune-cv test test-slow lint bench clean
+.PHONY: help setup train sweep ablate sim2real finetune-cv test test-slow lint bench bench-gpu clean
 
 help:  ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -61,9 +61,14 @@ test-slow: setup  ## Run every test, the slow ones too
 lint: setup  ## ruff
 	$(VENV)/bin/ruff check xecg tests
 
-bench: setup  ## Benchmarks: prepare and loader speed
-	$(PY) tests/benchmarks/bench_prepare.py $(ARGS)
-	$(PY) tests/benchmarks/bench_loader.py $(ARGS)
+bench: setup  ## Benchmarks side by side (Lightning vs plain loop, bucket vs pad, loader, prepare)
+	$(PY) tests/benchmarks/bench.py $(ARGS)
+
+# A lent GPU machine has no network: its own python3 (torch, lightning, torchmetrics, numpy,
+# tqdm) runs xecg from this folder, with nothing to install. Writes benchmarks/results-gpu.json.
+GPU_PYTHON ?= python3
+bench-gpu:  ## The same on a CUDA GPU at the paper's lengths, bf16, eager and compiled
+	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PYTHON) tests/benchmarks/bench.py --gpu $(ARGS)
 
 clean:  ## Remove the virtual environment and caches (keeps data/ and runs/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

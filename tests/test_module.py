@@ -4,14 +4,17 @@ kept in checkpoints), lead statistics from the DataModule, and one-record predic
 
 from __future__ import annotations
 
+import csv
+
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.loggers import CSVLogger
 
 from xecg.classes import NUM_CLASSES
 from xecg.data.datamodule import CPSCDataModule
 from xecg.losses import XECGLoss
-from xecg.metrics import tune_thresholds
+from xecg.metrics import ECGMetrics, tune_thresholds
 from xecg.models import DOWNSAMPLE, MODELS, CNNBaseline, XECGNet
 from xecg.module import XECGModule
 
@@ -231,3 +234,82 @@ def test_predict_record_normalises_and_returns_maps(tiny_data, model):
         assert out["response_maps"].shape == (NUM_CLASSES, steps)
         assert ((out["attention"] > 0) & (out["attention"] < 1)).all()
         assert (out["response_maps"] >= 0).all()
+
+
+class StepLosses(L.Callback):
+    """Each training step's total loss and records, as the module returned them."""
+
+    def __init__(self):
+        self.rows: list[tuple[float, int]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.rows.append((float(outputs["loss"]), len(batch["index"])))
+
+
+def test_losses_are_logged_as_means_over_the_steps_since_the_last_log(tiny_data, tmp_path):
+    """Training: every log_every_n_steps, the mean loss of the steps since the last logged one
+    (across epochs too); validation: once per epoch, the mean over its records."""
+    dm = datamodule(tiny_data)
+    m = module(lr=3e-3)
+    steps = StepLosses()
+    trainer = L.Trainer(max_epochs=2, limit_train_batches=5, log_every_n_steps=2,
+                        accelerator="cpu", logger=CSVLogger(tmp_path, name="", version=""),
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[steps])
+    trainer.fit(m, datamodule=dm)
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    logged = {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
+    assert sorted(logged) == [1, 3, 5, 7, 9]
+    for step, value in logged.items():
+        window = steps.rows[step - 1:step + 1]
+        expected = sum(loss * n for loss, n in window) / sum(n for _, n in window)
+        assert value == pytest.approx(expected, rel=1e-5)
+    assert all(r.get("train/bce_perception") for r in rows if r.get("train/loss"))
+    assert {"train/micro_f1", "val/loss", "val/regularizer"} <= trainer.callback_metrics.keys()
+
+    # The epoch's validation loss: the mean over its records of each batch's loss.
+    got = trainer.validate(m, datamodule=dm, verbose=False)[0]["val/loss"]
+    m.eval()
+    total = records = 0
+    with torch.no_grad():
+        for batch in dm.val_dataloader():
+            y = batch["y"][batch["group"]] if "group" in batch else batch["y"]
+            n = len(batch["index"])
+            total += float(m.criterion(m(batch["x"], batch["mask"]), y).total) * n
+            records += n
+    assert got == pytest.approx(total / records, rel=1e-5)
+
+
+def test_training_metrics_from_one_update_per_epoch_equal_one_per_step():
+    torch.manual_seed(0)
+    probs, target = torch.rand(40, NUM_CLASSES), (torch.rand(40, NUM_CLASSES) > 0.7).float()
+    per_step, per_epoch = ECGMetrics(with_auroc=False), ECGMetrics(with_auroc=False)
+    for i in range(0, 40, 8):
+        per_step.update(probs[i:i + 8], target[i:i + 8])
+    per_epoch.update(probs, target)
+    expected = per_step.compute()
+    for name, value in per_epoch.compute().items():
+        torch.testing.assert_close(value, expected[name], msg=name)
+
+
+def test_compile_option_compiles_the_network_once_in_place(tiny_data, monkeypatch):
+    compiled = []
+    original = torch.nn.Module.compile
+
+    def compile_eagerly(self, **kwargs):  # torch.compile's tracing, without code generation
+        compiled.append(kwargs)
+        original(self, backend="eager", **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "compile", compile_eagerly)
+    dm = datamodule(tiny_data, "bucket")
+    m = module(compile=True)
+    names = list(m.state_dict())
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0,
+                        accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(m, datamodule=dm)
+    m.configure_model()  # every Trainer entry calls it again
+    assert compiled == [{"dynamic": True}]  # bucket: a new length every batch
+    assert list(m.state_dict()) == names  # checkpoints are those of the plain network
+    assert not module(compile=False).hparams.compile

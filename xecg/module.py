@@ -65,6 +65,9 @@ class XECGModule(L.LightningModule):
         init_from: a checkpoint whose network weights (its ``net.*`` entries, nothing else)
             initialise ``net`` (fine-tuning from a pretrained run). Not saved as a hyperparameter:
             a checkpoint of the new run holds its own weights and loads without the old file.
+        compile: compile the network with ``torch.compile`` when a Trainer sets the model up
+            (``configure_model``); with dynamic lengths under the ``bucket`` policy. Pays off on a
+            GPU (the first steps wait for the compiler); checkpoints are the same either way.
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class XECGModule(L.LightningModule):
         tune_thresholds: bool = False,
         mask_padding: bool = True,
         init_from: str | None = None,
+        compile: bool = False,
     ):
         super().__init__()
         check_choice("scheduler", scheduler, Scheduler)
@@ -111,6 +115,10 @@ class XECGModule(L.LightningModule):
                                              "bucket_multiple": DOWNSAMPLE}
         self.last_metrics: dict[str, dict[str, float]] = {}
         self._val_outputs: list[tuple[Tensor, Tensor]] = []
+        # Per-step accumulators, logged once in a while (see `_step`): the training epoch's
+        # (probs, target) rows, and per stage the loss terms' sums and the records they cover.
+        self._train_rows: list[tuple[Tensor, Tensor]] = []
+        self._loss_sums: dict[str, tuple[Tensor, int]] = {}
 
     def forward(self, x: Tensor, mask: Tensor | None = None):
         """x: B x 12 x T normalised; mask: B x T (True = real sample). Returns the model output."""
@@ -125,6 +133,17 @@ class XECGModule(L.LightningModule):
             self.eval_windows = {"policy": dm.policy, "length": dm.length,
                                  "bucket_multiple": dm.bucket_multiple}
 
+    def configure_model(self) -> None:
+        """``compile``: compile the network in place (its parameter names do not change). Under
+        the ``bucket`` policy every batch has its own length, so sizes are dynamic from the
+        start; otherwise torch.compile makes a dimension dynamic once it sees it change. With
+        torch 2.13 each new length is still compiled once (max_pool1d fixes it, and the mask
+        check in ``check_input`` breaks the graph): use few buckets (a large
+        ``bucket_multiple``), or torch.compile falls back to eager after its recompile limit."""
+        if self.hparams.get("compile") and getattr(self.net, "_compiled_call_impl", None) is None:
+            dynamic = True if self.eval_windows.get("policy") == "bucket" else None
+            self.net.compile(dynamic=dynamic)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["xecg_eval_windows"] = dict(self.eval_windows)
 
@@ -132,6 +151,12 @@ class XECGModule(L.LightningModule):
         self.eval_windows = dict(checkpoint.get("xecg_eval_windows", self.eval_windows))
 
     # ----------------------------------------------------------------------------- steps
+    # Per step, only tensor arithmetic on the device: Lightning's `self.log` costs milliseconds of
+    # Python per value (and a host-device sync when a progress-bar value is read back), and a
+    # torchmetrics update several more, which made a fit 13% slower than a plain loop at width
+    # 0.25 on a CPU. So the loss terms are summed on the device and logged as means: in training
+    # every `log_every_n_steps` (the mean since the last logged step, as a CPU tensor), in
+    # evaluation once per epoch; training metrics see the epoch's rows once, at its end.
     def _step(self, batch: dict[str, Tensor], stage: Stage) -> Tensor:
         out = self(batch["x"], batch.get("mask"))
         y = batch["y"]
@@ -141,18 +166,53 @@ class XECGModule(L.LightningModule):
         probs = out.probs
         if group is not None:
             probs = average_by_group(probs, group, y.shape[0])
-        thresholds = self.thresholds if stage == "test" else self.hparams.threshold
-        self._metrics(stage).update(probs.detach().float(), y, thresholds)
+        probs = probs.detach().float()
+        if stage == "train":
+            self._train_rows.append((probs, y.detach()))
+        else:
+            thresholds = self.thresholds if stage == "test" else self.hparams.threshold
+            self._metrics(stage).update(probs, y, thresholds)
         if stage == "val":
-            self._val_outputs.append((probs.detach().float(), y.detach()))
-        bs = y.shape[0]
-        sync = stage != "train"  # epoch-level eval losses are averaged over processes
-        self.log(f"{stage}/loss", terms.total, prog_bar=True, batch_size=bs, sync_dist=sync)
-        self.log_dict({f"{stage}/bce_attention": terms.bce_attention,
-                       f"{stage}/bce_perception": terms.bce_perception,
-                       f"{stage}/regularizer": terms.regularizer},
-                      batch_size=bs, sync_dist=sync)
+            self._val_outputs.append((probs, y.detach()))
+        self._add_loss(stage, terms, y.shape[0])
+        if stage == "train" and self._logs_this_step():
+            self._log_loss("train", sync_dist=False)
         return terms.total
+
+    def _add_loss(self, stage: Stage, terms, n: int) -> None:
+        """Add the batch's loss terms, weighted by its ``n`` records, to the stage's sums."""
+        values = torch.stack([t.detach().float() for t in terms]) * n
+        if stage in self._loss_sums:
+            # Out of place: sums made under inference mode (`trainer.validate`) stay usable.
+            total, count = self._loss_sums[stage]
+            values, n = total + values, count + n
+        self._loss_sums[stage] = (values, n)
+
+    def _log_loss(self, stage: Stage, sync_dist: bool) -> None:
+        """Log the mean loss terms since the last call as ``STAGE/loss``, ``STAGE/bce_attention``,
+        ``STAGE/bce_perception`` and ``STAGE/regularizer``, and start new sums."""
+        sums, n = self._loss_sums.pop(stage, (None, 0))
+        if sums is None or n == 0:
+            return
+        means = sums / n
+        if stage == "train":
+            # A CPU tensor: the progress bar reads `train/loss` back after every step, which
+            # would wait for the GPU each time; here it waits once per logged step.
+            means = means.cpu()
+        names = ("loss", "bce_attention", "bce_perception", "regularizer")
+        # batch_size=n: evaluation means are reduced over processes weighted by their records.
+        self.log(f"{stage}/loss", means[0], prog_bar=True, batch_size=n, sync_dist=sync_dist)
+        self.log_dict({f"{stage}/{k}": v for k, v in zip(names[1:], means[1:])},
+                      batch_size=n, sync_dist=sync_dist)
+
+    def _logs_this_step(self) -> bool:
+        """Whether Lightning sends this training step's values to the loggers (every
+        ``log_every_n_steps``; always without a Trainer)."""
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        connector = getattr(trainer, "_logger_connector", None)
+        return bool(getattr(connector, "should_update_logs", True) or trainer.fast_dev_run)
 
     def _metrics(self, stage: Stage) -> ECGMetrics:
         return getattr(self, f"{stage}_metrics")
@@ -175,6 +235,8 @@ class XECGModule(L.LightningModule):
 
     # ------------------------------------------------------------------------ epoch ends
     def _epoch_end(self, stage: Stage) -> dict[str, Tensor]:
+        if stage != "train":
+            self._log_loss(stage, sync_dist=True)
         values = self._metrics(stage).compute()
         # New states must be ordinary tensors: `trainer.validate` runs under inference mode, and
         # states made there cannot be updated in place by a later fit's validation (no_grad).
@@ -189,7 +251,18 @@ class XECGModule(L.LightningModule):
         self.last_metrics[stage] = {k: float(v) for k, v in values.items()}
         return values
 
+    def on_train_start(self) -> None:
+        self._loss_sums.pop("train", None)
+
+    def on_train_epoch_start(self) -> None:
+        self._train_rows.clear()
+
     def on_train_epoch_end(self) -> None:
+        rows = self._train_rows
+        if rows:  # one update for the epoch (the same states as one per step)
+            self.train_metrics.update(torch.cat([p for p, _ in rows]),
+                                      torch.cat([t for _, t in rows]), self.hparams.threshold)
+            rows.clear()
         self._epoch_end("train")
 
     def on_validation_epoch_end(self) -> None:

@@ -188,19 +188,21 @@ def eval_windows(n: int, policy: Policy, length: int, bucket_multiple: int
 
 
 def fill_window(x: np.ndarray, mask: np.ndarray, block: np.ndarray, start: int,
-                mean: np.ndarray, inv_std: np.ndarray) -> None:
+                mean: np.ndarray, inv_std: np.ndarray, zeroed: bool = False) -> None:
     """Write the window of ``block`` (``12 x n`` mV) that begins at sample ``start`` into
     ``x`` (``12 x T``, normalised: ``(block - mean) * inv_std``, zeros outside the record) and
-    ``mask`` (``T``, True on the record's samples). ``mean``, ``inv_std``: ``12 x 1``."""
+    ``mask`` (``T``, True on the record's samples). ``mean``, ``inv_std``: ``12 x 1``.
+    ``zeroed``: ``x`` and ``mask`` already hold zeros, so the padding is not written."""
     T, n = x.shape[1], block.shape[1]
     a, b = max(start, 0), min(start + T, n)
     p, q = a - start, b - start  # where the record's samples [a, b) go in the window
     out = x[:, p:q]
     np.subtract(block[:, a:b], mean, out=out)
     out *= inv_std
-    x[:, :p] = 0.0
-    x[:, q:] = 0.0
-    mask[:] = False
+    if not zeroed:
+        x[:, :p] = 0.0
+        x[:, q:] = 0.0
+        mask[:] = False
     mask[p:q] = True
 
 
@@ -208,14 +210,20 @@ def _chunks(a: np.ndarray, size: int) -> list[np.ndarray]:
     return [a[i:i + size] for i in range(0, len(a), size)]
 
 
-def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """Uninitialised tensor for a batch. In the main process NumPy's memory (huge pages: filling
-    it is about twice as fast as torch.empty's); in a worker, shared memory, so passing the batch
-    to the main process copies nothing (as torch's default_collate does)."""
+def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor, bool]:
+    """A tensor for a batch, and whether it already holds zeros. In the main process NumPy's
+    uninitialised memory (huge pages: filling it is about twice as fast as torch.empty's); in a
+    worker, a new shared-memory object, so passing the batch to the main process copies nothing
+    (as torch's default_collate does). The kernel hands out new shared memory zero-filled, so
+    the worker skips writing the padding: most of a batch padded to 72,000 samples.
+
+    A fresh object per batch is what keeps this safe (the main process may hold a batch for as
+    long as it likes); on a VM its page faults cost more than cutting the windows (README
+    "Benchmarks"), which is why a CPU trains with ``num_workers=0``."""
     if get_worker_info() is None:
-        return torch.from_numpy(np.empty(shape, dtype=_NUMPY_DTYPES[dtype]))
+        return torch.from_numpy(np.empty(shape, dtype=_NUMPY_DTYPES[dtype])), False
     storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
-    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+    return torch.empty(0, dtype=dtype).set_(storage, 0, shape), True
 
 
 class WindowDataset(Dataset):
@@ -244,14 +252,15 @@ class WindowDataset(Dataset):
     def __getitem__(self, plan: BatchPlan) -> dict[str, torch.Tensor]:
         store, T = self.store, plan.length
         signals = np.asarray(store.signals)  # plain ndarray view: no memmap wrapping per slice
-        x_t = _batch_tensor((len(plan.rows), NUM_LEADS, T), torch.float32)
-        mask_t = _batch_tensor((len(plan.rows), T), torch.bool)
+        x_t, zeroed = _batch_tensor((len(plan.rows), NUM_LEADS, T), torch.float32)
+        mask_t, mask_zeroed = _batch_tensor((len(plan.rows), T), torch.bool)
+        zeroed = zeroed and mask_zeroed
         x, mask = x_t.numpy(), mask_t.numpy()
         offsets, lengths = store.offsets[plan.records], store.lengths[plan.records]
         for w, (row, s) in enumerate(zip(plan.rows.tolist(), plan.starts.tolist())):
             o, n = int(offsets[row]), int(lengths[row])
             block = signals[NUM_LEADS * o:NUM_LEADS * (o + n)].reshape(NUM_LEADS, n)
-            fill_window(x[w], mask[w], block, s, self.mean, self.inv_std)
+            fill_window(x[w], mask[w], block, s, self.mean, self.inv_std, zeroed)
         # `index` first: Lightning infers the logged batch size from the first tensor (records).
         batch = {"index": torch.from_numpy(plan.records.astype(np.int64)),
                  "x": x_t, "y": torch.from_numpy(store.labels[plan.records]), "mask": mask_t}

@@ -1,0 +1,872 @@
+"""xecg's benchmarks, side by side in one run: ``make bench`` (CPU) and ``make bench-gpu``.
+
+    python tests/benchmarks/bench.py                   # CPU: every comparison, ~10-20 min
+    python tests/benchmarks/bench.py --quick           # a minute's smoke run of the same code
+    python tests/benchmarks/bench.py --gpu             # on a CUDA machine: the paper's lengths
+    python tests/benchmarks/bench.py --only lightning_vs_plain --rounds 5
+
+Comparisons (keys of ``benchmarks/results.json``; ``--gpu`` writes ``results-gpu.json``):
+
+- ``lightning_vs_plain``: training steps/s of ``Trainer.fit`` on :class:`XECGModule` as ``make
+  train`` configures it (smoke.yaml: XECGNet width 0.25, XECGLoss gamma 0.01, lr 0.002, cosine,
+  tuned thresholds; training metrics, CSV logging every 10 steps, progress bar and learning-rate
+  monitor on) against a plain PyTorch loop over the same module, loader and optimiser (forward,
+  loss, backward, Adam). Batch 32, 2,880-sample crops; warm-up steps excluded; epoch ends included.
+  ``--gpu`` adds ``lightning_vs_plain_paper``: width 1.0, padded to 72,000, bf16.
+- ``bucket_vs_pad``: training epochs of ``Trainer.fit`` with ``policy: bucket`` against ``policy:
+  pad`` over CPSC-like lengths (:func:`xecg.data.synthetic.sample_duration`, or the lengths of
+  ``--store``). On a CPU every length and the pad length 72,000 are divided by ``--scale`` (10):
+  records of 300-3,000 samples padded to 7,200, buckets rounded up to 243 (972 at full scale).
+  Both the first epoch (every shape new) and the second are timed. ``validation`` trains both for
+  a few epochs on synthetic ECGs at 500/scale Hz and compares their validation metrics.
+  ``--gpu``: full scale, 5,225 records, bf16, eager and ``compile: true``.
+- ``loader``: windows/s of the training loader (2,880-sample crops, batch 256) per worker count,
+  wall clock and per CPU-second of a loading process.
+- ``prepare``: ``xecg prepare`` against a plain ``wfdb.rdrecord`` loop over the same real WFDB
+  records (``../shared/data/cpsc2018-wfdb-sample``; skipped when absent).
+
+Every case runs in a fresh subprocess (so each reports its own peak memory: ``ru_maxrss`` of the
+process and of its largest child, and on a GPU ``torch.cuda.max_memory_allocated``); contenders
+alternate round by round (``--rounds``) and the table reports medians. The machine's load is
+printed and saved: on a shared machine only same-run ratios mean anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import io
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+DEFAULT_DATA = Path(os.environ.get("XECG_SHARED_DATA", ROOT.parent / "shared" / "data"))
+PAPER_LENGTH = 72_000
+PAPER_TRAIN_RECORDS = 5_225
+RESULT_TAG = "BENCH-RESULT "
+
+
+# ============================================================================ stores
+
+def cpsc_lengths(n: int, seed: int = 0, fs: float = 500.0, scale: int = 1,
+                 store: Path | None = None) -> np.ndarray:
+    """``n`` CPSC-like record lengths in samples, divided by ``scale``: drawn like the synthetic
+    store's (:func:`~xecg.data.synthetic.sample_duration`), or the first ``n`` of ``store``."""
+    if store is not None:
+        from xecg.data.store import Store
+
+        lengths = Store(store).lengths
+        lengths = np.resize(lengths, n) if n > len(lengths) else lengths[:n]
+    else:
+        from xecg.data.synthetic import sample_duration
+
+        rng = np.random.default_rng(seed)
+        lengths = np.array([round(sample_duration(rng) * fs) for _ in range(n)], np.int64)
+    return np.maximum(lengths // scale, 1).astype(np.int64)
+
+
+def random_store(out: Path, lengths: np.ndarray, seed: int = 0, fs: float = 500.0) -> Path:
+    """A store of random-noise records of the given lengths, one random label each, and a split
+    file ``out/all-train.json`` with every record in training (speed does not depend on the
+    content)."""
+    from xecg.classes import NUM_CLASSES, NUM_LEADS
+    from xecg.data.record import Record
+    from xecg.data.splits import save_split
+    from xecg.data.store import StoreWriter
+
+    rng = np.random.default_rng(seed)
+    ids = []
+    with StoreWriter(out, fs=fs, source="bench random") as w:
+        for i, n in enumerate(lengths.tolist()):
+            labels = np.zeros(NUM_CLASSES, np.float32)
+            labels[rng.integers(NUM_CLASSES)] = 1.0
+            signal = rng.standard_normal((NUM_LEADS, n), dtype=np.float32)
+            ids.append(f"R{i:05d}")
+            w.add(Record(id=ids[-1], signal=signal, fs=fs, labels=labels))
+    save_split({"train": ids, "val": [], "test": []}, out / "all-train.json")
+    return out
+
+
+# ============================================================================ cases (children)
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _peak_memory(device: str) -> dict[str, float]:
+    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "peak_rss_child_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+    if device == "cuda":
+        import torch
+
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def _module(c: dict):
+    from xecg.losses import XECGLoss
+    from xecg.models import XECGNet
+    from xecg.module import XECGModule
+
+    kwargs = {"compile": True} if c.get("compile") else {}
+    # As smoke.yaml (`make train`) configures it.
+    return XECGModule(XECGNet(width=c["width"]), XECGLoss(gamma=0.01), lr=0.002,
+                      scheduler="cosine", tune_thresholds=True, **kwargs)
+
+
+def _datamodule(c: dict, split: str | None):
+    from xecg.data.datamodule import CPSCDataModule
+
+    dm = CPSCDataModule(c["store"], split=split, policy=c["policy"], length=c["length"],
+                        batch_size=c["batch"], num_workers=c["workers"],
+                        bucket_multiple=c.get("bucket_multiple", 972), seed=0)
+    dm.setup()
+    return dm
+
+
+def case_fit(c: dict) -> dict:
+    """Training of ``c["mode"]`` (``lightning`` or ``plain``) for ``c["epochs"]`` epochs: steps/s
+    after ``c["warmup"]`` steps, and each epoch's seconds."""
+    import lightning as L
+    import torch
+
+    torch.manual_seed(0)
+    device = c["device"]
+    dm = _datamodule(c, str(Path(c["store"]) / "all-train.json"))
+    module = _module(c)
+    # Wall-clock and CPU seconds (this process's: with num_workers=0 and one thread, the work
+    # itself; on a shared machine far steadier than the wall clock).
+    # Every step's end is kept: the median step resists a busy machine's pauses.
+    marks: dict[str, Any] = {"step": 0, "t0": None, "cpu0": None, "epoch_start": None,
+                             "epochs": [], "epochs_cpu": [], "ends": []}
+
+    def after_step() -> None:
+        marks["step"] += 1
+        if marks["step"] == c["warmup"]:
+            _sync(device)
+            marks["t0"], marks["cpu0"] = time.perf_counter(), time.process_time()
+        if device == "cpu" and marks["step"] >= c["warmup"]:
+            marks["ends"].append((time.perf_counter(), time.process_time()))
+
+    def epoch_start() -> None:
+        _sync(device)
+        marks["epoch_start"] = (time.perf_counter(), time.process_time())
+
+    def epoch_end() -> None:
+        _sync(device)
+        wall, cpu = marks["epoch_start"]
+        marks["epochs"].append(time.perf_counter() - wall)
+        marks["epochs_cpu"].append(time.process_time() - cpu)
+
+    if c["mode"] == "lightning":
+        from lightning.pytorch.callbacks import LearningRateMonitor
+        from lightning.pytorch.loggers import CSVLogger
+
+        class Marks(L.Callback):
+            def on_train_batch_end(self, *args: Any) -> None:
+                after_step()
+
+            def on_train_epoch_start(self, *args: Any) -> None:
+                epoch_start()
+
+            def on_train_epoch_end(self, *args: Any) -> None:
+                epoch_end()
+
+        with tempfile.TemporaryDirectory(prefix="xecg-bench-fit-") as tmp:
+            trainer = L.Trainer(
+                accelerator=device, devices=1, precision=c["precision"], max_epochs=c["epochs"],
+                limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=10,
+                logger=CSVLogger(tmp, name="", version=""), enable_checkpointing=False,
+                enable_model_summary=False, enable_progress_bar=True,
+                callbacks=[LearningRateMonitor(), Marks()], use_distributed_sampler=False,
+                default_root_dir=tmp)
+            trainer.fit(module, datamodule=dm)
+            _sync(device)
+            end, end_cpu = time.perf_counter(), time.process_time()
+    else:
+        module.to(device)
+        module.configure_model()
+        module.train()
+        opt = torch.optim.Adam(module.parameters(), lr=module.hparams.lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c["epochs"])
+        loader = dm.train_dataloader()
+        autocast = torch.autocast(device, dtype=torch.bfloat16,
+                                  enabled=c["precision"].startswith("bf16"))
+        for epoch in range(c["epochs"]):
+            loader.sampler.set_epoch(epoch)
+            epoch_start()
+            for batch in loader:
+                x = batch["x"].to(device, non_blocking=True)
+                mask = batch["mask"].to(device, non_blocking=True)
+                y = batch["y"].to(device, non_blocking=True)
+                with autocast:
+                    loss = module.criterion(module(x, mask), y).total
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                after_step()
+            sched.step()
+            epoch_end()
+        _sync(device)
+        end, end_cpu = time.perf_counter(), time.process_time()
+    timed = marks["step"] - c["warmup"]
+    samples = int(dm.store.lengths[dm.indices["train"]].sum())
+    # CPU only (on a GPU the host runs ahead of the device): 1 / the median step.
+    steps = np.diff(np.array(marks["ends"]).reshape(-1, 2), axis=0)
+    median = (1 / np.median(steps, axis=0)).tolist() if len(steps) else [None, None]
+    return {"steps": marks["step"], "timed_steps": timed,
+            "steps_per_s": timed / (end - marks["t0"]),
+            "median_steps_per_s": median[0], "median_steps_per_cpu_s": median[1],
+            "steps_per_cpu_s": timed / (end_cpu - marks["cpu0"]),
+            "samples_per_s": timed * c["batch"] / (end - marks["t0"]),
+            "epoch_s": marks["epochs"], "epoch_cpu_s": marks["epochs_cpu"],
+            "records": len(dm.indices["train"]),
+            "real_samples_per_epoch": samples, **_peak_memory(device)}
+
+
+def case_train_eval(c: dict) -> dict:
+    """A short training with validation (synthetic ECGs at ``c["fs"]`` Hz): the last epoch's
+    validation metrics."""
+    import lightning as L
+    import torch
+
+    from xecg.data.splits import save_split
+    from xecg.data.store import Store
+    from xecg.data.synthetic import make_synthetic_store
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        make_synthetic_store(c["store"], n=c["records"], fs=c["fs"], balanced=True,
+                             progress=False)
+    # A quarter of the records validate (the paper's split keeps 4%: too few to compare).
+    ids = Store(c["store"]).ids
+    split = Path(c["store"]) / "bench-split.json"
+    cut = len(ids) * 3 // 4
+    save_split({"train": ids[:cut], "val": ids[cut:], "test": []}, split)
+    L.seed_everything(c["seed"], verbose=False)  # the network's weights, the order and crops
+    dm = _datamodule(c, str(split))
+    module = _module(c)
+    t = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="xecg-bench-train-") as tmp:
+        trainer = L.Trainer(accelerator=c["device"], devices=1, precision=c["precision"],
+                            max_epochs=c["epochs"], num_sanity_val_steps=0, logger=False,
+                            enable_checkpointing=False, enable_model_summary=False,
+                            enable_progress_bar=False, use_distributed_sampler=False,
+                            default_root_dir=tmp)
+        trainer.fit(module, datamodule=dm)
+    val = module.last_metrics["val"]
+    del torch
+    return {"seconds": time.perf_counter() - t, "epochs": c["epochs"],
+            "records": {k: len(v) for k, v in dm.indices.items() if len(v)},
+            "val": {k: val[k] for k in ("micro_f1", "macro_f1", "subset_acc", "auroc", "cpsc_f1")},
+            **_peak_memory(c["device"])}
+
+
+def case_loader(c: dict) -> dict:
+    """Training windows per second from ``CPSCDataModule`` with ``c["workers"]`` workers: wall
+    clock, and per CPU-second of the loading processes (the workers, or this one)."""
+    import gc
+
+    from xecg.data.datamodule import CPSCDataModule
+
+    dm = CPSCDataModule(c["store"], split=str(Path(c["store"]) / "all-train.json"), policy="crop",
+                        length=c["length"], batch_size=c["batch"], num_workers=c["workers"],
+                        seed=0)
+    dm.setup()
+    loader = dm.train_dataloader()
+    next(iter(loader))  # starts the workers and maps the store
+    own, children = time.process_time(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    windows, start = 0, time.perf_counter()
+    for epoch in range(c["epochs"]):
+        loader.sampler.set_epoch(epoch)
+        for batch in loader:
+            windows += batch["x"].shape[0]
+    wall = time.perf_counter() - start
+    own = time.process_time() - own
+    del batch, loader  # joins the workers, so that their CPU time is counted below
+    gc.collect()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+    cpu = cpu if c["workers"] else own
+    return {"windows": windows, "windows_per_s": windows / wall,
+            "windows_per_cpu_s": windows / cpu if cpu > 0 else None, **_peak_memory("cpu")}
+
+
+def case_prepare(c: dict) -> dict:
+    """Records/s of ``xecg prepare`` or of a plain ``wfdb.rdrecord`` loop over ``c["data"]``
+    (after one untimed pass that warms the page cache)."""
+    data = Path(c["data"])
+    headers = sorted(data.glob("*.hea"))
+    if c["mode"] == "rdrecord":
+        import wfdb
+
+        def run() -> None:
+            for hea in headers:
+                wfdb.rdrecord(str(hea.with_suffix("")))
+    else:
+        from xecg.data.prepare import prepare_dataset
+
+        def run() -> None:
+            with contextlib.redirect_stdout(io.StringIO()):
+                code = prepare_dataset(data, Path(c["out"]), force=True, progress=False,
+                                       workers=c.get("workers"))
+            if code:
+                raise SystemExit(f"prepare failed with exit status {code}")
+    run()
+    times = []
+    for _ in range(c["repeat"]):
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    return {"records": len(headers), "records_per_s": len(headers) / statistics.median(times),
+            "seconds": times, **_peak_memory("cpu")}
+
+
+CASES = {"fit": case_fit, "train_eval": case_train_eval, "loader": case_loader,
+         "prepare": case_prepare}
+
+
+def run_case(c: dict) -> dict:
+    """Run one case here (``--case``): set the thread count, then call it."""
+    import torch
+
+    if c.get("threads"):
+        torch.set_num_threads(int(c["threads"]))
+    out = CASES[c["case"]](c)
+    out["threads"] = torch.get_num_threads()
+    return out
+
+
+# ============================================================================ parent
+
+class Runner:
+    """Runs cases in subprocesses (or in this process with ``in_process``), echoing progress."""
+
+    def __init__(self, in_process: bool, threads: int | None, log: Path | None,
+                 timeout: float | None = None):
+        self.in_process, self.threads, self.log, self.timeout = in_process, threads, log, timeout
+
+    def __call__(self, c: dict) -> dict:
+        c = {"threads": self.threads, **c}
+        label = " ".join(f"{k}={v}" for k, v in c.items()
+                         if k not in ("store", "out", "data", "threads", "root"))
+        print(f"  .. {label}", flush=True)
+        t = time.perf_counter()
+        if self.in_process:
+            with contextlib.redirect_stderr(io.StringIO()):
+                result = run_case(c)
+        else:
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+                filter(None, [c.get("root") or str(ROOT), os.environ.get("PYTHONPATH")])))
+            if self.threads:
+                env["OMP_NUM_THREADS"] = str(self.threads)
+            try:
+                proc = subprocess.run([sys.executable, __file__, "--case", json.dumps(c)],
+                                      env=env, capture_output=True, text=True,
+                                      timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(f"case ran past {self.timeout:g} s: {label}") from None
+            if self.log is not None:
+                with open(self.log, "a") as f:
+                    f.write(f"==== {label}\n{proc.stdout}\n{proc.stderr}\n")
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
+            if proc.returncode or not lines:
+                tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
+                raise RuntimeError(f"case failed ({proc.returncode}): {label}\n{tail}")
+            result = json.loads(lines[-1][len(RESULT_TAG):])
+        result["wall_s"] = time.perf_counter() - t
+        return result
+
+
+def rounds(runner: Runner, contenders: dict[str, dict], n: int) -> dict[str, list[dict]]:
+    """Each contender once per round, alternating which goes first."""
+    out: dict[str, list[dict]] = {k: [] for k in contenders}
+    names = list(contenders)
+    for r in range(n):
+        for name in names if r % 2 == 0 else names[::-1]:
+            out[name].append(runner(contenders[name]))
+    return out
+
+
+def summary(runs: list[dict], key: str) -> dict:
+    """Median of ``key`` over the runs, every value, and the largest peak memory."""
+    values = [r[key] for r in runs]
+    out: dict[str, Any] = {key: statistics.median(values), f"{key}_runs": values}
+    for mem in ("peak_rss_mb", "peak_rss_child_mb", "peak_cuda_mb"):
+        if any(mem in r for r in runs):
+            out[mem] = max(r.get(mem, 0.0) for r in runs)
+    return out
+
+
+def bench_lightning_vs_plain(runner: Runner, a, paper: bool = False) -> dict:
+    if paper:  # the paper's network and length (the GPU plan)
+        cfg = {"width": 0.25 if a.quick else 1.0, "policy": "pad",
+               "length": PAPER_LENGTH // a.scale, "records": 32 * (3 if a.quick else 24),
+               "epochs": 2, "warmup": 2 if a.quick else 8, "precision": "bf16-mixed"}
+        lengths = cpsc_lengths(cfg["records"], seed=1, scale=a.scale)
+    else:
+        steps = a.steps or (4 if a.quick else 60 if a.device == "cuda" else 36)
+        cfg = {"width": 0.25, "policy": "crop", "length": 2880, "precision": a.precision,
+               "records": 32 * steps, "epochs": 2, "warmup": 2 if a.quick else 5}
+        # 6-12 s records at 500 Hz (as smoke.yaml's synthetic data): crops cost the same for any.
+        lengths = np.random.default_rng(1).integers(6 * 500, 12 * 500 + 1, cfg["records"])
+    cfg.update(case="fit", device=a.device, batch=32, workers=a.workers,
+               compile=False, bucket_multiple=972)
+    store = random_store(a.tmp / f"lvp-{int(paper)}", lengths, fs=500.0 / (a.scale if paper else 1))
+    contenders = {m: {**cfg, "mode": m, "store": str(store)} for m in ("lightning", "plain")}
+    if a.baseline:  # the same Lightning fit with another checkout's xecg (e.g. before a change)
+        contenders["lightning_baseline"] = {**contenders["lightning"],
+                                            "root": str(a.baseline.resolve())}
+    runs = rounds(runner, contenders, 1 if paper else a.rounds)
+    shutil.rmtree(store)
+    keys = ["steps_per_s", "steps_per_cpu_s"]
+    if a.device == "cpu":
+        keys += ["median_steps_per_s", "median_steps_per_cpu_s"]
+    res = {m: {k: v for key in keys for k, v in summary(r, key).items()}
+           for m, r in runs.items()}
+    out: dict[str, Any] = {"config": {k: v for k, v in cfg.items() if k not in ("case",)}, **res}
+    plain = res["plain"]
+    for name in runs:
+        if not name.startswith("lightning"):
+            continue
+        sfx = name[len("lightning"):]
+        # ratio: steps/s over the timed steps (epoch ends included), median of the rounds; on a
+        # CPU also from the median step (wall clock and CPU time): steadier on a shared machine.
+        for key, label in zip(keys, ("", "_cpu_time", "_median_step", "_median_step_cpu_time")):
+            rate = res[name][key]
+            out[f"ratio{label}{sfx}"] = rate / plain[key]
+            out[f"ratio{label}{sfx}_per_round"] = [lt[key] / p[key]
+                                                   for lt, p in zip(runs[name], runs["plain"])]
+            out[f"overhead_ms{label}{sfx}"] = 1000 * (1 / rate - 1 / plain[key])
+    if a.baseline:
+        out["baseline"] = str(a.baseline)
+    return out
+
+
+def bench_bucket_vs_pad(runner: Runner, a, compile_: bool = False) -> dict:
+    scale = a.scale
+    n = a.records or (128 if a.quick else PAPER_TRAIN_RECORDS if a.gpu else 1600)
+    # torch.compile (2.13) compiles XECGNet again for every new length (max_pool1d fixes it),
+    # so the compiled run rounds lengths up to 10x coarser buckets: a few shapes, not dozens.
+    multiple = (9720 if compile_ else 972) if scale == 1 else (972 if compile_ else 243)
+    pad_length = PAPER_LENGTH // scale
+    cfg = {"case": "fit", "mode": "lightning", "device": a.device, "batch": 32,
+           "width": 1.0 if a.gpu and not a.quick else 0.25, "workers": a.workers,
+           "precision": "bf16-mixed" if a.gpu else a.precision,
+           "epochs": 2, "warmup": 1, "compile": compile_, "bucket_multiple": multiple}
+    lengths = cpsc_lengths(n, seed=2, scale=scale, store=a.store)
+    store = a.tmp / f"bvp-{scale}-{n}"
+    if not store.exists():  # kept for the compiled run
+        random_store(store, lengths, fs=500.0 / scale)
+    contenders = {"pad": {**cfg, "policy": "pad", "length": pad_length, "store": str(store)},
+                  "bucket": {**cfg, "policy": "bucket", "length": pad_length,
+                             "store": str(store)}}
+    runs = rounds(runner, contenders, a.bucket_rounds)
+    res: dict[str, Any] = {}
+    for name, rs in runs.items():
+        first = [r["epoch_s"][0] for r in rs]
+        warm = [r["epoch_s"][-1] for r in rs]
+        res[name] = {"epoch_s": statistics.median(warm), "first_epoch_s": statistics.median(first),
+                     "epoch_cpu_s": statistics.median(r["epoch_cpu_s"][-1] for r in rs),
+                     "first_epoch_cpu_s": statistics.median(r["epoch_cpu_s"][0] for r in rs),
+                     "epoch_s_runs": warm, "first_epoch_s_runs": first,
+                     **{k: v for k, v in summary(rs, "steps_per_s").items()
+                        if k.startswith("peak")}}
+    real = int(lengths.sum())
+    computed = {"pad": len(lengths) * pad_length,
+                "bucket": _bucketed_samples(lengths, 32, multiple)}
+    out = {
+        "config": {k: v for k, v in cfg.items() if k not in ("case", "mode")},
+        "scaled": (f"every length and the pad length divided by {scale} (pad to {pad_length:,}, "
+                   f"records at {500 / scale:g} Hz, bucket multiple {multiple})"
+                   if scale != 1 else f"full scale (pad to {pad_length:,}, bucket multiple "
+                   f"{multiple})"),
+        "records": n, "lengths": "--store " + str(a.store) if a.store else "CPSC-like (synthetic)",
+        "median_length": int(np.median(lengths)),
+        "real_fraction": {k: real / v for k, v in computed.items()},
+        **res,
+        "speedup": res["pad"]["epoch_s"] / res["bucket"]["epoch_s"],
+        "speedup_first_epoch": res["pad"]["first_epoch_s"] / res["bucket"]["first_epoch_s"],
+        "speedup_cpu_time": res["pad"]["epoch_cpu_s"] / res["bucket"]["epoch_cpu_s"],
+    }
+    return out
+
+
+def _bucketed_samples(lengths: np.ndarray, batch: int, multiple: int) -> int:
+    """Samples computed per epoch under ``bucket`` (sorted within chunks of 16 batches; the
+    planner's shuffle only changes which chunk a record falls in, so this is an estimate)."""
+    from xecg.data.datamodule import _BUCKET_CHUNK_BATCHES
+
+    order = np.random.default_rng(0).permutation(len(lengths))
+    total = 0
+    chunk = batch * _BUCKET_CHUNK_BATCHES
+    for i in range(0, len(order), chunk):
+        part = np.sort(lengths[order[i:i + chunk]])
+        for j in range(0, len(part), batch):
+            b = part[j:j + batch]
+            total += len(b) * int(-(-b.max() // multiple) * multiple)
+    return total
+
+
+def bench_validation(runner: Runner, a) -> dict:
+    """Bucket and pad trained the same way on synthetic ECGs (one run per seed, the same seeds
+    for both): their validation metrics, and how much they vary from seed to seed."""
+    scale = a.scale
+    cfg = {"case": "train_eval", "device": a.device, "batch": 32, "width": 0.25,
+           "workers": a.workers, "precision": a.precision, "epochs": 2 if a.quick else 8,
+           "records": 200 if a.quick else 1500, "fs": 500.0 / scale,
+           "bucket_multiple": 972 if scale == 1 else 243, "length": PAPER_LENGTH // scale}
+    store = a.tmp / "synthetic-scaled"
+    seeds = list(range(a.validation_seeds))
+    runs = {p: [runner({**cfg, "policy": p, "seed": s, "store": str(store)}) for s in seeds]
+            for p in ("pad", "bucket")}
+    shutil.rmtree(store, ignore_errors=True)
+    names = list(runs["pad"][0]["val"])
+    out: dict[str, Any] = {"config": {k: v for k, v in cfg.items() if k != "case"},
+                           "seeds": seeds, "records": runs["pad"][0]["records"]}
+    for p, rs in runs.items():
+        out[p] = {"val": {k: statistics.mean(r["val"][k] for r in rs) for k in names},
+                  "val_per_seed": [r["val"] for r in rs],
+                  "train_s": [r["seconds"] for r in rs]}
+        if len(rs) > 1:
+            out[p]["val_sd"] = {k: statistics.stdev(r["val"][k] for r in rs) for k in names}
+    out["difference"] = {k: out["bucket"]["val"][k] - out["pad"]["val"][k] for k in names}
+    if len(seeds) > 1:  # seed-to-seed spread of a difference of two means
+        out["difference_se"] = {k: math.sqrt((out["pad"]["val_sd"][k] ** 2
+                                              + out["bucket"]["val_sd"][k] ** 2) / len(seeds))
+                                for k in names}
+    return out
+
+
+def bench_loader(runner: Runner, a) -> dict:
+    n = 200 if a.quick else 1000
+    rng = np.random.default_rng(3)
+    lengths = np.clip(rng.lognormal(np.log(12.0), 0.4, n), 6.0, 60.0) * 500
+    store = random_store(a.tmp / "loader", lengths.astype(np.int64))
+    cfg = {"case": "loader", "length": 2880, "batch": 256,
+           "epochs": 2 if a.quick or a.gpu else 5, "store": str(store)}
+    runs = rounds(runner, {f"workers_{w}": {**cfg, "workers": w} for w in a.loader_workers},
+                  1 if a.quick or a.gpu else 2)
+    shutil.rmtree(store)
+    out: dict[str, Any] = {"config": {k: v for k, v in cfg.items() if k not in ("case", "store")}
+                           | {"records": n}}
+    for name, rs in runs.items():
+        out[name] = {**summary(rs, "windows_per_s"),
+                     "windows_per_cpu_s": statistics.median(r["windows_per_cpu_s"] for r in rs)}
+    return out
+
+
+def bench_prepare(runner: Runner, a) -> dict:
+    data = a.wfdb
+    if not data.is_dir():
+        return {"skipped": f"real WFDB sample not found at {data} (set XECG_SHARED_DATA)"}
+    try:
+        import wfdb  # noqa: F401
+    except ImportError:
+        return {"skipped": "wfdb is not installed"}
+    if a.replicate > 1:
+        copies = a.tmp / "wfdb-copies"
+        copies.mkdir()
+        replicate(data, copies, a.replicate)
+        data = copies
+    cfg = {"case": "prepare", "data": str(data), "out": str(a.tmp / "prepared"),
+           "repeat": 1 if a.quick else 3}
+    runs = rounds(runner, {"xecg_prepare": {**cfg, "mode": "prepare"},
+                           "wfdb_rdrecord": {**cfg, "mode": "rdrecord"}}, a.rounds)
+    res = {k: summary(v, "records_per_s") for k, v in runs.items()}
+    return {"data": f"{a.wfdb} (x{a.replicate})", "records": runs["xecg_prepare"][0]["records"],
+            **res,
+            "ratio": res["xecg_prepare"]["records_per_s"] / res["wfdb_rdrecord"]["records_per_s"]}
+
+
+def replicate(src: Path, dst: Path, copies: int) -> None:
+    """``copies`` renamed copies of each record in ``src`` (headers rewritten, .mat hard-linked)."""
+    for k in range(copies):
+        for hea in sorted(src.glob("*.hea")):
+            rec, new = hea.stem, f"{hea.stem}_{k:03d}"
+            lines = hea.read_text().splitlines()
+            lines[0] = lines[0].replace(rec, new, 1)
+            lines = [lines[0]] + [line.replace(f"{rec}.mat", f"{new}.mat") for line in lines[1:]]
+            (dst / f"{new}.hea").write_text("\n".join(lines) + "\n")
+            mat = dst / f"{new}.mat"
+            try:
+                os.link(hea.with_suffix(".mat"), mat)
+            except OSError:
+                shutil.copy2(hea.with_suffix(".mat"), mat)
+
+
+# ============================================================================ report
+
+def machine(device: str) -> dict:
+    import torch
+
+    info: dict[str, Any] = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "host": platform.node(), "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(), "torch": torch.__version__,
+        "load_average_start": os.getloadavg(),
+    }
+    with contextlib.suppress(Exception):
+        info["cpu"] = next(line.split(":", 1)[1].strip()
+                           for line in Path("/proc/cpuinfo").read_text().splitlines()
+                           if line.startswith("model name"))
+    with contextlib.suppress(Exception):
+        import lightning
+
+        info["lightning"] = lightning.__version__
+    with contextlib.suppress(Exception):
+        git = ["git", "-C", str(ROOT)]
+        info["commit"] = subprocess.run([*git, "rev-parse", "--short", "HEAD"], text=True,
+                                        capture_output=True).stdout.strip()
+        info["dirty"] = bool(subprocess.run([*git, "status", "--porcelain", "--", "xecg"],
+                                            text=True, capture_output=True).stdout.strip())
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def _mem(d: dict) -> str:
+    gpu = f" / {d['peak_cuda_mb']:,.0f} GPU" if "peak_cuda_mb" in d else ""
+    return f"{d.get('peak_rss_mb', 0):,.0f}{gpu}"
+
+
+def _difference(r: dict, key: str) -> str:
+    se = r.get("difference_se", {}).get(key)
+    return f"{r['difference'][key]:+.3f}" + ("" if se is None else f" +- {se:.3f}")
+
+
+def table(results: dict) -> str:
+    """The results as a text table, with one line per comparison describing its set-up."""
+    rows, notes = [], []
+    for key in ("lightning_vs_plain", "lightning_vs_plain_paper"):
+        r = results.get(key)
+        if not r or "error" in r:
+            continue
+        cfg = r["config"]
+        notes.append(f"{key}: XECGNet width {cfg['width']}, batch 32, {cfg['policy']} "
+                     f"{cfg['length']:,} samples, {cfg['precision']}, {cfg['records']:,} records "
+                     f"x {cfg['epochs']} epochs, first {cfg['warmup']} steps not timed")
+        median = "median_steps_per_s" in r["plain"]
+        for name in ["plain"] + [k for k in r if k.startswith("lightning")
+                                 and isinstance(r[k], dict)]:
+            sfx = name[len("lightning"):]
+            v = r[name]
+            rate = (f"{v['steps_per_s']:.2f} steps/s"
+                    + (f"; median step {1000 / v['median_steps_per_s']:.0f} ms, "
+                       f"{1000 / v['median_steps_per_cpu_s']:.0f} CPU-ms" if median else ""))
+            ratio = "1" if name == "plain" else (
+                f"{r['ratio' + sfx]:.3f}x" + (f"; median step {r['ratio_median_step' + sfx]:.3f}x"
+                                              f", CPU {r['ratio_median_step_cpu_time' + sfx]:.3f}x"
+                                              if median else ""))
+            label = "plain PyTorch loop" if name == "plain" else \
+                f"Lightning fit{sfx.replace('_', ' ')}"
+            rows.append((key, label, rate, _mem(v), ratio))
+    for key in ("bucket_vs_pad", "bucket_vs_pad_compiled"):
+        r = results.get(key)
+        if not r or "error" in r:
+            continue
+        cfg = r["config"]
+        notes.append(f"{key}: {r['records']:,} records, {r['scaled']}; XECGNet width "
+                     f"{cfg['width']}, batch 32, {cfg['precision']}, compile {cfg['compile']}; "
+                     "second epoch (first epoch: every shape new)")
+        for name in ("pad", "bucket"):
+            v = r[name]
+            ratio = (f"{r['speedup']:.2f}x (first {r['speedup_first_epoch']:.2f}x), "
+                     f"{r['speedup_cpu_time']:.2f}x CPU" if name == "bucket" else "1")
+            rows.append((key, name, f"{v['epoch_s']:.2f} s/epoch (first "
+                         f"{v['first_epoch_s']:.2f}), {v['epoch_cpu_s']:.2f} CPU-s", _mem(v),
+                         ratio))
+    r = results.get("bucket_vs_pad_validation")
+    if r and "error" not in r:
+        cfg = r["config"]
+        notes.append(f"bucket_vs_pad_validation: synthetic ECGs at {cfg['fs']:g} Hz, "
+                     f"{r['records']['train']} training and {r['records']['val']} validation "
+                     f"records, {cfg['epochs']} epochs, width {cfg['width']}; mean of seeds "
+                     f"{r['seeds']}" + (", difference +- its standard error from the seeds' "
+                                        "spread" if "difference_se" in r else ""))
+        for name in ("pad", "bucket"):
+            v = r[name]["val"]
+            rows.append(("bucket_vs_pad_validation", name,
+                         f"val micro-F1 {v['micro_f1']:.3f}, AUROC {v['auroc']:.3f}", "",
+                         _difference(r, "micro_f1") + ", AUROC " + _difference(r, "auroc")
+                         if name == "bucket" else ""))
+    r = results.get("loader")
+    if r and "error" not in r:
+        cfg = r["config"]
+        notes.append(f"loader: {cfg['length']:,}-sample crops, batch {cfg['batch']}, "
+                     f"{cfg['records']:,} records x {cfg['epochs']} epochs; per CPU-second of "
+                     "the loading processes")
+        for k, v in r.items():
+            if k.startswith("workers_"):
+                rows.append(("loader", k.replace("_", "="),
+                             f"{v['windows_per_s']:,.0f} windows/s "
+                             f"({v['windows_per_cpu_s']:,.0f} per CPU-s)", _mem(v), ""))
+    r = results.get("prepare")
+    if r and "skipped" in r:
+        notes.append(f"prepare: skipped, {r['skipped']}")
+    elif r and "error" not in r:
+        notes.append(f"prepare: {r['records']} real WFDB records from {r['data']}")
+        rows.append(("prepare", "xecg prepare", f"{r['xecg_prepare']['records_per_s']:,.0f} rec/s",
+                     _mem(r["xecg_prepare"]), f"{r['ratio']:.2f}x"))
+        rows.append(("prepare", "wfdb.rdrecord loop",
+                     f"{r['wfdb_rdrecord']['records_per_s']:,.0f} rec/s",
+                     _mem(r["wfdb_rdrecord"]), "1"))
+    notes += [f"{k}: FAILED {v['error']}" for k, v in results.items()
+              if isinstance(v, dict) and "error" in v]
+    head = ("comparison", "contender", "median", "peak RSS MB", "ratio")
+    widths = [max(len(str(row[i])) for row in [head, *rows]) for i in range(5)]
+    lines = [" | ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()
+             for row in [head, *rows]]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines + [""] + notes)
+
+
+def save(results: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1, default=float) + "\n")
+    os.replace(tmp, path)
+
+
+ALL = ("lightning_vs_plain", "bucket_vs_pad", "loader", "prepare")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
+    p.add_argument("--gpu", action="store_true",
+                   help="CUDA, the paper's lengths (scale 1, 5,225 records), bf16, eager and "
+                        "compiled; writes benchmarks/results-gpu.json")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    p.add_argument("--only", nargs="+", choices=ALL, default=None,
+                   help="default: all (--gpu: lightning_vs_plain bucket_vs_pad)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="results JSON (default benchmarks/results.json, -gpu with --gpu)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="alternating runs of each contender (default 3, quick 1)")
+    p.add_argument("--bucket-rounds", type=int, default=None, help="default 1")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per case (default: torch's own, the CPUs)")
+    p.add_argument("--precision", default=None,
+                   help="lightning_vs_plain's and the CPU plan's (default 32-true; the GPU plan's "
+                        "paper-length cases are bf16-mixed)")
+    p.add_argument("--scale", type=int, default=None,
+                   help="divide CPSC lengths and 72,000 by this (default 10 on CPU, 1 on GPU)")
+    p.add_argument("--records", type=int, default=None, help="bucket_vs_pad's records")
+    p.add_argument("--steps", type=int, default=None,
+                   help="lightning_vs_plain's steps per epoch, 2 epochs (default 36, as smoke)")
+    p.add_argument("--store", type=Path, default=None,
+                   help="take bucket_vs_pad's record lengths from this prepared store")
+    p.add_argument("--workers", type=int, default=None,
+                   help="loader workers in training cases (default 0 on CPU, 4 on GPU)")
+    p.add_argument("--loader-workers", type=int, nargs="+", default=None,
+                   help="worker counts of the loader benchmark (default 0 2; GPU 0 4 8)")
+    p.add_argument("--no-validation", action="store_true",
+                   help="skip bucket_vs_pad's short trainings")
+    p.add_argument("--validation-seeds", type=int, default=None,
+                   help="short trainings per policy (default 3, quick 1)")
+    p.add_argument("--wfdb", type=Path, default=DEFAULT_DATA / "cpsc2018-wfdb-sample")
+    p.add_argument("--replicate", type=int, default=1,
+                   help="prepare: time this many renamed copies of the WFDB sample")
+    p.add_argument("--case-timeout", type=float, default=None,
+                   help="seconds before a case is stopped (default none; 300 with --gpu)")
+    p.add_argument("--in-process", action="store_true",
+                   help="run cases in this process (fast start; peak memory is the process's)")
+    p.add_argument("--case", help=argparse.SUPPRESS)
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="another xecg checkout: lightning_vs_plain also times its Lightning fit")
+    a = p.parse_args(argv)
+    if a.case:
+        case = json.loads(a.case)
+        if case.get("root"):  # import xecg from another checkout
+            sys.path.insert(0, case["root"])
+        print(RESULT_TAG + json.dumps(run_case(case), default=float), flush=True)
+        return 0
+
+    gpu = a.gpu  # the GPU plan: paper lengths, bf16, compiled (on --device cpu: its CPU path)
+    a.device = a.device or ("cuda" if gpu else "cpu")
+    a.only = a.only or (["lightning_vs_plain", "bucket_vs_pad"] if gpu else list(ALL))
+    a.case_timeout = a.case_timeout or (300.0 if gpu and not a.quick else None)
+    a.rounds = a.rounds or (1 if a.quick else 2 if gpu else 3)
+    a.bucket_rounds = a.bucket_rounds or 1
+    a.validation_seeds = a.validation_seeds or (1 if a.quick else 3)
+    a.precision = a.precision or "32-true"
+    a.scale = a.scale or (1 if a.device == "cuda" else 10)
+    a.workers = a.workers if a.workers is not None else (8 if a.device == "cuda" else 0)
+    a.loader_workers = a.loader_workers or ([0, 8] if a.device == "cuda" else [0, 2])
+    out = a.out or ROOT / "benchmarks" / ("results-gpu.json" if gpu else "results.json")
+    if a.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            print("no CUDA device here: use --device cpu")
+            return 2
+        print(f"GPU: {torch.cuda.get_device_name()}")
+    command = " ".join(["bench.py", *(sys.argv[1:] if argv is None else argv)])
+    results: dict[str, Any] = {"machine": machine(a.device), "command": command,
+                               "quick": a.quick, "device": a.device}
+    with tempfile.TemporaryDirectory(prefix="xecg-bench-") as tmp:
+        a.tmp = Path(tmp)
+        runner = Runner(a.in_process, a.threads, out.with_suffix(".log"), a.case_timeout)
+        if runner.log is not None:
+            runner.log.parent.mkdir(parents=True, exist_ok=True)
+            runner.log.write_text("")
+        steps = []
+        if "lightning_vs_plain" in a.only:
+            steps.append(("lightning_vs_plain", lambda: bench_lightning_vs_plain(runner, a)))
+            if gpu:
+                steps.append(("lightning_vs_plain_paper",
+                              lambda: bench_lightning_vs_plain(runner, a, paper=True)))
+        if "bucket_vs_pad" in a.only:
+            steps.append(("bucket_vs_pad", lambda: bench_bucket_vs_pad(runner, a)))
+            if gpu:
+                steps.append(("bucket_vs_pad_compiled",
+                              lambda: bench_bucket_vs_pad(runner, a, compile_=True)))
+            if not a.no_validation and not gpu:
+                steps.append(("bucket_vs_pad_validation", lambda: bench_validation(runner, a)))
+        if "loader" in a.only:
+            steps.append(("loader", lambda: bench_loader(runner, a)))
+        if "prepare" in a.only:
+            steps.append(("prepare", lambda: bench_prepare(runner, a)))
+        for name, fn in steps:
+            print(f"{name} ...", flush=True)
+            t = time.perf_counter()
+            try:
+                results[name] = fn()
+            except Exception as err:  # keep what was measured; report the failure
+                results[name] = {"error": f"{type(err).__name__}: {err}"}
+                print(f"  FAILED: {err}", flush=True)
+            results[name]["bench_s"] = round(time.perf_counter() - t, 1)
+            results["machine"]["load_average_end"] = os.getloadavg()
+            save(results, out)
+    print()
+    print(table(results))
+    print(f"\nload average {results['machine']['load_average_start']} -> "
+          f"{results['machine']['load_average_end']}; written to {out}")
+    failed = [k for k, v in results.items() if isinstance(v, dict) and "error" in v]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
