@@ -67,11 +67,12 @@ def test_the_grid_runs_every_run_and_reports_the_failing_variant(grid):
     out, result = grid
     assert result.returncode == 1, result.stderr
     lines = result.stdout.splitlines()
-    # One progress line per run, in order: the broken variant first, the others still ran.
+    # One progress line per run, seed-major (every variant of a seed before the next seed),
+    # the broken variant first within each seed: the others still ran after it.
     progress = [ln for ln in lines if ln.startswith("[")]
     assert len(progress) == 6
-    for line, (variant, seed) in zip(progress, [(v, s) for v in ("broken", *GOOD)
-                                                for s in SEEDS]):
+    for line, (variant, seed) in zip(progress, [(v, s) for s in SEEDS
+                                                for v in ("broken", *GOOD)]):
         assert f" {variant} " in line and f"seed {seed} " in line, line
         assert ("FAILED" if variant == "broken" else "done") in line, line
         if variant != "broken":
@@ -164,7 +165,8 @@ def test_an_unfinished_run_resumes_from_last(grid, grid_file):
     result = xecg("ablate", str(grid_file), "--variants", *GOOD, "--no-compare")
     assert result.returncode == 0, result.stderr
     progress = [ln for ln in result.stdout.splitlines() if ln.startswith("[")]
-    assert ["resumed" in ln for ln in progress] == [False, True, False, False]  # abn seed 1
+    # Seed-major order: abn seed 0, other seed 0, abn seed 1, other seed 1.
+    assert ["resumed" in ln for ln in progress] == [False, False, True, False]  # abn seed 1
     assert sum("skipped" in ln for ln in progress) == 3
     log = (out / "logs" / "abn-seed1.log").read_text()
     assert "resume:" in log and "--ckpt_path last" in log
