@@ -1,9 +1,10 @@
 """xecg's benchmarks, side by side in one run: ``make bench`` (CPU) and ``make bench-gpu``.
 
-    python tests/benchmarks/bench.py                   # CPU: every comparison, ~10-20 min
+    python tests/benchmarks/bench.py                   # CPU: every comparison (~30 min on 2 cores)
     python tests/benchmarks/bench.py --quick           # a minute's smoke run of the same code
     python tests/benchmarks/bench.py --gpu             # on a CUDA machine: the paper's lengths
-    python tests/benchmarks/bench.py --only lightning_vs_plain --rounds 5
+    python tests/benchmarks/bench.py --only lightning_overhead --rounds 5 --merge
+    python tests/benchmarks/bench.py --only lightning_vs_plain --baseline ../other-checkout
 
 Comparisons (keys of ``benchmarks/results.json``; ``--gpu`` writes ``results-gpu.json``):
 
@@ -13,13 +14,17 @@ Comparisons (keys of ``benchmarks/results.json``; ``--gpu`` writes ``results-gpu
   monitor on) against a plain PyTorch loop over the same module, loader and optimiser (forward,
   loss, backward, Adam). Batch 32, 2,880-sample crops; warm-up steps excluded; epoch ends included.
   ``--gpu`` adds ``lightning_vs_plain_paper``: width 1.0, padded to 72,000, bf16.
+- ``lightning_overhead``: the same with the smallest XECGNet (width 0.0625) on 972-sample crops,
+  where Lightning's and the module's per-step work is a large part of a step: the overhead in
+  milliseconds, measurable on a busy machine where 2% of a width-0.25 step is not.
 - ``bucket_vs_pad``: training epochs of ``Trainer.fit`` with ``policy: bucket`` against ``policy:
   pad`` over CPSC-like lengths (:func:`xecg.data.synthetic.sample_duration`, or the lengths of
   ``--store``). On a CPU every length and the pad length 72,000 are divided by ``--scale`` (10):
   records of 300-3,000 samples padded to 7,200, buckets rounded up to 243 (972 at full scale).
   Both the first epoch (every shape new) and the second are timed. ``validation`` trains both for
   a few epochs on synthetic ECGs at 500/scale Hz and compares their validation metrics.
-  ``--gpu``: full scale, 5,225 records, bf16, eager and ``compile: true``.
+  ``--gpu``: full scale, 5,225 records, bf16; ``--only bucket_vs_pad_compiled`` the same with
+  ``compile: true`` (buckets rounded up to 9,720 samples: torch.compile compiles once per length).
 - ``loader``: windows/s of the training loader (2,880-sample crops, batch 256) per worker count,
   wall clock and per CPU-second of a loading process.
 - ``prepare``: ``xecg prepare`` against a plain ``wfdb.rdrecord`` loop over the same real WFDB
@@ -27,8 +32,9 @@ Comparisons (keys of ``benchmarks/results.json``; ``--gpu`` writes ``results-gpu
 
 Every case runs in a fresh subprocess (so each reports its own peak memory: ``ru_maxrss`` of the
 process and of its largest child, and on a GPU ``torch.cuda.max_memory_allocated``); contenders
-alternate round by round (``--rounds``) and the table reports medians. The machine's load is
-printed and saved: on a shared machine only same-run ratios mean anything.
+alternate round by round (``--rounds``) and the table reports medians. Training cases also
+report CPU time and the median step: on a busy machine (the load average is saved) the wall
+clock of a whole run varies by tens of percent, the CPU time of a one-thread step by a few.
 """
 
 from __future__ import annotations
@@ -372,8 +378,14 @@ class Runner:
         print(f"  .. {label}", flush=True)
         t = time.perf_counter()
         if self.in_process:
-            with contextlib.redirect_stderr(io.StringIO()):
-                result = run_case(c)
+            import torch
+
+            threads = torch.get_num_threads()
+            try:
+                with contextlib.redirect_stderr(io.StringIO()):
+                    result = run_case(c)
+            finally:
+                torch.set_num_threads(threads)
         else:
             env = dict(os.environ, PYTHONPATH=os.pathsep.join(
                 filter(None, [c.get("root") or str(ROOT), os.environ.get("PYTHONPATH")])))
@@ -417,8 +429,14 @@ def summary(runs: list[dict], key: str) -> dict:
     return out
 
 
-def bench_lightning_vs_plain(runner: Runner, a, paper: bool = False) -> dict:
-    if paper:  # the paper's network and length (the GPU plan)
+def bench_lightning_vs_plain(runner: Runner, a, paper: bool = False,
+                             tiny: bool = False) -> dict:
+    if tiny:  # the smallest XECGNet on short crops: the per-step overhead is most of a step
+        steps = 4 if a.quick else 60
+        cfg = {"width": 0.0625, "policy": "crop", "length": 972, "precision": a.precision,
+               "records": 32 * steps, "epochs": 2, "warmup": 2 if a.quick else 5}
+        lengths = np.random.default_rng(1).integers(3000, 6001, cfg["records"])
+    elif paper:  # the paper's network and length (the GPU plan)
         cfg = {"width": 0.25 if a.quick else 1.0, "policy": "pad",
                "length": PAPER_LENGTH // a.scale, "records": 32 * (3 if a.quick else 24),
                "epochs": 2, "warmup": 2 if a.quick else 8, "precision": "bf16-mixed"}
@@ -431,7 +449,8 @@ def bench_lightning_vs_plain(runner: Runner, a, paper: bool = False) -> dict:
         lengths = np.random.default_rng(1).integers(6 * 500, 12 * 500 + 1, cfg["records"])
     cfg.update(case="fit", device=a.device, batch=32, workers=a.workers,
                compile=False, bucket_multiple=972)
-    store = random_store(a.tmp / f"lvp-{int(paper)}", lengths, fs=500.0 / (a.scale if paper else 1))
+    store = random_store(a.tmp / f"lvp-{int(paper)}{int(tiny)}", lengths,
+                         fs=500.0 / (a.scale if paper else 1))
     contenders = {m: {**cfg, "mode": m, "store": str(store)} for m in ("lightning", "plain")}
     if a.baseline:  # the same Lightning fit with another checkout's xecg (e.g. before a change)
         contenders["lightning_baseline"] = {**contenders["lightning"],
@@ -469,9 +488,12 @@ def bench_bucket_vs_pad(runner: Runner, a, compile_: bool = False) -> dict:
     # so the compiled run rounds lengths up to 10x coarser buckets: a few shapes, not dozens.
     multiple = (9720 if compile_ else 972) if scale == 1 else (972 if compile_ else 243)
     pad_length = PAPER_LENGTH // scale
+    precision = "bf16-mixed" if a.gpu else a.precision
+    if compile_ and a.device == "cpu":  # torch 2.13's C++ code for bf16 here does not compile
+        precision = "32-true"
     cfg = {"case": "fit", "mode": "lightning", "device": a.device, "batch": 32,
            "width": 1.0 if a.gpu and not a.quick else 0.25, "workers": a.workers,
-           "precision": "bf16-mixed" if a.gpu else a.precision,
+           "precision": precision,
            "epochs": 2, "warmup": 1, "compile": compile_, "bucket_multiple": multiple}
     lengths = cpsc_lengths(n, seed=2, scale=scale, store=a.store)
     store = a.tmp / f"bvp-{scale}-{n}"
@@ -658,7 +680,7 @@ def _difference(r: dict, key: str) -> str:
 def table(results: dict) -> str:
     """The results as a text table, with one line per comparison describing its set-up."""
     rows, notes = [], []
-    for key in ("lightning_vs_plain", "lightning_vs_plain_paper"):
+    for key in ("lightning_vs_plain", "lightning_overhead", "lightning_vs_plain_paper"):
         r = results.get(key)
         if not r or "error" in r:
             continue
@@ -748,7 +770,11 @@ def save(results: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-ALL = ("lightning_vs_plain", "bucket_vs_pad", "loader", "prepare")
+ALL = ("lightning_vs_plain", "lightning_overhead", "bucket_vs_pad", "bucket_vs_pad_compiled",
+       "loader", "prepare")
+DEFAULT_CPU = ("lightning_vs_plain", "lightning_overhead", "bucket_vs_pad", "loader", "prepare")
+# A GPU machine is lent for minutes: compiling is a second call (README "Benchmarks").
+DEFAULT_GPU = ("lightning_vs_plain", "bucket_vs_pad")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -760,14 +786,16 @@ def main(argv: list[str] | None = None) -> int:
                         "compiled; writes benchmarks/results-gpu.json")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None)
     p.add_argument("--only", nargs="+", choices=ALL, default=None,
-                   help="default: all (--gpu: lightning_vs_plain bucket_vs_pad)")
+                   help="default: all but bucket_vs_pad_compiled (--gpu: lightning_vs_plain "
+                        "bucket_vs_pad)")
     p.add_argument("--out", type=Path, default=None,
                    help="results JSON (default benchmarks/results.json, -gpu with --gpu)")
     p.add_argument("--rounds", type=int, default=None,
                    help="alternating runs of each contender (default 3, quick 1)")
     p.add_argument("--bucket-rounds", type=int, default=None, help="default 1")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch threads per case (default: torch's own, the CPUs)")
+                   help="torch threads per case (default 1 on a CPU: on a shared machine two "
+                        "threads waiting for each other were 5-10x slower; on a GPU torch's own)")
     p.add_argument("--precision", default=None,
                    help="lightning_vs_plain's and the CPU plan's (default 32-true; the GPU plan's "
                         "paper-length cases are bf16-mixed)")
@@ -794,6 +822,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--in-process", action="store_true",
                    help="run cases in this process (fast start; peak memory is the process's)")
     p.add_argument("--case", help=argparse.SUPPRESS)
+    p.add_argument("--merge", action="store_true",
+                   help="keep the other comparisons of an existing --out file")
     p.add_argument("--baseline", type=Path, default=None,
                    help="another xecg checkout: lightning_vs_plain also times its Lightning fit")
     a = p.parse_args(argv)
@@ -806,9 +836,10 @@ def main(argv: list[str] | None = None) -> int:
 
     gpu = a.gpu  # the GPU plan: paper lengths, bf16, compiled (on --device cpu: its CPU path)
     a.device = a.device or ("cuda" if gpu else "cpu")
-    a.only = a.only or (["lightning_vs_plain", "bucket_vs_pad"] if gpu else list(ALL))
+    a.only = a.only or list(DEFAULT_GPU if gpu else DEFAULT_CPU)
     a.case_timeout = a.case_timeout or (300.0 if gpu and not a.quick else None)
     a.rounds = a.rounds or (1 if a.quick else 2 if gpu else 3)
+    a.threads = a.threads or (1 if a.device == "cpu" else None)
     a.bucket_rounds = a.bucket_rounds or 1
     a.validation_seeds = a.validation_seeds or (1 if a.quick else 3)
     a.precision = a.precision or "32-true"
@@ -824,8 +855,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"GPU: {torch.cuda.get_device_name()}")
     command = " ".join(["bench.py", *(sys.argv[1:] if argv is None else argv)])
-    results: dict[str, Any] = {"machine": machine(a.device), "command": command,
-                               "quick": a.quick, "device": a.device}
+    results: dict[str, Any] = {}
+    if a.merge and out.is_file():
+        results = json.loads(out.read_text())
+        results.setdefault("earlier", []).append({k: results.pop(k) for k in
+                                                  ("machine", "command") if k in results})
+    results.update({"machine": machine(a.device), "command": command, "quick": a.quick,
+                    "device": a.device})
     with tempfile.TemporaryDirectory(prefix="xecg-bench-") as tmp:
         a.tmp = Path(tmp)
         runner = Runner(a.in_process, a.threads, out.with_suffix(".log"), a.case_timeout)
@@ -838,11 +874,15 @@ def main(argv: list[str] | None = None) -> int:
             if gpu:
                 steps.append(("lightning_vs_plain_paper",
                               lambda: bench_lightning_vs_plain(runner, a, paper=True)))
+        if "lightning_overhead" in a.only:
+            steps.append(("lightning_overhead",
+                          lambda: bench_lightning_vs_plain(runner, a, tiny=True)))
         if "bucket_vs_pad" in a.only:
             steps.append(("bucket_vs_pad", lambda: bench_bucket_vs_pad(runner, a)))
-            if gpu:
-                steps.append(("bucket_vs_pad_compiled",
-                              lambda: bench_bucket_vs_pad(runner, a, compile_=True)))
+        if "bucket_vs_pad_compiled" in a.only:
+            steps.append(("bucket_vs_pad_compiled",
+                          lambda: bench_bucket_vs_pad(runner, a, compile_=True)))
+        if "bucket_vs_pad" in a.only:
             if not a.no_validation and not gpu:
                 steps.append(("bucket_vs_pad_validation", lambda: bench_validation(runner, a)))
         if "loader" in a.only:
@@ -858,6 +898,8 @@ def main(argv: list[str] | None = None) -> int:
                 results[name] = {"error": f"{type(err).__name__}: {err}"}
                 print(f"  FAILED: {err}", flush=True)
             results[name]["bench_s"] = round(time.perf_counter() - t, 1)
+            results[name]["measured"] = {k: results["machine"].get(k)
+                                         for k in ("date", "commit", "dirty")}
             results["machine"]["load_average_end"] = os.getloadavg()
             save(results, out)
     print()

@@ -43,18 +43,22 @@ def test_gpu_plan_has_a_cpu_path_for_checking_it(tmp_path, monkeypatch):
     seen = []  # the cases it would run (results are left empty: its summaries fail)
     monkeypatch.setattr(bench.Runner, "__call__", lambda self, c: seen.append(c) or {})
     bench.main(["--gpu", "--device", "cpu", "--quick", "--only", "lightning_vs_plain",
-                "bucket_vs_pad", "--out", str(tmp_path / "r.json")])
-    paper = [c for c in seen if c["case"] == "fit" and c["policy"] == "pad" and c["width"]]
-    assert {c["precision"] for c in paper} == {"bf16-mixed"}
+                "bucket_vs_pad", "bucket_vs_pad_compiled", "--out", str(tmp_path / "r.json")])
+    paper = [c for c in seen if c["case"] == "fit" and c["mode"] == "plain"
+             and c["policy"] == "pad"]  # lightning_vs_plain_paper's plain loop
+    assert paper and {c["precision"] for c in paper} == {"bf16-mixed"}
+    assert {c["length"] for c in paper} == {bench.PAPER_LENGTH // 10}  # scaled on a CPU
     assert {c["compile"] for c in seen if c["case"] == "fit"} == {False, True}
     assert {c["device"] for c in seen} == {"cpu"}
+    assert not any(c["case"] == "train_eval" for c in seen)  # no short trainings on a GPU
 
 
 @pytest.mark.slow
 def test_gpu_plan_runs_on_a_cpu(tmp_path):
     out = tmp_path / "results-gpu.json"
     code = bench.main(["--gpu", "--device", "cpu", "--quick", "--in-process", "--only",
-                       "lightning_vs_plain", "bucket_vs_pad", "--out", str(out)])
+                       "lightning_vs_plain", "bucket_vs_pad", "bucket_vs_pad_compiled",
+                       "--out", str(out)])
     results = json.loads(out.read_text())
     assert code == 0, results
     assert results["lightning_vs_plain_paper"]["config"]["precision"] == "bf16-mixed"
