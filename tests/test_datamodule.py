@@ -101,6 +101,7 @@ def test_batch_contract(store, policy):
             T = b["x"].shape[-1]
             assert b["x"].shape == (W, NUM_LEADS, T) and b["mask"].shape == (W, T)
             assert b["y"].shape == (B, NUM_CLASSES)
+            assert b["padded"] is (not bool(b["mask"].all()))  # a host bool, never a tensor
             assert torch.equal(b["y"], torch.from_numpy(labels[b["index"].numpy()]))
             if policy != "bucket":
                 assert T == 2000

@@ -25,6 +25,12 @@ Scheduler = Literal["none", "cosine", "plateau"]
 _INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
 
 
+def batch_mask(batch: dict[str, Any]) -> Tensor | None:
+    """The ``B x T`` padding mask to give the model, or None when the loader found no padding
+    (its host-side ``padded`` flag; batches without the flag keep their mask)."""
+    return batch.get("mask") if batch.get("padded", True) else None
+
+
 def class_config(obj: object) -> dict[str, Any]:
     """``{"class_path", "init_args"}`` of an object whose class records its constructor
     arguments as ``hparams`` (every registered model and the loss): the form in which an
@@ -158,7 +164,7 @@ class XECGModule(L.LightningModule):
     # every `log_every_n_steps` (the mean since the last logged step, as a CPU tensor), in
     # evaluation once per epoch; training metrics see the epoch's rows once, at its end.
     def _step(self, batch: dict[str, Tensor], stage: Stage) -> Tensor:
-        out = self(batch["x"], batch.get("mask"))
+        out = self(batch["x"], batch_mask(batch))
         y = batch["y"]
         group = batch.get("group")
         y_windows = y[group] if group is not None else y
@@ -227,7 +233,7 @@ class XECGModule(L.LightningModule):
         self._step(batch, "test")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        out = self(batch["x"], batch.get("mask"))
+        out = self(batch["x"], batch_mask(batch))
         probs = out.probs
         if batch.get("group") is not None:
             probs = average_by_group(probs, batch["group"], batch["y"].shape[0])

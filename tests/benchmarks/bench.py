@@ -223,7 +223,8 @@ def case_fit(c: dict) -> dict:
             epoch_start()
             for batch in loader:
                 x = batch["x"].to(device, non_blocking=True)
-                mask = batch["mask"].to(device, non_blocking=True)
+                mask = (batch["mask"].to(device, non_blocking=True) if batch["padded"]
+                        else None)  # as XECGModule does (xecg.module.batch_mask)
                 y = batch["y"].to(device, non_blocking=True)
                 with autocast:
                     loss = module.criterion(module(x, mask), y).total

@@ -12,7 +12,8 @@ Length policies:
 
 Records shorter than a window are zero-padded at the start (pad, crop). Every batch is a dict:
 ``index`` int64 ``B`` (store positions), ``x`` float32 ``W x 12 x T``, ``y`` float32 ``B x 9``,
-``mask`` bool ``W x T`` (True on real samples), and for crop evaluation ``group`` int64 ``W``
+``mask`` bool ``W x T`` (True on real samples), ``padded`` (a Python bool: whether any mask value
+is False), and for crop evaluation ``group`` int64 ``W``
 (the batch row of each window's record); otherwise W = B. Padding is 0 after normalisation.
 
 All randomness (order, crop positions, buckets) is drawn in the main process from
@@ -263,7 +264,10 @@ class WindowDataset(Dataset):
             fill_window(x[w], mask[w], block, s, self.mean, self.inv_std, zeroed)
         # `index` first: Lightning infers the logged batch size from the first tensor (records).
         batch = {"index": torch.from_numpy(plan.records.astype(np.int64)),
-                 "x": x_t, "y": torch.from_numpy(store.labels[plan.records]), "mask": mask_t}
+                 "x": x_t, "y": torch.from_numpy(store.labels[plan.records]), "mask": mask_t,
+                 # A host-side bool (not moved to the device): without padding the model skips
+                 # the mask, decided here so that no step waits on the accelerator to find out.
+                 "padded": not bool(mask.all())}
         if plan.grouped:
             batch["group"] = torch.from_numpy(plan.rows.astype(np.int64))
         return batch

@@ -345,5 +345,10 @@ def check_input(x: Tensor, mask: Tensor | None, in_leads: int) -> Tensor | None:
         raise ValueError(f"mask must be B x T = {(x.shape[0], x.shape[2])}, "
                          f"got shape {tuple(mask.shape)}")
     mask = mask.to(torch.bool)
+    if mask.device.type != "cpu" or torch.compiler.is_compiling():
+        # Asking an accelerator whether the mask is all True would make every step wait for it
+        # (a host-device sync) and break a compiled graph; the loader answers it on the host
+        # (the batch's ``padded`` flag) and passes no mask when nothing is padded.
+        return mask
     # No padding in the batch: the plain (faster, fused BatchNorm) path gives the same result.
     return None if bool(mask.all()) else mask
