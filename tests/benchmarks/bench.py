@@ -295,9 +295,9 @@ def case_loader(c: dict) -> dict:
 
     from xecg.data.datamodule import CPSCDataModule
 
-    dm = CPSCDataModule(c["store"], split=str(Path(c["store"]) / "all-train.json"), policy="crop",
-                        length=c["length"], batch_size=c["batch"], num_workers=c["workers"],
-                        seed=0)
+    dm = CPSCDataModule(c["store"], split=str(Path(c["store"]) / "all-train.json"),
+                        policy=c.get("policy", "crop"), length=c["length"],
+                        batch_size=c["batch"], num_workers=c["workers"], seed=0)
     dm.setup()
     loader = dm.train_dataloader()
     next(iter(loader))  # starts the workers and maps the store
@@ -348,7 +348,51 @@ def case_prepare(c: dict) -> dict:
             "seconds": times, **_peak_memory("cpu")}
 
 
-CASES = {"fit": case_fit, "train_eval": case_train_eval, "loader": case_loader,
+def case_step(c: dict) -> dict:
+    """Training steps per second of the network alone: one batch already on the device, no
+    loader, plain loop (forward, loss, backward, Adam) under ``c["precision"]``. ``c["mask"]``:
+    pass a padding mask with CPSC-like lengths (the masked BatchNorm and pooling path), or none
+    (every sample counted real, as the authors' code does with zero padding)."""
+    import torch
+
+    from xecg.classes import NUM_CLASSES, NUM_LEADS
+    from xecg.losses import XECGLoss
+    from xecg.models import XECGNet
+
+    torch.manual_seed(0)
+    device, B, T = c["device"], c["batch"], c["length"]
+    net = XECGNet(width=c["width"]).to(device)
+    loss_fn = XECGLoss(gamma=0.01)
+    if c.get("compile"):
+        net = torch.compile(net)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x = torch.randn(B, NUM_LEADS, T, device=device)
+    y = (torch.rand(B, NUM_CLASSES, device=device) < 0.2).float()
+    lengths = torch.from_numpy(cpsc_lengths(B, seed=2, scale=c.get("scale", 1)).clip(max=T))
+    mask = (torch.arange(T) < lengths[:, None]).to(device) if c["mask"] else None
+    autocast = torch.autocast(device, dtype=torch.bfloat16,
+                              enabled=c["precision"].startswith("bf16"))
+
+    def step() -> None:
+        with autocast:
+            loss = loss_fn(net(x, mask), y).total
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(c["warmup"]):
+        step()
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(c["steps"]):
+        step()
+    _sync(device)
+    seconds = time.perf_counter() - t
+    return {"steps_per_s": c["steps"] / seconds, "records_per_s": c["steps"] * B / seconds,
+            **_peak_memory(device)}
+
+
+CASES = {"step": case_step, "fit": case_fit, "train_eval": case_train_eval, "loader": case_loader,
          "prepare": case_prepare}
 
 
@@ -580,6 +624,32 @@ def bench_validation(runner: Runner, a) -> dict:
     return out
 
 
+def bench_model_only(runner: Runner, a) -> dict:
+    """Where a padded paper-protocol epoch spends its time: the network alone on a batch that is
+    already on the device (with and without the padding mask), and the loader alone cutting the
+    same padded batches. Whichever is slower bounds ``fit``."""
+    scale = a.scale
+    base = {"case": "step", "device": a.device, "width": 0.25 if a.quick else 1.0, "batch": 32,
+            "length": PAPER_LENGTH // scale, "precision": "bf16-mixed" if a.gpu else a.precision,
+            "warmup": 2 if a.quick else 5, "steps": 3 if a.quick else 30, "scale": scale}
+    runs = rounds(runner, {"no_mask": {**base, "mask": False}, "masked": {**base, "mask": True}},
+                  1)
+    out: dict[str, Any] = {"config": {k: v for k, v in base.items() if k != "case"}}
+    for name, rs in runs.items():
+        out[name] = {**summary(rs, "records_per_s"),
+                     **{k: rs[0][k] for k in rs[0] if k.startswith("peak")}}
+    n = 96 if a.quick else 1024
+    store = random_store(a.tmp / "model_only", cpsc_lengths(n, seed=3, scale=scale),
+                         fs=500.0 / scale)
+    loader = runner({"case": "loader", "policy": "pad", "length": base["length"], "batch": 32,
+                     "epochs": 1, "workers": a.workers, "store": str(store)})
+    shutil.rmtree(store)
+    out["loader_pad"] = {"records_per_s": loader["windows_per_s"], "workers": a.workers,
+                         "records_per_cpu_s": loader["windows_per_cpu_s"],
+                         **{k: v for k, v in loader.items() if k.startswith("peak")}}
+    return out
+
+
 def bench_loader(runner: Runner, a) -> dict:
     n = 200 if a.quick else 1000
     rng = np.random.default_rng(3)
@@ -733,6 +803,17 @@ def table(results: dict) -> str:
                          f"val micro-F1 {v['micro_f1']:.3f}, AUROC {v['auroc']:.3f}", "",
                          _difference(r, "micro_f1") + ", AUROC " + _difference(r, "auroc")
                          if name == "bucket" else ""))
+    r = results.get("model_only")
+    if r and "error" not in r:
+        cfg = r["config"]
+        notes.append(f"model_only: XECGNet width {cfg['width']}, batch {cfg['batch']}, "
+                     f"{cfg['length']:,} samples, {cfg['precision']}: the network alone on a batch "
+                     f"already on the device; loader_pad: the loader alone, pad policy, "
+                     f"{r['loader_pad']['workers']} workers")
+        for name in ("no_mask", "masked", "loader_pad"):
+            v = r[name]
+            rows.append(("model_only", name, f"{v['records_per_s']:,.0f} records/s", _mem(v),
+                         f"{v['records_per_s'] / r['no_mask']['records_per_s']:.2f}x"))
     r = results.get("loader")
     if r and "error" not in r:
         cfg = r["config"]
@@ -772,7 +853,7 @@ def save(results: dict, path: Path) -> None:
 
 
 ALL = ("lightning_vs_plain", "lightning_overhead", "bucket_vs_pad", "bucket_vs_pad_compiled",
-       "loader", "prepare")
+       "model_only", "loader", "prepare")
 DEFAULT_CPU = ("lightning_vs_plain", "lightning_overhead", "bucket_vs_pad", "loader", "prepare")
 # A GPU machine is lent for minutes: compiling is a second call (README "Benchmarks").
 DEFAULT_GPU = ("lightning_vs_plain", "bucket_vs_pad")
@@ -886,6 +967,8 @@ def main(argv: list[str] | None = None) -> int:
         if "bucket_vs_pad" in a.only:
             if not a.no_validation and not gpu:
                 steps.append(("bucket_vs_pad_validation", lambda: bench_validation(runner, a)))
+        if "model_only" in a.only:
+            steps.append(("model_only", lambda: bench_model_only(runner, a)))
         if "loader" in a.only:
             steps.append(("loader", lambda: bench_loader(runner, a)))
         if "prepare" in a.only:
