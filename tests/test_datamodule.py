@@ -491,3 +491,24 @@ def test_lightning_ddp_shards_records_and_advances_epochs(tmp_path, tiny_data):
         assert r["seen"]["train0"] != r["seen"]["train1"]
     assert ranks[0]["thresholds"] == ranks[1]["thresholds"]
     assert [r["gathered"] for r in ranks] == [[len(split["val"])] * 4] * 2  # probs, target x 2
+
+
+@pytest.mark.parametrize("policy", ["pad", "crop", "bucket"])
+def test_pad_on_device_restores_the_same_batches(store, policy):
+    """With ``pad_on_device`` the loader leaves out the zeros every window shares (less to build,
+    copy and move); the DataModule's ``on_after_batch_transfer`` puts them back, so the model
+    sees exactly the batches of the plain loader."""
+    kw = dict(policy=policy, length=max(LENGTHS) + 100, batch_size=8, eval_batch_size=5)
+    plain, trim = (CPSCDataModule(store, pad_on_device=flag, **kw) for flag in (False, True))
+    plain.setup(), trim.setup()
+    shrunk = 0
+    for split in ("train", "val", "test"):
+        for a, b in zip(batches(plain, split), batches(trim, split), strict=True):
+            shrunk += b["x"].shape[-1] < a["x"].shape[-1]
+            b = trim.on_after_batch_transfer(b, 0)
+            assert "trimmed" not in b and a.keys() == b.keys() and a["padded"] == b["padded"]
+            for k in a:
+                if isinstance(a[k], torch.Tensor):
+                    assert torch.equal(a[k], b[k]), (split, k)
+    # pad: every window starts with zeros; bucket: ends with them unless the longest fills it.
+    assert shrunk > 0 or policy == "crop"

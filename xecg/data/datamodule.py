@@ -15,6 +15,10 @@ Records shorter than a window are zero-padded at the start (pad, crop). Every ba
 ``mask`` bool ``W x T`` (True on real samples), ``padded`` (a Python bool: whether any mask value
 is False), and for crop evaluation ``group`` int64 ``W``
 (the batch row of each window's record); otherwise W = B. Padding is 0 after normalisation.
+With ``pad_on_device`` (the default on an accelerator) the loader leaves out the zeros that all
+windows share and says how many in ``trimmed`` (before, after); the DataModule's
+``on_after_batch_transfer`` (:func:`restore_padding`) puts them back on the device, so the model
+sees the same batch either way.
 
 All randomness (order, crop positions, buckets) is drawn in the main process from
 ``(seed, epoch)``, so batches do not depend on the number or timing of workers.
@@ -231,9 +235,10 @@ class WindowDataset(Dataset):
     """Turns a :class:`BatchPlan` into a batch dict (see the module docstring), normalised per
     lead with ``mean``/``std`` (12,). Opens the store lazily, so workers map it themselves."""
 
-    def __init__(self, store: Store, mean: np.ndarray, std: np.ndarray):
+    def __init__(self, store: Store, mean: np.ndarray, std: np.ndarray, trim: bool = False):
         self.path = store.path
         self._store: Store | None = store
+        self.trim = trim
         self.mean = np.asarray(mean, np.float32).reshape(NUM_LEADS, 1)
         self.inv_std = (1.0 / np.asarray(std, np.float32)).reshape(NUM_LEADS, 1)
 
@@ -253,12 +258,23 @@ class WindowDataset(Dataset):
     def __getitem__(self, plan: BatchPlan) -> dict[str, torch.Tensor]:
         store, T = self.store, plan.length
         signals = np.asarray(store.signals)  # plain ndarray view: no memmap wrapping per slice
+        offsets, lengths = store.offsets[plan.records], store.lengths[plan.records]
+        starts = plan.starts
+        lead = trail = 0
+        if self.trim:
+            # Leave out the zeros every window shares at its start and end (padding to 72,000
+            # is mostly zeros); restore_padding puts them back on the device.
+            n = lengths[plan.rows]
+            lead = int(np.clip(-starts, 0, T).min())
+            trail = int(np.clip(T - (n - starts), 0, T).min())
+            if lead + trail >= T:
+                lead, trail = 0, 0
+            starts, T = starts + lead, T - lead - trail
         x_t, zeroed = _batch_tensor((len(plan.rows), NUM_LEADS, T), torch.float32)
         mask_t, mask_zeroed = _batch_tensor((len(plan.rows), T), torch.bool)
         zeroed = zeroed and mask_zeroed
         x, mask = x_t.numpy(), mask_t.numpy()
-        offsets, lengths = store.offsets[plan.records], store.lengths[plan.records]
-        for w, (row, s) in enumerate(zip(plan.rows.tolist(), plan.starts.tolist())):
+        for w, (row, s) in enumerate(zip(plan.rows.tolist(), starts.tolist())):
             o, n = int(offsets[row]), int(lengths[row])
             block = signals[NUM_LEADS * o:NUM_LEADS * (o + n)].reshape(NUM_LEADS, n)
             fill_window(x[w], mask[w], block, s, self.mean, self.inv_std, zeroed)
@@ -267,10 +283,24 @@ class WindowDataset(Dataset):
                  "x": x_t, "y": torch.from_numpy(store.labels[plan.records]), "mask": mask_t,
                  # A host-side bool (not moved to the device): without padding the model skips
                  # the mask, decided here so that no step waits on the accelerator to find out.
-                 "padded": not bool(mask.all())}
+                 "padded": bool(lead or trail) or not bool(mask.all())}
+        if lead or trail:
+            batch["trimmed"] = (lead, trail)
         if plan.grouped:
             batch["group"] = torch.from_numpy(plan.rows.astype(np.int64))
         return batch
+
+
+def restore_padding(batch: dict[str, Any]) -> dict[str, Any]:
+    """Puts back the shared zeros a trimming loader left out (``trimmed``: samples before and
+    after), on whatever device the batch is on: ``x`` ``W x 12 x T`` and ``mask`` ``W x T`` as
+    the untrimmed batch would hold them."""
+    if "trimmed" not in batch:
+        return batch
+    lead, trail = batch.pop("trimmed")
+    batch["x"] = torch.nn.functional.pad(batch["x"], (lead, trail))
+    batch["mask"] = torch.nn.functional.pad(batch["mask"], (lead, trail), value=False)
+    return batch
 
 
 class CPSCDataModule(L.LightningDataModule):
@@ -295,7 +325,8 @@ class CPSCDataModule(L.LightningDataModule):
                  batch_size: int = 32, eval_batch_size: int | None = None,
                  num_workers: int | None = None, pin_memory: bool | None = None,
                  bucket_multiple: int = 972, normalize: bool = True, seed: int | None = None,
-                 source: str | None = None, synthetic: SyntheticOptions | None = None):
+                 source: str | None = None, synthetic: SyntheticOptions | None = None,
+                 pad_on_device: bool | None = None):
         super().__init__()
         if policy not in POLICIES:
             raise ValueError(f"unknown length policy {policy!r}; choose one of {POLICIES}")
@@ -315,6 +346,7 @@ class CPSCDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.pad_on_device = pad_on_device
         self.normalize = normalize
         self.seed = seed
         self.source = source
@@ -426,6 +458,19 @@ class CPSCDataModule(L.LightningDataModule):
         share = (os.cpu_count() or 1) // max(1, trainer.num_devices)
         return max(0, min(8, share - 1))
 
+    def _trim(self) -> bool:
+        """``pad_on_device``, or when None: on an accelerator. A batch padded to 72,000 samples is
+        mostly zeros; building, copying and moving them made the loader the bottleneck of a
+        padded epoch on an H100 (README "Benchmarks"); on a CPU there is no copy to save."""
+        if self.pad_on_device is not None:
+            return self.pad_on_device
+        trainer = self.trainer
+        return trainer is not None and trainer.accelerator.__class__.__name__ != "CPUAccelerator"
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Lightning calls this with each batch on the device: the trimmed zeros go back there."""
+        return restore_padding(batch)
+
     def _loader(self, split: str, train: bool) -> DataLoader:
         if self.store is None:
             self.setup()
@@ -437,7 +482,7 @@ class CPSCDataModule(L.LightningDataModule):
                                self.batch_size if train else self.eval_batch_size, train=train,
                                seed=self._loader_seed(), bucket_multiple=self.bucket_multiple,
                                num_replicas=num_replicas, rank=rank)
-        dataset = WindowDataset(self.store, self.mean, self.std)
+        dataset = WindowDataset(self.store, self.mean, self.std, trim=self._trim())
         workers = self._workers()
         # batch_size=None: the planner yields whole batches and each worker builds one at a time.
         return DataLoader(dataset, batch_size=None, sampler=planner, num_workers=workers,
