@@ -24,7 +24,9 @@ def run_xecg(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(not XECG.is_file(), reason=f"the xecg script is not installed at {XECG}")
-@pytest.mark.parametrize("command", ["train", "fit"])
+# `xecg fit` on two processes also runs in test_ddp_equivalence and (through torchrun) in
+# test_multinode; here it is slow, to keep `make test` within its time.
+@pytest.mark.parametrize("command", ["train", pytest.param("fit", marks=pytest.mark.slow)])
 def test_ddp_two_processes_through_the_cli(tiny_config, tmp_path, command):
     config = tiny_config(tmp_path, f"ddp-{command}",
                          trainer={"limit_train_batches": 2, "limit_val_batches": 2,
