@@ -313,3 +313,20 @@ def test_compile_option_compiles_the_network_once_in_place(tiny_data, monkeypatc
     assert compiled == [{"dynamic": True}]  # bucket: a new length every batch
     assert list(m.state_dict()) == names  # checkpoints are those of the plain network
     assert not module(compile=False).hparams.compile
+
+
+def test_a_trainer_restores_trimmed_padding(tiny_data):
+    """``pad_on_device`` (the default on a GPU): Lightning calls the DataModule's
+    ``on_after_batch_transfer`` on every batch, so validation gives exactly the metrics of
+    untrimmed batches (here on a CPU, where the default is off)."""
+    results = []
+    for trim in (False, True):
+        dm = datamodule(tiny_data, policy="pad", pad_on_device=trim)
+        dm.length = 4000  # longer than the records: batches share leading zeros
+        assert trim == any("trimmed" in b for b in dm.val_dataloader())
+        trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                            enable_model_summary=False, limit_val_batches=3)
+        results.append(trainer.validate(module(), datamodule=dm, verbose=False)[0])
+    assert results[0].keys() == results[1].keys() and results[0]
+    for k in results[0]:
+        assert results[0][k] == pytest.approx(results[1][k], abs=1e-6), k
