@@ -316,3 +316,29 @@ def test_the_cnn_gets_gradcam_and_a_clear_refusal_for_attention(cnn_checkpoint, 
                  str(tmp_path / "no"), "--method", "cam"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cam" in err and "CNNBaseline" in err
+
+
+def test_explain_writes_nothing_outside_its_folder(cnn_checkpoint, tmp_path, monkeypatch):
+    """A reader that hands explain a record id naming a path (no xecg reader or store does:
+    ids are file names, and stores refuse such ids): the pages stay inside --out."""
+    import xecg.records
+    from xecg.data.synthetic import make_synthetic_store
+
+    store = make_synthetic_store(tmp_path / "in" / "store", n=1, seed=1, durations=(6, 7),
+                                 progress=False)
+    load = xecg.records.StoreReader.load_record
+
+    def hostile(self, rec_id, require_labels=False):
+        record = load(self, rec_id, require_labels)
+        record.id = "../../escape"
+        return record
+
+    monkeypatch.setattr(xecg.records.StoreReader, "load_record", hostile)
+    out = tmp_path / "in" / "out"
+    before = set(tmp_path.rglob("*"))
+    assert main(["explain", "--ckpt", str(cnn_checkpoint), str(store), "--out", str(out)]) == 0
+    new = set(tmp_path.rglob("*")) - before
+    assert new and all(p == out or out in p.parents for p in new), new
+    assert png_size(out / ".._.._escape_gradcam.png") == PAGE_PX
+    assert not [p for p in tmp_path.rglob("escape*")]
+
