@@ -342,3 +342,25 @@ def test_explain_writes_nothing_outside_its_folder(cnn_checkpoint, tmp_path, mon
     assert png_size(out / ".._.._escape_gradcam.png") == PAGE_PX
     assert not [p for p in tmp_path.rglob("escape*")]
 
+
+def test_train_scores_the_explanations_once_for_the_best_checkpoint(tiny_config, tmp_path,
+                                                                     monkeypatch):
+    """``xecg train`` validates the best checkpoint after the fit: the scores are computed
+    there, once (not also at the end of the fit), and land in metrics.json's ``val``."""
+    import xecg.explain.evaluate
+
+    calls = []
+
+    def fake_scores(module, store, indices, *args, **kwargs):
+        calls.append(len(indices))
+        return {"expl_rma_attention": 0.5}
+
+    monkeypatch.setattr(xecg.explain.evaluate, "evaluate_maps", fake_scores)
+    config = tiny_config(tmp_path, "once", experiment={"wandb": False},
+                         attention={"num_records": 0}, explanations={"max_records": 3},
+                         trainer={"limit_train_batches": 1, "limit_val_batches": 1,
+                                  "limit_test_batches": 1})
+    assert main(["train", "--config", str(config)]) == 0
+    assert calls == [3]
+    val = json.loads((tmp_path / "runs" / "once" / "metrics.json").read_text())["val"]
+    assert "micro_f1" in val and val["expl_rma_attention"] == 0.5
