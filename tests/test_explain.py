@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures import make_signal, write_wfdb_record
+from fixtures import give_records_the_id, make_signal, write_wfdb_record
 from torch import nn
 
 import xecg
@@ -319,21 +319,12 @@ def test_the_cnn_gets_gradcam_and_a_clear_refusal_for_attention(cnn_checkpoint, 
 
 
 def test_explain_writes_nothing_outside_its_folder(cnn_checkpoint, tmp_path, monkeypatch):
-    """A reader that hands explain a record id naming a path (no xecg reader or store does:
-    ids are file names, and stores refuse such ids): the pages stay inside --out."""
-    import xecg.records
+    """A record id naming a path (see give_records_the_id): the pages stay inside --out."""
     from xecg.data.synthetic import make_synthetic_store
 
     store = make_synthetic_store(tmp_path / "in" / "store", n=1, seed=1, durations=(6, 7),
                                  progress=False)
-    load = xecg.records.StoreReader.load_record
-
-    def hostile(self, rec_id, require_labels=False):
-        record = load(self, rec_id, require_labels)
-        record.id = "../../escape"
-        return record
-
-    monkeypatch.setattr(xecg.records.StoreReader, "load_record", hostile)
+    give_records_the_id(monkeypatch, "../../escape")
     out = tmp_path / "in" / "out"
     before = set(tmp_path.rglob("*"))
     assert main(["explain", "--ckpt", str(cnn_checkpoint), str(store), "--out", str(out)]) == 0

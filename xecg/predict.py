@@ -24,9 +24,7 @@ from xecg.classes import CLASSES
 from xecg.errors import WriteError, XECGError
 from xecg.guards import load_module
 from xecg.plots import ECG_DPI, save_figure
-from xecg.records import StoreReader, reader_and_ids, records_at_rate, write_skipped
-
-_StoreReader = StoreReader  # its name before xecg.records held it
+from xecg.records import reader_and_ids, records_at_rate, write_skipped
 
 
 def predict(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.PathLike,
