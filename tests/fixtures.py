@@ -105,3 +105,19 @@ def write_reference_csv(path: str | Path, rows: Iterable[tuple[str, Sequence[int
             codes = [str(c) for c in codes]
             w.writerow([rec, *codes, *[""] * (3 - len(codes))])
     return path
+
+
+def give_records_the_id(monkeypatch, record_id: str) -> None:
+    """Every record read from a store by the checkpoint commands (predict, explain, evaluate)
+    gets the id ``record_id``: a hostile reader, as no xecg reader or store gives an id that
+    names a path (ids are file names, and stores refuse such ids)."""
+    from xecg.records import StoreReader
+
+    load = StoreReader.load_record
+
+    def hostile(self, rec_id, require_labels=False):
+        record = load(self, rec_id, require_labels)
+        record.id = record_id
+        return record
+
+    monkeypatch.setattr(StoreReader, "load_record", hostile)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures import make_signal, write_wfdb_record
+from fixtures import give_records_the_id, make_signal, write_wfdb_record
 from torch import nn
 
 import xecg
@@ -316,3 +316,42 @@ def test_the_cnn_gets_gradcam_and_a_clear_refusal_for_attention(cnn_checkpoint, 
                  str(tmp_path / "no"), "--method", "cam"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cam" in err and "CNNBaseline" in err
+
+
+def test_explain_writes_nothing_outside_its_folder(cnn_checkpoint, tmp_path, monkeypatch):
+    """A record id naming a path (see give_records_the_id): the pages stay inside --out."""
+    from xecg.data.synthetic import make_synthetic_store
+
+    store = make_synthetic_store(tmp_path / "in" / "store", n=1, seed=1, durations=(6, 7),
+                                 progress=False)
+    give_records_the_id(monkeypatch, "../../escape")
+    out = tmp_path / "in" / "out"
+    before = set(tmp_path.rglob("*"))
+    assert main(["explain", "--ckpt", str(cnn_checkpoint), str(store), "--out", str(out)]) == 0
+    new = set(tmp_path.rglob("*")) - before
+    assert new and all(p == out or out in p.parents for p in new), new
+    assert png_size(out / ".._.._escape_gradcam.png") == PAGE_PX
+    assert not [p for p in tmp_path.rglob("escape*")]
+
+
+def test_train_scores_the_explanations_once_for_the_best_checkpoint(tiny_config, tmp_path,
+                                                                     monkeypatch):
+    """``xecg train`` validates the best checkpoint after the fit: the scores are computed
+    there, once (not also at the end of the fit), and land in metrics.json's ``val``."""
+    import xecg.explain.evaluate
+
+    calls = []
+
+    def fake_scores(module, store, indices, *args, **kwargs):
+        calls.append(len(indices))
+        return {"expl_rma_attention": 0.5}
+
+    monkeypatch.setattr(xecg.explain.evaluate, "evaluate_maps", fake_scores)
+    config = tiny_config(tmp_path, "once", experiment={"wandb": False},
+                         attention={"num_records": 0}, explanations={"max_records": 3},
+                         trainer={"limit_train_batches": 1, "limit_val_batches": 1,
+                                  "limit_test_batches": 1})
+    assert main(["train", "--config", str(config)]) == 0
+    assert calls == [3]
+    val = json.loads((tmp_path / "runs" / "once" / "metrics.json").read_text())["val"]
+    assert "micro_f1" in val and val["expl_rma_attention"] == 0.5

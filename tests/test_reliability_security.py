@@ -15,6 +15,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from fixtures import give_records_the_id
 from test_reliability_store import error_lines
 
 from xecg.cli import main
@@ -246,18 +247,9 @@ def test_output_names_stay_in_the_folder(tmp_path, record_id, name):
 def test_predict_writes_nothing_outside_its_folder(checkpoint, tmp_path, monkeypatch):
     """A reader that hands predict a record id naming a path (no xecg reader or store does:
     ids are file names, and stores refuse such ids)."""
-    import xecg.predict
-
     store = make_synthetic_store(tmp_path / "in" / "store", n=2, seed=1, durations=(6, 7),
                                  progress=False)
-    load = xecg.predict._StoreReader.load_record
-
-    def hostile(self, rec_id, require_labels=False):
-        record = load(self, rec_id, require_labels)
-        record.id = "../../escape"
-        return record
-
-    monkeypatch.setattr(xecg.predict._StoreReader, "load_record", hostile)
+    give_records_the_id(monkeypatch, "../../escape")
     out = tmp_path / "in" / "out"
     before = {p for p in tmp_path.rglob("*")}
     assert main(["predict", "--ckpt", str(checkpoint), str(store), "--out", str(out)]) == 0

@@ -48,6 +48,7 @@ from typing import Any
 
 import yaml
 
+from xecg.cli import cli_value, override_args
 from xecg.errors import ConfigError
 
 FILE_KEYS = ("name", "experiment", "overrides", "variants", "seeds", "reference", "out")
@@ -220,21 +221,11 @@ def test_metrics(folder: Path) -> dict | None:
     return test if isinstance(test, dict) and test else None
 
 
-def cli_value(value: Any) -> str:
-    """A YAML value as LightningCLI reads it back from the command line."""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value)  # numbers, true/false/null, lists and dicts as JSON
-
-
 def train_args(ablation: Ablation, run: Run, resume: bool | None = None) -> list[str]:
     """The ``xecg train`` arguments of one run (after ``train``); ``--ckpt_path last`` when it
     resumes (``resume``, by default: its state says so)."""
-    args: list[str] = []
-    for config in ablation.configs:
-        args += ["--config", str(config)]
-    overrides = {**ablation.overrides, **ablation.variants[run.variant]}
-    args += [f"--{k}={cli_value(v)}" for k, v in overrides.items()]
+    args = override_args({**ablation.overrides, **ablation.variants[run.variant]},
+                         ablation.configs)
     meta = {"variant": run.variant, "seed": run.seed, "ablation": ablation.name,
             "overrides": ablation.variants[run.variant]}
     args += [

@@ -13,12 +13,33 @@ import contextlib
 import csv
 import io
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from xecg.errors import WriteError
+
+_NOT_IN_NAMES = re.compile(r"[/\\\x00-\x1f]")
+
+
+def output_name(record_id: str, suffix: str) -> str:
+    """A file name for ``record_id`` that stays inside the output folder: path separators and
+    control characters become ``_`` and a name of only dots gets a leading ``_``."""
+    name = _NOT_IN_NAMES.sub("_", str(record_id)) or "_"
+    if set(name) == {"."}:
+        name = "_" + name
+    return name + suffix
+
+
+def inside(out: Path, name: str) -> Path:
+    """``out / name``, refused (:class:`xecg.errors.WriteError`) unless it lies directly in
+    ``out``; ``name`` should come from :func:`output_name`."""
+    path = out / name
+    if path.resolve().parent != out.resolve():
+        raise WriteError(f"{path}: would be written outside {out}; not written")
+    return path
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:

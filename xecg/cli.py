@@ -10,8 +10,11 @@ exit code 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 TRAINING_COMMANDS = ("fit", "validate", "test")
 #: Commands with their own parser in their own module: name -> (module, help).
@@ -23,6 +26,21 @@ TOOL_COMMANDS = {
     "sweep": ("xecg.sweep", "run or continue an Optuna study of an experiment (`make sweep`)"),
     "evaluate": ("xecg.evaluate", "the test stage's metrics of a checkpoint on labelled data"),
 }
+
+
+def cli_value(value: Any) -> str:
+    """A YAML value as LightningCLI reads it back from the command line: a string as it is;
+    numbers, true/false/null, lists and dicts as JSON."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def override_args(overrides: dict[str, Any], configs: Iterable = ()) -> list[str]:
+    """LightningCLI arguments: ``--config FILE`` for each of ``configs``, then
+    ``--KEY=VALUE`` for each dotted override (``{"model.loss.gamma": 0.1}``), in order."""
+    args: list[str] = []
+    for config in configs:
+        args += ["--config", str(config)]
+    return args + [f"--{k}={cli_value(v)}" for k, v in overrides.items()]
 
 
 def _train(argv: list[str]) -> int:

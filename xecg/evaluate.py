@@ -21,18 +21,15 @@ from pathlib import Path
 
 import torch
 from torchmetrics.functional.classification import multilabel_auroc
-from tqdm import tqdm
 
 from xecg.atomic import write_atomic, write_csv
 from xecg.callbacks import format_report
 from xecg.classes import CLASSES, NUM_CLASSES
-from xecg.data.prepare import resample
 from xecg.data.readers import DatasetError
-from xecg.data.record import RecordError
 from xecg.data.splits import load_split
 from xecg.metrics import ECGMetrics
 from xecg.module import XECGModule
-from xecg.predict import _reader_and_ids
+from xecg.records import reader_and_ids, records_at_rate, write_skipped
 
 
 def evaluate(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.PathLike | None = None,
@@ -46,7 +43,7 @@ def evaluate(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.Pat
     module = XECGModule.load_from_checkpoint(ckpt, map_location=device)
     module.eval()
     fs_model = float(module.sample_rate)
-    reader, ids = _reader_and_ids(Path(path))
+    reader, ids = reader_and_ids(Path(path))
     if split is not None:
         wanted = set(load_split(split)[subset])
         ids = [i for i in ids if i in wanted]
@@ -54,18 +51,9 @@ def evaluate(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.Pat
     metrics = ECGMetrics().to(thresholds.device)
     rows, all_probs, all_targets = [], [], []
     no_label, unreadable = [], []
-    for rec_id in tqdm(ids, desc="evaluate", unit="rec", disable=not progress):
-        try:
-            rec = reader.load_record(rec_id, require_labels=False)
-        except RecordError as err:
-            tqdm.write(f"skipped {err}")
-            unreadable.append((err.path, err.problem))
-            continue
-        if rec.labels.sum() == 0:
-            no_label.append(rec.id)
-            continue
-        signal = rec.signal if rec.fs == fs_model else resample(rec.signal, rec.fs, fs_model)
-        probs = module.predict_record(torch.as_tensor(signal))["probs"].float()[None]
+    for rec in records_at_rate(reader, ids, fs_model, unreadable, "evaluate", progress,
+                               no_label=no_label):
+        probs = module.predict_record(torch.as_tensor(rec.signal))["probs"].float()[None]
         target = torch.as_tensor(rec.labels, dtype=torch.float32, device=probs.device)[None]
         # As the test stage: the record's probabilities, its multi-hot labels, the thresholds.
         metrics.update(probs, target, thresholds)
@@ -99,8 +87,7 @@ def evaluate(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.Pat
         write_atomic(out / "metrics.json", json.dumps(result, indent=2) + "\n")
         write_csv(out / "predictions.csv",
                   ["record", *[f"p_{c}" for c in CLASSES], "predicted", "true"], rows)
-        if unreadable:
-            write_csv(out / "skipped.csv", ["file", "reason"], unreadable)
+        write_skipped(out, unreadable)
     if not quiet:
         print(format_report(values, result["protocol"], title="evaluate"))
         print(f"{'AUROC per class':<26} " + " ".join(

@@ -343,6 +343,9 @@ def fit_and_test(args: list[str], callbacks: list | None = None,
     cli = cli_class(args=args, run=False)
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
     trainer.callbacks.extend(callbacks or [])
+    for callback in trainer.callbacks:
+        if isinstance(callback, ExplanationScores):
+            callback.score_at_fit_end = False  # the validation below scores the best model
     safe = weights_only_kwargs(trainer.fit)  # checkpoints: tensors and plain data only
     try:
         trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, **safe)

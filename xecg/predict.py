@@ -7,72 +7,24 @@ checkpoint (:meth:`xecg.module.XECGModule.predict_record`). Writes ``DIR/predict
 with the 12 leads and the attention map over them. Unreadable records are named and skipped.
 
 The checkpoint is loaded with ``weights_only=True`` (:func:`xecg.guards.load_module`), and every
-file is written inside DIR whatever a record id holds (:func:`output_name`).
+file is written inside DIR whatever a record id holds (:func:`xecg.atomic.output_name`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from xecg.atomic import write_csv
+from xecg.atomic import inside, output_name, write_csv
 from xecg.callbacks import render_attention
 from xecg.classes import CLASSES
-from xecg.data.prepare import resample
-from xecg.data.readers import DatasetError, open_dataset
-from xecg.data.record import RecordError
-from xecg.data.store import Store, is_store
 from xecg.errors import WriteError, XECGError
 from xecg.guards import load_module
 from xecg.plots import ECG_DPI, save_figure
-
-_NOT_IN_NAMES = re.compile(r"[/\\\x00-\x1f]")
-
-
-def output_name(record_id: str, suffix: str) -> str:
-    """A file name for ``record_id`` that stays inside the output folder: path separators and
-    control characters become ``_`` and a name of only dots gets a leading ``_``."""
-    name = _NOT_IN_NAMES.sub("_", str(record_id)) or "_"
-    if set(name) == {"."}:
-        name = "_" + name
-    return name + suffix
-
-
-def _inside(out: Path, name: str) -> Path:
-    path = out / name
-    if path.resolve().parent != out.resolve():
-        raise WriteError(f"{path}: would be written outside {out}; not written")
-    return path
-
-
-class _StoreReader:
-    """A prepared store seen through the reader API that :func:`predict` uses."""
-
-    def __init__(self, path: Path):
-        self.store = Store(path)
-        self.records = list(self.store.ids)
-
-    def load_record(self, rec_id: str, require_labels: bool = False):
-        return self.store.record(self.store.index_of(rec_id))
-
-
-def _reader_and_ids(path: Path):
-    """The dataset reader for PATH and the record ids to predict (one, for a file)."""
-    if is_store(path):
-        reader = _StoreReader(path)
-        return reader, reader.records
-    if path.is_file():
-        reader = open_dataset(path.parent, require_reference=False)
-        if path.stem not in reader.records:
-            raise DatasetError(f"{path}: not a record file of a supported layout")
-        return reader, [path.stem]
-    reader = open_dataset(path, require_reference=False)
-    return reader, reader.records
+from xecg.records import reader_and_ids, records_at_rate, write_skipped
 
 
 def predict(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.PathLike,
@@ -81,7 +33,7 @@ def predict(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.Path
     module = load_module(ckpt, map_location=device)
     module.eval()
     fs_model = float(module.sample_rate)
-    reader, ids = _reader_and_ids(Path(path))
+    reader, ids = reader_and_ids(Path(path))
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -89,20 +41,13 @@ def predict(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.Path
         raise WriteError.of(out, err, "nothing was predicted") from err
     header = ["record", *[f"p_{c}" for c in CLASSES], "predicted", "true", "source"]
     rows, skipped = [], []
-    for rec_id in tqdm(ids, desc="predict", unit="rec"):
-        try:
-            rec = reader.load_record(rec_id, require_labels=False)
-        except RecordError as err:
-            tqdm.write(f"skipped {err}")
-            skipped.append((err.path, err.problem))
-            continue
-        signal = rec.signal if rec.fs == fs_model else resample(rec.signal, rec.fs, fs_model)
-        result = module.predict_record(torch.as_tensor(signal))
+    for rec in records_at_rate(reader, ids, fs_model, skipped, "predict"):
+        result = module.predict_record(torch.as_tensor(rec.signal))
         if images:
-            fig, _ = render_attention(module, signal, fs_model, rec.id, rec.label_names,
+            fig, _ = render_attention(module, rec.signal, fs_model, rec.id, rec.label_names,
                                       out=result)
             try:
-                save_figure(fig, _inside(out, output_name(rec.id, ".png")), dpi=ECG_DPI)
+                save_figure(fig, inside(out, output_name(rec.id, ".png")), dpi=ECG_DPI)
             except OSError as err:
                 if isinstance(err, WriteError):
                     raise
@@ -113,8 +58,7 @@ def predict(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.Path
                      ";".join(rec.label_names), rec.source])
     csv_path = out / "predictions.csv"
     write_csv(csv_path, header, rows)
-    if skipped:
-        write_csv(out / "skipped.csv", ["file", "reason"], skipped)
+    write_skipped(out, skipped)
     print(f"{len(rows)} records predicted, {len(skipped)} skipped -> {csv_path}")
     return csv_path
 

@@ -71,6 +71,7 @@ from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from xecg.atomic import write_atomic, write_csv
+from xecg.cli import override_args
 from xecg.errors import ConfigError
 
 SWEEP_KEYS = ("experiment", "overrides", "search_space", "enqueue", "objective", "n_trials",
@@ -358,11 +359,6 @@ def _one_line(err: Any, limit: int = 300) -> str:
 
 # --------------------------------------------------------------------- trial command lines
 
-def encode(value: Any) -> str:
-    """A value as jsonargparse reads it on the command line (JSON unless a string)."""
-    return value if isinstance(value, str) else json.dumps(value)
-
-
 def short_value(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -380,10 +376,7 @@ def trial_args(spec: SweepSpec, study_name: str, out: Path, number: int,
                params: dict[str, Any]) -> list[str]:
     """The LightningCLI arguments of trial ``number``."""
     run_dir = out / "trials" / trial_name(number)
-    args: list[str] = []
-    for experiment in spec.experiments:
-        args += ["--config", experiment]
-    args += [f"--{k}={encode(v)}" for k, v in {**spec.overrides, **params}.items()]
+    args = override_args({**spec.overrides, **params}, spec.experiments)
     tags = ["sweep", study_name, *param_tags(params)]
     meta = {"study": study_name, "trial": number, "params": params}
     args += [
@@ -418,15 +411,14 @@ def check_against_experiment(spec: SweepSpec) -> dict[str, Any]:
             pass
 
     def parse(extra: list[str]):
-        args = [a for e in spec.experiments for a in ("--config", e)]
         with contextlib.redirect_stderr(io.StringIO()):
-            return _ParseOnly(args=args + extra, run=False,
+            return _ParseOnly(args=override_args({}, spec.experiments) + extra, run=False,
                               parser_kwargs={"exit_on_error": False}).config
 
     items = [("overrides", k, v) for k, v in spec.overrides.items()]
     items += [("search_space", k, _sample_value(d)) for k, d in spec.space.items()]
     try:
-        config = parse([f"--{k}={encode(v)}" for _, k, v in items])
+        config = parse(override_args({k: v for _, k, v in items}))
     except ConfigError:
         raise
     except Exception as err:  # name the culprit: one key at a time
@@ -434,7 +426,7 @@ def check_against_experiment(spec: SweepSpec) -> dict[str, Any]:
             _parse_one(parse, spec, section, key, value, [])
         raise ConfigError(f"{spec.path}: overrides, search_space: the experiment does not "
                           f"accept them together ({_one_line(err, 240)})") from None
-    fixed = [f"--{k}={encode(v)}" for k, v in spec.overrides.items()]
+    fixed = override_args(spec.overrides)
     for i, params in enumerate(spec.enqueue):
         for key, value in params.items():
             _parse_one(parse, spec, f"enqueue[{i}]", key, value, fixed)
@@ -446,7 +438,7 @@ def check_against_experiment(spec: SweepSpec) -> dict[str, Any]:
 def _parse_one(parse, spec: SweepSpec, section: str, key: str, value: Any,
                before: list[str]) -> None:
     try:
-        parse([*before, f"--{key}={encode(value)}"])
+        parse([*before, *override_args({key: value})])
     except ConfigError:
         raise
     except Exception as err:

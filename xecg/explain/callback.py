@@ -1,7 +1,8 @@
 """``ExplanationScores``: explanation scores of the validation split at the end of training.
 
-After the fit (``on_fit_end``) and after a separate validation (``xecg train`` validates the
-best checkpoint; ``xecg validate``), if the store has evidence intervals, rank zero scores the
+After the fit (``on_fit_end``; not under ``xecg train``, which validates the best checkpoint
+next and scores it then) and after a separate validation (``xecg validate``, and that of
+``xecg train``), if the store has evidence intervals, rank zero scores the
 maps of the validation records (:func:`xecg.explain.evaluate.evaluate_maps`) and adds the flat
 ``expl_*`` keys to the ``val`` section of ``RUN/metrics.json`` (and to the module's
 ``last_metrics["val"]``, which :class:`xecg.callbacks.MetricsReport` writes there, whichever of
@@ -38,15 +39,19 @@ class ExplanationScores(L.Callback):
         self.max_records = max_records
         self.ig_steps = ig_steps
         self.last_scores: dict[str, float] = {}
+        # False where a validation follows the fit (xecg.lightning_cli.fit_and_test): the
+        # scores are then those of the model it validates, computed once, there.
+        self.score_at_fit_end = True
 
     @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module) -> None:
-        self._score(trainer, pl_module)
+        if self.score_at_fit_end:
+            self._score(trainer, pl_module)
 
     @rank_zero_only
     def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
         if trainer.sanity_checking or trainer.state.fn != "validate":
-            return  # during a fit, on_fit_end scores the final model once
+            return  # during a fit, on_fit_end scores the final model once (if asked)
         self._score(trainer, pl_module)
 
     def _score(self, trainer: L.Trainer, pl_module) -> None:

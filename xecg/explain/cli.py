@@ -26,7 +26,6 @@ import sys
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from xecg.explain.maps import METHODS
 
@@ -36,21 +35,19 @@ def explain_records(ckpt, path, out, methods=None, window: float = 0.0, device: 
                     limit: int | None = None) -> list[Path]:
     """Write one explanation page per record and method; returns the PNGs written.
     ``records``: only these ids; ``limit``: only the first N records."""
-    from xecg.atomic import write_csv
-    from xecg.data.prepare import resample
-    from xecg.data.record import RecordError
+    from xecg.atomic import inside, output_name
     from xecg.errors import XECGError
     from xecg.explain.figure import explanation_figure
     from xecg.explain.maps import check_methods, default_methods
     from xecg.guards import load_module
     from xecg.plots import ECG_DPI, save_figure
-    from xecg.predict import _reader_and_ids
+    from xecg.records import reader_and_ids, records_at_rate, write_skipped
 
     module = load_module(ckpt, map_location=device)  # weights_only: tensors and plain data
     module.eval()
     methods = check_methods(module.net, methods or default_methods(module.net))
     fs = float(module.sample_rate)
-    reader, ids = _reader_and_ids(Path(path))
+    reader, ids = reader_and_ids(Path(path))
     if records:
         unknown = sorted(set(records) - set(ids))
         if unknown:
@@ -60,28 +57,17 @@ def explain_records(ckpt, path, out, methods=None, window: float = 0.0, device: 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written, skipped = [], []
-    for rec_id in tqdm(ids, desc="explain", unit="rec"):
-        try:
-            rec = reader.load_record(rec_id, require_labels=False)
-        except RecordError as err:
-            tqdm.write(f"skipped {err}")
-            skipped.append((err.path, err.problem))
-            continue
-        signal, evidence = rec.signal, rec.evidence
-        if rec.fs != fs:
-            signal = resample(rec.signal, rec.fs, fs)
-            k = fs / rec.fs
-            evidence = [(lab, int(round(a * k)), int(round(b * k))) for lab, a, b in evidence]
-        result = module.predict_record(torch.as_tensor(signal))
+    for rec in records_at_rate(reader, ids, fs, skipped, "explain"):
+        result = module.predict_record(torch.as_tensor(rec.signal))
         for method in methods:
-            fig, _ = explanation_figure(module, signal, fs, rec.id, rec.label_names, method,
-                                        start_s=window, evidence=evidence, out=result,
+            fig, _ = explanation_figure(module, rec.signal, fs, rec.id, rec.label_names, method,
+                                        start_s=window, evidence=rec.evidence, out=result,
                                         ig_steps=ig_steps)
-            path_png = out / f"{rec.id}_{method}.png"
+            # Inside DIR whatever the record id holds (a path, "..").
+            path_png = inside(out, output_name(rec.id, f"_{method}.png"))
             save_figure(fig, path_png, dpi=ECG_DPI)
             written.append(path_png)
-    if skipped:
-        write_csv(out / "skipped.csv", ["file", "reason"], skipped)
+    write_skipped(out, skipped)
     print(f"{len(written)} pages written, {len(skipped)} records skipped -> {out}")
     return written
 

@@ -32,7 +32,6 @@ from tqdm import tqdm
 
 from xecg.atomic import write_atomic, write_csv
 from xecg.classes import CLASS_INDEX, CLASSES
-from xecg.data.prepare import resample
 from xecg.data.store import Store
 from xecg.errors import XECGError
 from xecg.explain.maps import (
@@ -57,6 +56,7 @@ from xecg.explain.scores import (
     segments,
     summarise,
 )
+from xecg.records import at_rate
 
 SCORE_FIELDS = ("record", "model", "method", "label", "metric", "value", "chance", "adjusted")
 
@@ -167,16 +167,12 @@ def score_store(module, store, indices: Sequence[int] | None = None,
     module.eval()
     try:
         for i in tqdm(chosen, desc="explain", unit="rec", disable=not progress):
-            rec = store.record(i)
-            signal, scale = rec.signal, 1.0
-            if rec.fs != fs:
-                signal, scale = resample(rec.signal, rec.fs, fs), fs / rec.fs
+            rec = at_rate(store.record(i), fs)
             evidence: dict[int, list[tuple[int, int]]] = {}
             for label, a, b in rec.evidence:
-                evidence.setdefault(CLASS_INDEX[label], []).append(
-                    (int(round(a * scale)), int(round(b * scale))))
+                evidence.setdefault(CLASS_INDEX[label], []).append((int(a), int(b)))
             true = [CLASS_INDEX[c] for c in rec.label_names]
-            x = normalise(module, signal)
+            x = normalise(module, rec.signal)
             for name, model in nets:
                 rows += score_record(model, x, fs, rec.id, true, evidence, methods, name,
                                      ig_steps)
