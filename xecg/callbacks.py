@@ -11,7 +11,7 @@ import numpy as np
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from xecg.atomic import write_atomic
+from xecg.atomic import inside, output_name, write_atomic
 from xecg.classes import CLASSES
 from xecg.explain.figure import explanation_figure
 from xecg.plots import ECG_DPI, save_figure
@@ -84,7 +84,8 @@ class AttentionImages(L.Callback):
             rec = dm.store.record(int(i))
             fig, caption = render_attention(pl_module, rec.signal, rec.fs, rec.id,
                                             rec.label_names, rec.evidence)
-            path = out_dir / f"{_evaluated(trainer, 'epoch{:03d}')}_{rec.id}.png"
+            path = inside(out_dir, output_name(f"{_evaluated(trainer, 'epoch{:03d}')}_{rec.id}",
+                                               ".png"))
             save_figure(fig, path, dpi=ECG_DPI)
             images.append(str(path))
             captions.append(caption)

@@ -27,8 +27,8 @@ from xecg.callbacks import format_report
 from xecg.classes import CLASSES, NUM_CLASSES
 from xecg.data.readers import DatasetError
 from xecg.data.splits import load_split
+from xecg.guards import load_module
 from xecg.metrics import ECGMetrics
-from xecg.module import XECGModule
 from xecg.records import reader_and_ids, records_at_rate, write_skipped
 
 
@@ -40,7 +40,7 @@ def evaluate(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.Pat
     Returns the dict written to ``metrics.json``: ``evaluate`` (the flat metrics), ``records``,
     ``skipped_no_label``, ``skipped_unreadable``, ``thresholds``, ``checkpoint``, ``protocol``.
     """
-    module = XECGModule.load_from_checkpoint(ckpt, map_location=device)
+    module = load_module(ckpt, map_location=device)  # weights_only, one-line errors (guards)
     module.eval()
     fs_model = float(module.sample_rate)
     reader, ids = reader_and_ids(Path(path))
