@@ -32,7 +32,10 @@ Design:
 - **Objective**: ``test/X`` is metrics.json["test"][X] (the best checkpoint's test); ``val/X`` is
   the value logged by the validation of the best checkpoint after the fit, so
   ``val/micro_f1_best`` is the best validation micro-F1 of the fit's epochs (the checkpoint's
-  score) and ``val/micro_f1`` the best checkpoint's; ``train/X`` is the fit's last logged value.
+  score) and ``val/micro_f1`` the best checkpoint's, or else metrics.json["val"][X]: the
+  explanation scores ``val/expl_*`` that ``ExplanationScores`` writes there (of the best
+  checkpoint; not logged to the trainer, so no pruning on them); ``train/X`` is the fit's last
+  logged value.
 - **Pruning**: optuna-integration's ``PyTorchLightningPruningCallback`` reports a per-epoch
   validation metric every validation epoch: the objective's metric without ``_best`` (and
   ``val/`` for ``test/``), e.g. ``val/micro_f1`` for ``val/micro_f1_best``.
@@ -92,6 +95,8 @@ TAGS_ATTR = "tags"
 #: Trial system attribute: the last heartbeat (journal storage).
 HEARTBEAT_KEY = "xecg:heartbeat"
 HEARTBEAT_DEFAULTS = {"interval": 60, "grace_period": 180, "retries": 1}
+#: Metric names of the explanation scores (metrics.json's val section, not logged per epoch).
+EXPLANATION_PREFIX = "/expl_"
 #: Seconds a worker waits between looks at the study while others finish the last trials.
 POLL_SECONDS = 2.0
 
@@ -220,6 +225,9 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
     if len(objectives) > 1 and pruner["name"] != "none":
         raise bad("pruner", "Optuna prunes single-objective studies only: use {name: none} "
                   "with several objectives")
+    if pruner["name"] != "none" and EXPLANATION_PREFIX in objectives[0].metric:
+        raise bad("pruner", f"{objectives[0].metric} is an explanation score, computed once at "
+                  "the end of training (no per-epoch value to prune on): use {name: none}")
     heartbeat = dict(HEARTBEAT_DEFAULTS)
     given = raw.get("heartbeat") or {}
     if not isinstance(given, dict):
@@ -765,19 +773,27 @@ def _capture_callback():
 def objective_value(metric: str, run_dir: Path, captured: dict[str, dict[str, float]]) -> float:
     """The value of ``metric`` for a finished run (see the module's docstring)."""
     stage, _, name = metric.partition("/")
+    report_path = run_dir / "metrics.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
     if stage == "test":
-        report_path = run_dir / "metrics.json"
-        report = json.loads(report_path.read_text()) if report_path.is_file() else {}
         if name in (report.get("test") or {}):
             return float(report["test"][name])
         source = captured["test"]
     elif stage == "val":
         source = captured["validate"] or captured["fit"]
+        # Explanation scores (expl_*) are not logged to the trainer: ExplanationScores writes
+        # them into metrics.json's val section, those of the best checkpoint's validation.
+        if metric not in source and name in (report.get("val") or {}):
+            return float(report["val"][name])
     else:
         source = captured["fit"]
     if metric not in source:
+        written = sorted(f"{stage}/{k}" for k in report.get(stage) or {}
+                         if f"{stage}/{k}" not in source)
         raise RuntimeError(f"objective {metric}: not logged by the run in {run_dir} (logged: "
-                           f"{', '.join(sorted(source)) or 'nothing'})")
+                           f"{', '.join(sorted(source)) or 'nothing'}"
+                           + (f"; in metrics.json: {', '.join(written)}" if written else "")
+                           + ")")
     return float(source[metric])
 
 
