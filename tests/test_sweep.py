@@ -394,3 +394,31 @@ def test_the_reports_of_a_multi_objective_study(tmp_path):
     assert best["experiment"]["tags"] == ["synthetic", "multi-best"]
     for name in ("pareto", "history-val_micro_f1_best", "history-val_loss", "slice-val_loss"):
         assert (out / "plots" / f"{name}.png").read_bytes()[:8] == PNG_MAGIC, name
+
+
+def test_the_pareto_plot_of_a_one_parameter_search_labels_its_points(tmp_path):
+    """Each point carries its gamma; trials at the same place share one label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from xecg.sweep import _label_points
+
+    experiment = tmp_path / "experiment.yaml"
+    experiment.write_text("experiment: {name: x}\n")
+    sweep = tmp_path / "pareto.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "experiment": str(experiment),
+        "search_space": {GAMMA: {"type": "float", "low": 1e-4, "high": 10.0, "log": True}},
+        "objective": [{"metric": "val/micro_f1_best", "direction": "maximize"},
+                      {"metric": "val/expl_rma_adj_attention", "direction": "maximize"}]}))
+    spec = load_sweep(sweep)
+    trials = [optuna.create_trial(params={}, distributions={}, values=values,
+                                  user_attrs={"params": {GAMMA: gamma}})
+              for gamma, values in ((0.0, [0.97, 0.002]), (0.01, [0.97, 0.002]),
+                                    (0.05547, [0.90, 0.037]))]
+    _, ax = plt.subplots()
+    _label_points(ax, trials, spec)
+    assert sorted(t.get_text() for t in ax.texts) == ["gamma=0, 0.01", "gamma=0.05547"]
+    plt.close("all")

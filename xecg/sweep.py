@@ -973,7 +973,8 @@ def write_plots(study: optuna.Study, spec: SweepSpec, out: Path) -> list[Path]:
                          ovm.plot_param_importances(study, params=list(spec.space),
                                                     target=target, target_name=metric)))
     if multi and len(spec.objectives) in (2, 3):
-        jobs.append(("pareto", lambda: ovm.plot_pareto_front(study, target_names=spec.metrics)))
+        jobs.append(("pareto", lambda: _label_points(
+            ovm.plot_pareto_front(study, target_names=spec.metrics), complete, spec)))
     written = []
     for name, draw in jobs:
         try:
@@ -992,6 +993,29 @@ def write_plots(study: optuna.Study, spec: SweepSpec, out: Path) -> list[Path]:
             print(f"xecg sweep: warning: no {name} plot ({_one_line(err, 160)})",
                   file=sys.stderr)
     return written
+
+
+def _label_points(ax, trials: list, spec: SweepSpec):
+    """A two-objective Pareto plot of a one-parameter search (gamma) with each point labelled
+    by its value (``gamma=0.01``), so that the plot shows what the parameter trades."""
+    if len(spec.space) != 1 or len(spec.objectives) != 2:
+        return ax
+    (key,) = spec.space
+    points = [(tuple(t.values), _trial_params(t).get(key)) for t in trials
+              if t.values and all(math.isfinite(v) for v in t.values)]
+    if not points:
+        return ax
+    spans = [max(p[i] for p, _ in points) - min(p[i] for p, _ in points) or 1.0
+             for i in range(2)]
+    groups: dict[tuple[int, int], list] = {}  # points within 1% of both axes share a label
+    for xy, value in points:
+        cell = tuple(round(v / span * 100) for v, span in zip(xy, spans))
+        groups.setdefault(cell, [xy, []])[1].append(value)
+    for xy, values in groups.values():
+        label = ", ".join(short_value(v) for v in sorted(values, key=lambda v: (v is None, v)))
+        ax.annotate(f"{key.rsplit('.', 1)[-1]}={label}", xy, textcoords="offset points",
+                    xytext=(4, 3), fontsize=7, alpha=0.8)
+    return ax
 
 
 def _trial_config(study: optuna.Study) -> dict[str, Any] | None:
