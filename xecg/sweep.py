@@ -1007,11 +1007,15 @@ def _label_points(ax, trials: list, spec: SweepSpec):
         return ax
     spans = [max(p[i] for p, _ in points) - min(p[i] for p, _ in points) or 1.0
              for i in range(2)]
-    groups: dict[tuple[int, int], list] = {}  # points within 1% of both axes share a label
-    for xy, value in points:
-        cell = tuple(round(v / span * 100) for v, span in zip(xy, spans))
-        groups.setdefault(cell, [xy, []])[1].append(value)
-    for xy, values in groups.values():
+    groups: list[tuple[tuple[float, ...], list]] = []  # points within 2.5% of both axes
+    for xy, value in points:                             # of the first share its label
+        near = [g for g in groups if all(abs(a - b) <= 0.025 * span
+                                          for a, b, span in zip(xy, g[0], spans))]
+        if near:
+            near[0][1].append(value)
+        else:
+            groups.append((xy, [value]))
+    for xy, values in groups:
         label = ", ".join(short_value(v) for v in sorted(values, key=lambda v: (v is None, v)))
         ax.annotate(f"{key.rsplit('.', 1)[-1]}={label}", xy, textcoords="offset points",
                     xytext=(4, 3), fontsize=7, alpha=0.8)
