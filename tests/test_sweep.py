@@ -217,6 +217,43 @@ def test_two_workers_share_a_journal_file(tiny_config, tmp_path):
 
 # ------------------------------------------------------------------------------ in process
 
+def test_an_explanation_score_is_an_objective_of_a_multi_objective_sweep(tiny_config, tmp_path):
+    """2 trials, micro-F1 against the chance-adjusted RMA of A (``val/expl_*``: not logged to the
+    trainer, read from metrics.json's val section, the best checkpoint's scores): both values
+    in trials.csv, and the Pareto front drawn (as sweeps/gamma_pareto.yaml)."""
+    metric = "val/expl_rma_adj_attention"
+    sweep = write_sweep(
+        tmp_path, tiny_config, epochs=1,
+        overrides={"experiment.wandb": False, "explanations.methods": ["attention"],
+                   "explanations.max_records": 6},
+        search_space={GAMMA: {"type": "float", "low": 1.0e-4, "high": 10.0, "log": True}},
+        enqueue=[{GAMMA: 0.0}, {GAMMA: 1.0}], n_trials=2,
+        objective=[{"metric": "val/micro_f1_best", "direction": "maximize"},
+                   {"metric": metric, "direction": "maximize"}])
+    out = tmp_path / "out"
+    assert main(["sweep", str(sweep), "--out", str(out)]) == 0
+    rows = read_table(out)
+    assert [(r["state"], float(r[GAMMA])) for r in rows] == [("COMPLETE", 0.0), ("COMPLETE", 1.0)]
+    for row, trial in zip(rows, load_study(str(out / "study.journal")).trials):
+        report = json.loads((Path(row["run_dir"]) / "metrics.json").read_text())
+        score = report["val"]["expl_rma_adj_attention"]
+        assert -1.0 <= score <= 1.0
+        assert trial.values == pytest.approx([report["best_val_micro_f1"], score])
+        assert [float(row["val/micro_f1_best"]), float(row[metric])] == pytest.approx(
+            trial.values)
+    assert (out / "plots" / "pareto.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_an_explanation_score_cannot_be_pruned_on(tiny_config, tmp_path, capsys):
+    """Computed once at the end of training, it has no per-epoch value for a pruner."""
+    sweep = write_sweep(tmp_path, tiny_config,
+                        objective={"metric": "val/expl_coverage", "direction": "maximize"},
+                        pruner={"name": "median"})
+    assert main(["sweep", str(sweep), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"xecg: error: {sweep}: pruner: val/expl_coverage is an explanation")
+
+
 def test_the_pruner_stops_a_trial_that_cannot_learn(tiny_config, tmp_path):
     """Two good learning rates, then an absurd one whose validation loss explodes in the first
     epoch (about 1e19 against about 1.4): the median pruner stops it at epoch 0."""
@@ -357,3 +394,31 @@ def test_the_reports_of_a_multi_objective_study(tmp_path):
     assert best["experiment"]["tags"] == ["synthetic", "multi-best"]
     for name in ("pareto", "history-val_micro_f1_best", "history-val_loss", "slice-val_loss"):
         assert (out / "plots" / f"{name}.png").read_bytes()[:8] == PNG_MAGIC, name
+
+
+def test_the_pareto_plot_of_a_one_parameter_search_labels_its_points(tmp_path):
+    """Each point carries its gamma; trials at the same place share one label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from xecg.sweep import _label_points
+
+    experiment = tmp_path / "experiment.yaml"
+    experiment.write_text("experiment: {name: x}\n")
+    sweep = tmp_path / "pareto.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "experiment": str(experiment),
+        "search_space": {GAMMA: {"type": "float", "low": 1e-4, "high": 10.0, "log": True}},
+        "objective": [{"metric": "val/micro_f1_best", "direction": "maximize"},
+                      {"metric": "val/expl_rma_adj_attention", "direction": "maximize"}]}))
+    spec = load_sweep(sweep)
+    trials = [optuna.create_trial(params={}, distributions={}, values=values,
+                                  user_attrs={"params": {GAMMA: gamma}})
+              for gamma, values in ((0.0, [0.97, 0.002]), (0.01, [0.97, 0.002]),
+                                    (0.05547, [0.90, 0.037]))]
+    _, ax = plt.subplots()
+    _label_points(ax, trials, spec)
+    assert sorted(t.get_text() for t in ax.texts) == ["gamma=0, 0.01", "gamma=0.05547"]
+    plt.close("all")

@@ -32,7 +32,10 @@ Design:
 - **Objective**: ``test/X`` is metrics.json["test"][X] (the best checkpoint's test); ``val/X`` is
   the value logged by the validation of the best checkpoint after the fit, so
   ``val/micro_f1_best`` is the best validation micro-F1 of the fit's epochs (the checkpoint's
-  score) and ``val/micro_f1`` the best checkpoint's; ``train/X`` is the fit's last logged value.
+  score) and ``val/micro_f1`` the best checkpoint's, or else metrics.json["val"][X]: the
+  explanation scores ``val/expl_*`` that ``ExplanationScores`` writes there (of the best
+  checkpoint; not logged to the trainer, so no pruning on them); ``train/X`` is the fit's last
+  logged value.
 - **Pruning**: optuna-integration's ``PyTorchLightningPruningCallback`` reports a per-epoch
   validation metric every validation epoch: the objective's metric without ``_best`` (and
   ``val/`` for ``test/``), e.g. ``val/micro_f1`` for ``val/micro_f1_best``.
@@ -93,6 +96,8 @@ TAGS_ATTR = "tags"
 #: Trial system attribute: the last heartbeat (journal storage).
 HEARTBEAT_KEY = "xecg:heartbeat"
 HEARTBEAT_DEFAULTS = {"interval": 60, "grace_period": 180, "retries": 1}
+#: Metric names of the explanation scores (metrics.json's val section, not logged per epoch).
+EXPLANATION_PREFIX = "/expl_"
 #: Seconds a worker waits between looks at the study while others finish the last trials.
 POLL_SECONDS = 2.0
 
@@ -221,6 +226,9 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
     if len(objectives) > 1 and pruner["name"] != "none":
         raise bad("pruner", "Optuna prunes single-objective studies only: use {name: none} "
                   "with several objectives")
+    if pruner["name"] != "none" and EXPLANATION_PREFIX in objectives[0].metric:
+        raise bad("pruner", f"{objectives[0].metric} is an explanation score, computed once at "
+                  "the end of training (no per-epoch value to prune on): use {name: none}")
     heartbeat = dict(HEARTBEAT_DEFAULTS)
     given = raw.get("heartbeat") or {}
     if not isinstance(given, dict):
@@ -757,19 +765,27 @@ def _capture_callback():
 def objective_value(metric: str, run_dir: Path, captured: dict[str, dict[str, float]]) -> float:
     """The value of ``metric`` for a finished run (see the module's docstring)."""
     stage, _, name = metric.partition("/")
+    report_path = run_dir / "metrics.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
     if stage == "test":
-        report_path = run_dir / "metrics.json"
-        report = json.loads(report_path.read_text()) if report_path.is_file() else {}
         if name in (report.get("test") or {}):
             return float(report["test"][name])
         source = captured["test"]
     elif stage == "val":
         source = captured["validate"] or captured["fit"]
+        # Explanation scores (expl_*) are not logged to the trainer: ExplanationScores writes
+        # them into metrics.json's val section, those of the best checkpoint's validation.
+        if metric not in source and name in (report.get("val") or {}):
+            return float(report["val"][name])
     else:
         source = captured["fit"]
     if metric not in source:
+        written = sorted(f"{stage}/{k}" for k in report.get(stage) or {}
+                         if f"{stage}/{k}" not in source)
         raise RuntimeError(f"objective {metric}: not logged by the run in {run_dir} (logged: "
-                           f"{', '.join(sorted(source)) or 'nothing'})")
+                           f"{', '.join(sorted(source)) or 'nothing'}"
+                           + (f"; in metrics.json: {', '.join(written)}" if written else "")
+                           + ")")
     return float(source[metric])
 
 
@@ -949,7 +965,8 @@ def write_plots(study: optuna.Study, spec: SweepSpec, out: Path) -> list[Path]:
                          ovm.plot_param_importances(study, params=list(spec.space),
                                                     target=target, target_name=metric)))
     if multi and len(spec.objectives) in (2, 3):
-        jobs.append(("pareto", lambda: ovm.plot_pareto_front(study, target_names=spec.metrics)))
+        jobs.append(("pareto", lambda: _label_points(
+            ovm.plot_pareto_front(study, target_names=spec.metrics), complete, spec)))
     written = []
     for name, draw in jobs:
         try:
@@ -968,6 +985,33 @@ def write_plots(study: optuna.Study, spec: SweepSpec, out: Path) -> list[Path]:
             print(f"xecg sweep: warning: no {name} plot ({_one_line(err, 160)})",
                   file=sys.stderr)
     return written
+
+
+def _label_points(ax, trials: list, spec: SweepSpec):
+    """A two-objective Pareto plot of a one-parameter search (gamma) with each point labelled
+    by its value (``gamma=0.01``), so that the plot shows what the parameter trades."""
+    if len(spec.space) != 1 or len(spec.objectives) != 2:
+        return ax
+    (key,) = spec.space
+    points = [(tuple(t.values), _trial_params(t).get(key)) for t in trials
+              if t.values and all(math.isfinite(v) for v in t.values)]
+    if not points:
+        return ax
+    spans = [max(p[i] for p, _ in points) - min(p[i] for p, _ in points) or 1.0
+             for i in range(2)]
+    groups: list[tuple[tuple[float, ...], list]] = []  # points within 2.5% of both axes
+    for xy, value in points:                             # of the first share its label
+        near = [g for g in groups if all(abs(a - b) <= 0.025 * span
+                                          for a, b, span in zip(xy, g[0], spans))]
+        if near:
+            near[0][1].append(value)
+        else:
+            groups.append((xy, [value]))
+    for xy, values in groups:
+        label = ", ".join(short_value(v) for v in sorted(values, key=lambda v: (v is None, v)))
+        ax.annotate(f"{key.rsplit('.', 1)[-1]}={label}", xy, textcoords="offset points",
+                    xytext=(4, 3), fontsize=7, alpha=0.8)
+    return ax
 
 
 def _trial_config(study: optuna.Study) -> dict[str, Any] | None:
