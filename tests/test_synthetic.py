@@ -12,6 +12,7 @@ from xecg.cli import main
 from xecg.data.store import Store, StoreError
 from xecg.data.synthetic import (
     GENERATOR_VERSION,
+    DEFAULT_NUISANCE,
     NUISANCE_LEVELS,
     fingerprint,
     make_synthetic_store,
@@ -125,22 +126,23 @@ def test_limb_leads_obey_einthoven(nuisance, index):
 
 
 def test_nuisance_levels():
-    """"v1" keeps version 1's fingerprint; "wide" (the default, version 3) varies the nuisance
+    """"v1" (the default) keeps version 1's fingerprint; "wide" (version 3) varies the nuisance
     over an order of magnitude between records (same label sets; the evidence moves with its more
     variable heart rate)."""
     assert GENERATOR_VERSION == NUISANCE_LEVELS["wide"] == 3 and NUISANCE_LEVELS["v1"] == 1
     assert fingerprint(10, 0, FS, None, True, "v1") == (
         "synthetic v1 n=10 seed=0 fs=500 durations=cpsc balanced=True")
-    assert fingerprint(10, 0, FS, None, True).startswith("synthetic v3 ")
-    assert fingerprint(10, 0, FS, None, True).endswith("nuisance=wide")
+    assert DEFAULT_NUISANCE in NUISANCE_LEVELS
+    assert fingerprint(10, 0, FS, None, True, "wide").startswith("synthetic v3 ")
+    assert fingerprint(10, 0, FS, None, True, "wide").endswith("nuisance=wide")
     with pytest.raises(ValueError, match="nuisance"):
         synth_record(0, 0, nuisance="loud")
     spread = []
     for i in range(30):
-        v1, wide = synth_record(1, i, nuisance="v1"), synth_record(1, i)
+        v1, wide = synth_record(1, i, nuisance="v1"), synth_record(1, i, nuisance="wide")
         assert np.array_equal(v1.labels, wide.labels) and v1.length == wide.length
         assert np.isfinite(wide.signal).all() and wide.signal.dtype == np.float32
-        quiet = synth_record(1, i, noise=False)
+        quiet = synth_record(1, i, noise=False, nuisance="wide")
         assert quiet.evidence == wide.evidence
         spread.append(np.abs(wide.signal - quiet.signal).mean())
     assert max(spread) > 8 * min(spread)
@@ -333,10 +335,11 @@ def test_pvcs_are_wide():
 # --------------------------------------------------------------------------------------------
 # Evidence.
 
+@pytest.mark.parametrize("nuisance", sorted(NUISANCE_LEVELS))
 @pytest.mark.parametrize("balanced", [False, True])
-def test_evidence_matches_labels(balanced):
+def test_evidence_matches_labels(balanced, nuisance):
     for i in range(40):
-        r = synth_record(5, i, durations=(6, 14), balanced=balanced)
+        r = synth_record(5, i, durations=(6, 14), balanced=balanced, nuisance=nuisance)
         labels = set(r.label_names)
         assert labels == {lab for lab, _, _ in r.evidence}
         assert all(0 <= a < b <= r.length for _, a, b in r.evidence)
@@ -346,9 +349,10 @@ def test_evidence_matches_labels(balanced):
 
 @pytest.mark.parametrize("labels", [["PAC"], ["PVC"], ["PAC", "PVC"], ["AF", "PVC"],
                                     ["PAC", "RBBB", "STE"], ["I-AVB", "PVC"]])
-def test_every_training_crop_holds_an_ectopic_beat(labels):
+@pytest.mark.parametrize("nuisance", sorted(NUISANCE_LEVELS))
+def test_every_training_crop_holds_an_ectopic_beat(labels, nuisance):
     for i, seconds in enumerate((6.0, 12.0, 30.0, 60.0, 20.0, 45.0)):
-        r = synth_record(9, i, labels=labels, duration_s=seconds)
+        r = synth_record(9, i, labels=labels, duration_s=seconds, nuisance=nuisance)
         for label in set(labels) & {"PAC", "PVC"}:
             assert largest_gap(intervals(r, label), r.length) < CROP, (label, i)
 
@@ -388,7 +392,7 @@ def test_store_round_trip_prefix_and_reuse(tmp_path, capsys):
     assert "6 synthetic records" in text and "multilabel" in text
     store = Store(out)
     assert len(store) == 6 and store.ids[0] == "S000000" and store.fs == FS
-    assert f"v{GENERATOR_VERSION}" in store.meta["fingerprint"]
+    assert f"v{NUISANCE_LEVELS[DEFAULT_NUISANCE]} " in store.meta["fingerprint"]
     for i in range(6):
         want, got = synth_record(1, i, durations=(6, 7)), store.record(i)
         assert np.array_equal(got.signal, want.signal)

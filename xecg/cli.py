@@ -113,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--force", action="store_true", help="rewrite even if the store is current")
     pp.add_argument("--n", type=int, default=2000, help="synthetic: number of records")
     pp.add_argument("--seed", type=int, default=0, help="synthetic: generator seed")
-    pp.add_argument("--nuisance", choices=("wide", "v1"), default="wide",
-                    help="synthetic: nuisance level (wide: generator v3; v1: generator v1)")
+    pp.add_argument("--nuisance", choices=("v1", "wide"), default="v1",
+                    help="synthetic: nuisance level (v1: generator v1; wide: generator v3)")
     pp.set_defaults(func=_prepare)
 
     ps = sub.add_parser("split", help="write train/val/test record ids to a JSON file")

@@ -62,13 +62,13 @@ class SyntheticOptions:
     """How ``source: synthetic`` makes its store (:func:`xecg.data.synthetic.make_synthetic_store`):
     ``n`` records from generator ``seed``, durations drawn from ``durations`` seconds (None:
     CPSC-like), classes ``balanced`` or at CPSC's rates, with nuisance level ``nuisance``
-    (``"wide"``: generator version 3; ``"v1"``: version 1)."""
+    (``"v1"``: generator version 1, the default; ``"wide"``: version 3)."""
 
     n: int = 2000
     seed: int = 0
     durations: tuple[float, float] | None = None
     balanced: bool = False
-    nuisance: str = "wide"
+    nuisance: str = "v1"
 
 
 @dataclass(frozen=True)
