@@ -69,7 +69,8 @@ def _prepare(args: argparse.Namespace) -> int:
     if args.source == "synthetic":
         from xecg.data.synthetic import make_synthetic_store
 
-        make_synthetic_store(args.out, n=args.n, seed=args.seed, fs=args.fs or 500.0)
+        make_synthetic_store(args.out, n=args.n, seed=args.seed, fs=args.fs or 500.0,
+                             nuisance=args.nuisance)
         return 0
     from xecg.data.prepare import prepare_dataset
 
@@ -112,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--force", action="store_true", help="rewrite even if the store is current")
     pp.add_argument("--n", type=int, default=2000, help="synthetic: number of records")
     pp.add_argument("--seed", type=int, default=0, help="synthetic: generator seed")
+    pp.add_argument("--nuisance", choices=("v1", "wide"), default="v1",
+                    help="synthetic: nuisance level (v1: generator v1; wide: generator v3)")
     pp.set_defaults(func=_prepare)
 
     ps = sub.add_parser("split", help="write train/val/test record ids to a JSON file")

@@ -61,12 +61,14 @@ def average_by_group(values: torch.Tensor, group: torch.Tensor, num_groups: int)
 class SyntheticOptions:
     """How ``source: synthetic`` makes its store (:func:`xecg.data.synthetic.make_synthetic_store`):
     ``n`` records from generator ``seed``, durations drawn from ``durations`` seconds (None:
-    CPSC-like), classes ``balanced`` or at CPSC's rates."""
+    CPSC-like), classes ``balanced`` or at CPSC's rates, with nuisance level ``nuisance``
+    (``"v1"``: generator version 1, the default; ``"wide"``: version 3)."""
 
     n: int = 2000
     seed: int = 0
     durations: tuple[float, float] | None = None
     balanced: bool = False
+    nuisance: str = "v1"
 
 
 @dataclass(frozen=True)
@@ -378,7 +380,7 @@ class CPSCDataModule(L.LightningDataModule):
             opts = self.synthetic
             make_synthetic_store(self.store_path, n=opts.n, seed=opts.seed,
                                  durations=tuple(opts.durations) if opts.durations else None,
-                                 balanced=opts.balanced)
+                                 balanced=opts.balanced, nuisance=opts.nuisance)
         elif self.source is not None:
             from xecg.data.prepare import load_or_prepare
 
