@@ -11,8 +11,8 @@ from xecg.classes import CLASS_INDEX, CLASSES, LEADS, multi_hot
 from xecg.cli import main
 from xecg.data.store import Store, StoreError
 from xecg.data.synthetic import (
-    GENERATOR_VERSION,
     DEFAULT_NUISANCE,
+    GENERATOR_VERSION,
     NUISANCE_LEVELS,
     fingerprint,
     make_synthetic_store,
