@@ -554,9 +554,11 @@ def plot(path: Path, runs: list[Run], variants: list[str], headline: Sequence[st
                 ax.errorbar([i + 0.12], [s["mean"]], yerr=err, fmt="o", color="tab:blue",
                             capsize=4, zorder=3)
         ax.set_xticks(range(len(variants)))
-        ax.set_xticklabels([f"{v}\n(n={sum(r.variant == v for r in runs)})" for v in variants],
-                           rotation=30 if len(variants) > 3 else 0, ha="right"
-                           if len(variants) > 3 else "center")
+        many = len(variants) > 3  # slanted one-line labels, anchored at their tick
+        ax.set_xticklabels([f"{v} (n={sum(r.variant == v for r in runs)})" if many else
+                            f"{v}\n(n={sum(r.variant == v for r in runs)})" for v in variants],
+                           rotation=35 if many else 0, ha="right" if many else "center",
+                           rotation_mode="anchor" if many else "default", fontsize=8)
         ax.set_title(f"{label(metric)} ({split})", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(headline):]:
