@@ -644,20 +644,23 @@ def bench_model_only(runner: Runner, a) -> dict:
             "warmup": 2 if a.quick else 5, "steps": 3 if a.quick else 30, "scale": scale}
     runs = rounds(runner, {"no_mask": {**base, "mask": False}, "masked": {**base, "mask": True}},
                   1)
+    n = 96 if a.quick else 1024
+    store = random_store(a.tmp / "model_only", cpsc_lengths(n, seed=3, scale=scale),
+                         fs=500.0 / scale)
+    loaders = {name: runner({"case": "loader", "device": a.device, "policy": "pad",
+                             "length": base["length"],
+                             "batch": 32, "epochs": 2, "workers": a.workers,
+                             "store": str(store), "trim": trim})
+               for name, trim in (("loader_pad", False), ("loader_pad_trimmed", True))}
+    shutil.rmtree(store)
     out: dict[str, Any] = {"config": {k: v for k, v in base.items() if k != "case"}}
     for name, rs in runs.items():
         out[name] = {**summary(rs, "records_per_s"),
                      **{k: rs[0][k] for k in rs[0] if k.startswith("peak")}}
-    n = 96 if a.quick else 1024
-    store = random_store(a.tmp / "model_only", cpsc_lengths(n, seed=3, scale=scale),
-                         fs=500.0 / scale)
-    for name, trim in (("loader_pad", False), ("loader_pad_trimmed", True)):
-        r = runner({"case": "loader", "policy": "pad", "length": base["length"], "batch": 32,
-                    "epochs": 2, "workers": a.workers, "store": str(store), "trim": trim})
+    for name, r in loaders.items():
         out[name] = {"records_per_s": r["windows_per_s"], "workers": a.workers,
                      "records_per_cpu_s": r["windows_per_cpu_s"],
                      **{k: v for k, v in r.items() if k.startswith("peak")}}
-    shutil.rmtree(store)
     return out
 
 

@@ -43,7 +43,8 @@ def test_gpu_plan_has_a_cpu_path_for_checking_it(tmp_path, monkeypatch):
     seen = []  # the cases it would run (results are left empty: its summaries fail)
     monkeypatch.setattr(bench.Runner, "__call__", lambda self, c: seen.append(c) or {})
     bench.main(["--gpu", "--device", "cpu", "--quick", "--only", "lightning_vs_plain",
-                "bucket_vs_pad", "bucket_vs_pad_compiled", "--out", str(tmp_path / "r.json")])
+                "bucket_vs_pad", "bucket_vs_pad_compiled", "model_only",
+                "--out", str(tmp_path / "r.json")])
     paper = [c for c in seen if c["case"] == "fit" and c["mode"] == "plain"
              and c["policy"] == "pad"]  # lightning_vs_plain_paper's plain loop
     assert paper and {c["precision"] for c in paper} == {"bf16-mixed"}
@@ -51,6 +52,14 @@ def test_gpu_plan_has_a_cpu_path_for_checking_it(tmp_path, monkeypatch):
     assert {c["compile"] for c in seen if c["case"] == "fit"} == {False, True}
     assert {c["device"] for c in seen} == {"cpu"}
     assert not any(c["case"] == "train_eval" for c in seen)  # no short trainings on a GPU
+    # model_only: the network alone with and without the mask, the loader alone on padded
+    # batches with and without pad_on_device; the padded epoch runs as the paper (no mask).
+    assert {c["mask"] for c in seen if c["case"] == "step"} == {False, True}
+    assert {c["trim"] for c in seen if c["case"] == "loader" and c.get("policy") == "pad"} == \
+        {False, True}
+    assert {c.get("mask_padding", True) for c in seen
+            if c["case"] == "fit" and c["mode"] == "lightning" and c["policy"] == "pad"
+            and c["length"] == bench.PAPER_LENGTH // 10 and c["compile"] is False} >= {False}
 
 
 @pytest.mark.slow
