@@ -43,11 +43,12 @@ def main(args: list[str]) -> None:
         out[name] = [row(r) for r in runs if (r / "real" / "metrics.json").exists()]
         for r in out[name]:
             print(f"| {name} | {r['run']} ({r['ckpt']}) | {r['micro']:.3f} | {r['macro']:.3f} | "
-                  f"{r['auroc']:.3f} | {r['cpsc']:.3f} | " + " | ".join(f"{x:.2f}" for x in r["cls"])
+                  f"{r['auroc']:.3f} | {r['cpsc']:.3f} | "
+                  + " | ".join(f"{x:.2f}" for x in r["cls"])
                   + f" | {r['ste']} ({r['ste04']}) | {r['pac']} | {r['pste']:.2f} | "
                   f"{r['syn_f1']:.3f} | {r['syn_auroc']:.3f} |")
     for name, rs in out.items():
-        f = lambda k: np.array([r[k] for r in rs])  # noqa: E731
+        f = lambda k, rs=rs: np.array([r[k] for r in rs])  # noqa: E731
         cls = np.mean([r["cls"] for r in rs], 0)
         print(f"| **{name}** | **mean ± SD, {len(rs)} seeds** | "
               + " | ".join(f"{f(k).mean():.3f} ± {f(k).std(ddof=1):.3f}"

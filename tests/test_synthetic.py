@@ -463,3 +463,6 @@ def test_cli_prepare_synthetic(tmp_path):
     assert len(store) == 20 and store.meta["source"] == "synthetic"
     assert store.labels.sum(1).min() >= 1
     assert set(store.evidence) == set(store.ids)
+    varied = tmp_path / "varied"
+    assert main(["prepare", "synthetic", "--n", "4", "--out", str(varied), "--st-variety"]) == 0
+    assert Store(varied).meta["fingerprint"].endswith(" st_variety=True")
