@@ -309,6 +309,38 @@ def test_st_segments_shift_in_the_labelled_direction():
     assert measured >= 18
 
 
+def test_st_variety_raises_normal_st_in_v2_v3_and_keeps_the_evidence():
+    """``st_variety``: records without an ST label get a J-point elevation in V2-V3 (largest there,
+    less in V1 and V5-V6, never the 0.15 mV of a clear STE) on the same labels, timings and
+    evidence; STE grows; off, the records are unchanged (v1's fingerprint)."""
+    assert fingerprint(10, 0, FS, None, True, "v1", False) == fingerprint(10, 0, FS, None, True)
+    assert fingerprint(10, 0, FS, None, True, "v1", True).endswith(" st_variety=True")
+    v2v3 = [LEAD["V2"], LEAD["V3"]]
+    rises, ste_gain = [], []
+    for i in range(8):
+        for labels in (["Normal"], ["AF"], ["PVC"], ["RBBB"], ["STE"]):
+            off = synth_record(11, i, labels=labels, duration_s=8.0, noise=False)
+            on = synth_record(11, i, labels=labels, duration_s=8.0, noise=False, st_variety=True)
+            assert on.evidence == off.evidence and np.array_equal(on.labels, off.labels)
+            noisy = synth_record(11, i, labels=labels, duration_s=8.0)
+            assert np.array_equal(noisy.signal, synth_record(11, i, labels=labels,
+                                                             duration_s=8.0, st_variety=False
+                                                             ).signal)
+            lo, hi = st_levels(off), st_levels(on)
+            if lo is None or hi is None:
+                continue
+            if labels == ["STE"]:
+                ste_gain.append(hi.max() - lo.max())
+                continue
+            rise = hi - lo
+            assert 0.02 < rise[v2v3].min() and rise.max() < 0.25
+            assert rise[v2v3].min() > rise[LEAD["V1"]] and rise[v2v3].min() > rise[LEAD["V6"]]
+            assert np.abs(rise[:6]).max() < 0.04  # limb leads: only the varied T wave's upstroke
+            rises.append(rise[v2v3].mean())
+    assert len(rises) >= 20 and max(rises) > 0.12 and min(rises) < 0.1
+    assert len(ste_gain) >= 4 and np.mean(ste_gain) > 0.05
+
+
 def test_ectopic_beats_are_premature():
     for label in ("PAC", "PVC"):
         for i in range(4):
@@ -431,3 +463,6 @@ def test_cli_prepare_synthetic(tmp_path):
     assert len(store) == 20 and store.meta["source"] == "synthetic"
     assert store.labels.sum(1).min() >= 1
     assert set(store.evidence) == set(store.ids)
+    varied = tmp_path / "varied"
+    assert main(["prepare", "synthetic", "--n", "4", "--out", str(varied), "--st-variety"]) == 0
+    assert Store(varied).meta["fingerprint"].endswith(" st_variety=True")

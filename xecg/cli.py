@@ -70,7 +70,7 @@ def _prepare(args: argparse.Namespace) -> int:
         from xecg.data.synthetic import make_synthetic_store
 
         make_synthetic_store(args.out, n=args.n, seed=args.seed, fs=args.fs or 500.0,
-                             nuisance=args.nuisance)
+                             nuisance=args.nuisance, st_variety=args.st_variety)
         return 0
     from xecg.data.prepare import prepare_dataset
 
@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--seed", type=int, default=0, help="synthetic: generator seed")
     pp.add_argument("--nuisance", choices=("v1", "wide"), default="v1",
                     help="synthetic: nuisance level (v1: generator v1; wide: generator v3)")
+    pp.add_argument("--st-variety", action="store_true",
+                    help="synthetic: varied normal ST/T (J-point elevation, T size and axis) and "
+                         "clearer STE")
     pp.set_defaults(func=_prepare)
 
     ps = sub.add_parser("split", help="write train/val/test record ids to a JSON file")

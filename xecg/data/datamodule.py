@@ -62,13 +62,15 @@ class SyntheticOptions:
     """How ``source: synthetic`` makes its store (:func:`xecg.data.synthetic.make_synthetic_store`):
     ``n`` records from generator ``seed``, durations drawn from ``durations`` seconds (None:
     CPSC-like), classes ``balanced`` or at CPSC's rates, with nuisance level ``nuisance``
-    (``"v1"``: generator version 1, the default; ``"wide"``: version 3)."""
+    (``"v1"``: generator version 1, the default; ``"wide"``: version 3); ``st_variety`` varies
+    normal ST/T (J-point elevation, T size and axis) and makes STE clearer (off by default)."""
 
     n: int = 2000
     seed: int = 0
     durations: tuple[float, float] | None = None
     balanced: bool = False
     nuisance: str = "v1"
+    st_variety: bool = False
 
 
 @dataclass(frozen=True)
@@ -380,7 +382,8 @@ class CPSCDataModule(L.LightningDataModule):
             opts = self.synthetic
             make_synthetic_store(self.store_path, n=opts.n, seed=opts.seed,
                                  durations=tuple(opts.durations) if opts.durations else None,
-                                 balanced=opts.balanced, nuisance=opts.nuisance)
+                                 balanced=opts.balanced, nuisance=opts.nuisance,
+                                 st_variety=opts.st_variety)
         elif self.source is not None:
             from xecg.data.prepare import load_or_prepare
 

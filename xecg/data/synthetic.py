@@ -51,6 +51,18 @@ NUISANCE_LEVELS = {"v1": 1, "wide": 3}
 #: both within the seed spread).
 DEFAULT_NUISANCE = "v1"
 
+#: ``st_variety`` (independent of the nuisance level; off by default): records without STD/STE
+#: get a normal J-point elevation (early repolarisation, 0.03-0.2 mV in V2-V3, less in V1 and V4-V6)
+#: and T waves of varied size and axis (up to about 1 mV in V2-V3), and STE is a clearer elevation
+#: (0.15-0.5 mV from the J point, straight into the T wave, over a territory with reciprocal
+#: depression). Timings are untouched, so the evidence is identical with it on or off. Its own
+#: random stream leaves every other draw as it was; the fingerprint gains ``st_variety=True``.
+DEFAULT_ST_VARIETY = False
+
+#: Relative size of a normal J-point elevation per precordial lead (V1..V6): chest electrodes see
+#: the repolarisation of the wall under them, largest in V2-V3.
+_EARLY_REPOL_LEADS = np.array([0.35, 1.0, 1.0, 0.6, 0.3, 0.15])
+
 #: CPSC 2018 label sets with their counts in the official REFERENCE.csv (6,877 records, 476 of
 #: them multilabel). AF+PAC (4 records) is left out: a PAC needs sinus rhythm to be premature to.
 _CPSC_LABEL_SETS: tuple[tuple[tuple[str, ...], int], ...] = (
@@ -192,7 +204,8 @@ def _qrs(conduction: str, w: float) -> _Waves:
 class _Heart:
     """One record's anatomy: wave shapes, axis, amplitudes and timings."""
 
-    def __init__(self, rng: np.random.Generator, labels: set[str]):
+    def __init__(self, rng: np.random.Generator, labels: set[str],
+                 st: np.random.Generator | None = None):
         # Rotation of every wave: frontal axis (about z) and precordial transition (about y).
         a = np.clip(rng.normal(0.0, 0.35), -0.7, 0.7)
         b = np.clip(rng.normal(0.0, 0.2), -0.4, 0.4)
@@ -206,12 +219,27 @@ class _Heart:
         qrs = self._vary(_qrs(conduction, w)).scaled(amp)
         t_dir = {"normal": _unit(0.65, 0.6, 0.25), "RBBB": _unit(0.7, 0.5, -0.3),
                  "LBBB": _unit(-0.7, -0.1, 0.65)}[conduction]
-        st_t = self._vary(_t_waves(t_dir, rng.uniform(0.25, 0.5) * (1.3 if conduction == "LBBB"
-                                                                     else 1.0)))
+        t_amp = rng.uniform(0.25, 0.5) * (1.3 if conduction == "LBBB" else 1.0)
+        if st is not None:
+            # Normal T waves vary in size and point more or less forward: upright in I, II and
+            # V2-V6 throughout, from flat-ish to about 1 mV in V2-V3.
+            t_amp *= st.uniform(0.8, 1.8) if conduction == "normal" else st.uniform(0.8, 1.3)
+            if conduction == "normal":
+                t_dir = _unit(0.65, st.uniform(0.35, 0.75), st.uniform(0.15, 1.1))
+        st_t = self._vary(_t_waves(t_dir, t_amp))
         if conduction == "LBBB":  # discordant ST in LBBB
             st_t += self._vary(_st_waves(qrs.end, 0.12 * t_dir))
-        st_t += self._injury(rng, labels, qrs.end)
+        st_t += self._injury(rng, labels, qrs.end, st)
         self.conducted = _Beat(qrs, st_t, qrs.end - 0.09)
+        # Normal J-point elevation (``st``, records without an ST label): a plateau from the J
+        # point into the T wave in the precordial leads, rendered per lead (``early_repol_leads``).
+        self.early_repol: _Waves | None = None
+        self.early_repol_leads = np.zeros(NUM_LEADS)
+        if st is not None and not labels & {"STD", "STE"} and conduction != "LBBB":
+            mv = st.uniform(0.03, 0.2)
+            self.early_repol = _Waves.of([(qrs.end + d, 0.0, 0.02, np.array([mv * a / 1.25, 0, 0]))
+                                          for d, a in ((0.01, 1.0), (0.05, 0.9), (0.09, 0.7))])
+            self.early_repol_leads[6:] = _EARLY_REPOL_LEADS * st.uniform(0.8, 1.2, size=6)
 
         self.p = self._vary(_Waves.of([
             (0.035, 0.0, 0.014, 0.12 * _unit(0.3, 0.8, 0.5)),     # right atrium
@@ -243,8 +271,13 @@ class _Heart:
         vec *= self._rng.uniform(0.85, 1.18, size=(n, 1))
         return waves._replace(vec=vec @ self._rot.T)
 
-    def _injury(self, rng: np.random.Generator, labels: set[str], j: float) -> _Waves:
-        """ST shift for STD/STE: a current of injury toward (STE) or away from (STD) a territory."""
+    def _injury(self, rng: np.random.Generator, labels: set[str], j: float,
+                st: np.random.Generator | None = None) -> _Waves:
+        """ST shift for STD/STE: a current of injury toward (STE) or away from (STD) a territory.
+
+        ``st`` (``st_variety``): STE is 0.15-0.5 mV, starts at the J point and runs straight into
+        the T wave, and an anterior injury points a little upward (reciprocal depression in II,
+        III, aVF)."""
         territories = {  # heart-vector direction of each wall
             "inferior": _unit(0.05, 1.0, 0.1), "anterior": _unit(-0.1, 0.0, 1.0),
             "lateral": _unit(0.9, -0.3, 0.3), "subendocardial": _unit(0.6, 0.55, 0.5),
@@ -252,8 +285,18 @@ class _Heart:
         waves = _Waves.of([])
         ste = None
         if "STE" in labels:
-            ste = territories[rng.choice(["inferior", "anterior", "lateral"])]
-            waves += _st_waves(j, self._scaled_to_leads(ste, rng.uniform(0.15, 0.3)))
+            wall = rng.choice(["inferior", "anterior", "lateral"])
+            ste = territories[wall]
+            mv = rng.uniform(0.15, 0.3)
+            if st is None:
+                waves += _st_waves(j, self._scaled_to_leads(ste, mv))
+            else:
+                mv = st.uniform(0.15, 0.5)
+                vec = territories[wall] if wall != "anterior" else _unit(-0.1, -0.4, 1.0)
+                vec = self._scaled_to_leads(vec, mv)
+                # J point, plateau, and a rise into the T wave: straight or convex, not concave.
+                waves += _Waves.of([(j + d, 0.0, 0.022, vec * a / 1.5) for d, a in
+                                    ((0.005, 0.9), (0.04, 1.0), (0.08, 1.05), (0.12, 0.9))])
         if "STD" in labels:
             # Depression in the leads that face the wall; with STE, never just its mirror image.
             names = [k for k in ("subendocardial", "anterior", "inferior", "lateral")
@@ -553,6 +596,10 @@ def _draw(rng: np.random.Generator, heart: _Heart, rhythm: _Rhythm, labels: set[
         parts.append(_place(p, p_on[sel], np.zeros(sel.sum()), jitter[sel], morph))
     at, width, vec = (np.concatenate(x) for x in zip(*parts))
     signal = _project(_LEAD, _render(at, width, vec, fs, n))
+    if heart.early_repol is not None:  # per-lead (precordial) J-point elevation, conducted beats
+        sel = kind != _PVC
+        at, width, vec = _place(heart.early_repol, onset[sel], qt[sel], jitter[sel])
+        signal += np.outer(heart.early_repol_leads, _render(at, width, vec, fs, n)[0])
     p_on[~has_p] = np.nan
     return signal, _Spans(kind, p_on, onset, j, t_end - 0.075, t_end)
 
@@ -641,8 +688,8 @@ def check_nuisance(nuisance: str) -> str:
 
 def synth_record(seed: int, index: int, labels: Sequence[str] | None = None, fs: float = 500.0,
                  duration_s: float | None = None, durations: tuple[float, float] | None = None,
-                 balanced: bool = False, noise: bool = True, nuisance: str = DEFAULT_NUISANCE
-                 ) -> Record:
+                 balanced: bool = False, noise: bool = True, nuisance: str = DEFAULT_NUISANCE,
+                 st_variety: bool = DEFAULT_ST_VARIETY) -> Record:
     """Synthetic record ``S{index:06d}``: signal ``12 x N`` float32 mV, labels and evidence.
 
     ``labels`` default to :func:`sample_labels`; ``duration_s`` fixes the length, else it is drawn
@@ -650,13 +697,16 @@ def synth_record(seed: int, index: int, labels: Sequence[str] | None = None, fs:
     :data:`NUISANCE_LEVELS`; ``"wide"`` also varies the heart rate and each beat's waves more.
     ``noise=False`` leaves out everything that is not the heart (baseline wander, electrode noise,
     hum, motion and, at ``"wide"``, the recorder's gains, filters, saturation and lead-off): the
-    cardiac signal and evidence are the same either way. The content depends only on
+    cardiac signal and evidence are the same either way. ``st_variety`` varies normal ST/T
+    (J-point elevation, T size and axis) and makes STE clearer (:data:`DEFAULT_ST_VARIETY`); the
+    evidence is the same either way. The content depends only on
     ``(seed, index)`` and these options.
     """
     wide = check_nuisance(nuisance) == "wide"
-    # The first three streams are version 1's; the last two are used only by "wide".
-    rng_labels, rng_heart, rng_noise, rng_beats, rng_front = (
-        np.random.default_rng([seed, index]).spawn(5))
+    # The first three streams are version 1's; the next two are used only by "wide", the last
+    # only by st_variety (spawned children do not depend on how many are spawned).
+    rng_labels, rng_heart, rng_noise, rng_beats, rng_front, rng_st = (
+        np.random.default_rng([seed, index]).spawn(6))
     names = sample_labels(rng_labels, balanced) if labels is None else list(labels)
     found = check_labels(names)
     duration = sample_duration(rng_labels, durations) if duration_s is None else float(duration_s)
@@ -665,7 +715,7 @@ def synth_record(seed: int, index: int, labels: Sequence[str] | None = None, fs:
         raise ValueError(f"synthetic records must last at least 2 s, asked for {duration:g} s")
     t = np.arange(n) / fs
 
-    heart = _Heart(rng_heart, found)
+    heart = _Heart(rng_heart, found, rng_st if st_variety else None)
     rhythm = _rhythm(rng_heart, heart, found, duration, rng_beats if wide else None)
     signal, spans = _draw(rng_heart, heart, rhythm, found, fs, n, rng_beats if wide else None)
     if "AF" in found:
@@ -683,26 +733,29 @@ def synth_record(seed: int, index: int, labels: Sequence[str] | None = None, fs:
 
 
 def fingerprint(n: int, seed: int, fs: float, durations: tuple[float, float] | None,
-                balanced: bool, nuisance: str = DEFAULT_NUISANCE) -> str:
+                balanced: bool, nuisance: str = DEFAULT_NUISANCE,
+                st_variety: bool = DEFAULT_ST_VARIETY) -> str:
     """The store fingerprint of a synthetic data set: generator version plus every option (the
     version of the nuisance level: ``"v1"`` gives version 1's fingerprint, so its stores stay
-    current)."""
+    current; ``st_variety`` adds ``st_variety=True``)."""
     dur = "cpsc" if durations is None else f"{durations[0]:g}-{durations[1]:g}"
     version = NUISANCE_LEVELS[check_nuisance(nuisance)]
     return (f"synthetic v{version} n={n} seed={seed} fs={fs:g} durations={dur} "
-            f"balanced={bool(balanced)}" + ("" if nuisance == "v1" else f" nuisance={nuisance}"))
+            f"balanced={bool(balanced)}" + ("" if nuisance == "v1" else f" nuisance={nuisance}")
+            + (" st_variety=True" if st_variety else ""))
 
 
 def make_synthetic_store(out: str | os.PathLike, n: int = 2000, seed: int = 0, fs: float = 500.0,
                          durations: tuple[float, float] | None = None, balanced: bool = False,
                          progress: bool = True, force: bool = False,
-                         nuisance: str = DEFAULT_NUISANCE) -> Path:
+                         nuisance: str = DEFAULT_NUISANCE,
+                         st_variety: bool = DEFAULT_ST_VARIETY) -> Path:
     """Write ``n`` synthetic records to the store ``out`` (reused if made with the same options).
 
     Prints a short summary (records, per-class counts, multilabel, median duration).
     """
     out = Path(out)
-    fp = fingerprint(n, seed, fs, durations, balanced, nuisance)
+    fp = fingerprint(n, seed, fs, durations, balanced, nuisance, st_variety)
     if not force and is_current(out, fp):
         print(f"{out}: synthetic store is current ({fp}); reusing it")
         return out
@@ -712,11 +765,12 @@ def make_synthetic_store(out: str | os.PathLike, n: int = 2000, seed: int = 0, f
 
     meta = {"generator": {"name": "xecg.data.synthetic", "version": NUISANCE_LEVELS[nuisance],
                           "n": n, "seed": seed, "durations": durations,
-                          "balanced": bool(balanced), "nuisance": nuisance}}
+                          "balanced": bool(balanced), "nuisance": nuisance,
+                          "st_variety": bool(st_variety)}}
     with StoreWriter(out, fs, source="synthetic", fingerprint=fp, extra_meta=meta) as writer:
         for i in tqdm(range(n), desc="synthetic", unit="rec", disable=not progress):
             writer.add(synth_record(seed, i, fs=fs, durations=durations, balanced=balanced,
-                                    nuisance=nuisance))
+                                    nuisance=nuisance, st_variety=st_variety))
         summary = writer.summary()
     counts = {k: v for k, v in summary["class_counts"].items() if v}
     print(f"{out}: {summary['records']:,} synthetic records ({fp}); "
