@@ -18,6 +18,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from kill_points import HOLD_FILE
 from lightning.pytorch.callbacks import ModelCheckpoint
 from test_reliability_store import error_lines, xecg_command, xecg_env
 from test_training import offline_runs
@@ -108,6 +109,17 @@ def _wait_for_checkpoint(path: Path, proc: subprocess.Popen, timeout: float = 24
     raise AssertionError(f"no {path} after {timeout} s")
 
 
+def _wait_for_hold(flag: Path, proc: subprocess.Popen, timeout: float = 240) -> int:
+    """Poll until the run held by ``kill_points.HoldAtEpoch`` writes ``flag``; its global step."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if flag.is_file() and (text := flag.read_text()):
+            return int(text)
+        assert proc.poll() is None, f"the run ended first ({proc.returncode})"
+        time.sleep(0.05)
+    raise AssertionError(f"the run did not reach its hold point in {timeout} s")
+
+
 def _callback_state(ckpt: dict, name: str) -> dict:
     (key,) = [k for k in ckpt["callbacks"] if k.startswith(name)]
     return ckpt["callbacks"][key]
@@ -127,16 +139,24 @@ def test_train_killed_mid_epoch_resumes_to_the_uninterrupted_state(tiny_config, 
     assert main(["train", "--config", str(reference)]) == 0
     ref_run = tmp_path / "ref" / "runs" / "run"
 
-    config = tiny_config(tmp_path, "run", **sections)
+    # The same run with a callback that holds it before epoch 1's first step (kill_points.py),
+    # where it is killed: no race with the run's next checkpoint, however busy the machine.
+    hold = {"callbacks": [{"class_path": "kill_points.HoldAtEpoch", "init_args": {"epoch": 1}}]}
+    config = tiny_config(tmp_path, "run",
+                         **{**sections, "trainer": {**sections["trainer"], **hold}})
     run = tmp_path / "runs" / "run"
     last = run / "checkpoints" / "last.ckpt"
     command = [*xecg_command(), "train", "--config", str(config)]
     env = xecg_env(WANDB_DIR=str(tmp_path))
-    proc = subprocess.Popen(command, env=env, cwd=tmp_path, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env["PYTHONPATH"]])
+    flag = tmp_path / "held"
+    proc = subprocess.Popen(command, env={**env, HOLD_FILE: str(flag)}, cwd=tmp_path,
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
     try:
-        first = _wait_for_checkpoint(last, proc)
-        os.kill(proc.pid, signal.SIGKILL)  # now in epoch 1 (4 training steps to go)
+        held_at = _wait_for_hold(flag, proc)
+        first = _load(last)
+        os.kill(proc.pid, signal.SIGKILL)  # in epoch 1, 4 training steps to go
         proc.wait(timeout=60)
     finally:
         try:
@@ -145,8 +165,8 @@ def test_train_killed_mid_epoch_resumes_to_the_uninterrupted_state(tiny_config, 
             pass
     assert proc.returncode == -signal.SIGKILL
     killed = _load(last)
-    assert (first["epoch"], killed["epoch"], killed["global_step"]) == (0, 0, 4), \
-        "the kill came after epoch 1 was saved: the machine was too fast for this test"
+    assert held_at == 4 and first is not None
+    assert (first["epoch"], killed["epoch"], killed["global_step"]) == (0, 0, 4)
     run_id = (run / "wandb_id").read_text()
     json.loads((run / "metrics.json").read_text())  # whole, from epoch 0
 

@@ -46,9 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from xecg.cli import cli_value, override_args
+from xecg.cli import cli_value, load_mapping, override_args
 from xecg.errors import ConfigError
 
 FILE_KEYS = ("name", "experiment", "overrides", "variants", "seeds", "reference", "out")
@@ -107,18 +105,7 @@ def load_ablation(path: str | Path) -> Ablation:
     """Read and check an ablation file; every problem is a :class:`ConfigError` of one line
     naming the file and the key."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: ablation file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        problem = str(err).replace("\n", " ")
-        raise ConfigError(f"{path}: not valid YAML ({problem})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping with keys {', '.join(FILE_KEYS)}")
-    unknown = sorted(set(map(str, data)) - set(FILE_KEYS))
-    if unknown:
-        raise ConfigError(f"{path}: unknown key {unknown[0]!r} (expected {', '.join(FILE_KEYS)})")
+    data = load_mapping(path, "ablation file", FILE_KEYS)
 
     name = data.get("name", path.stem)
     if not isinstance(name, str) or not _NAME.match(name):

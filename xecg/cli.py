@@ -34,6 +34,28 @@ def cli_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def load_mapping(path: str | Path, what: str, keys: Iterable[str]) -> dict[str, Any]:
+    """The YAML mapping in ``path`` (a ``what``: "ablation file", "sweep file"), with only
+    ``keys`` at its top; every problem is a one-line :class:`ConfigError` naming the file."""
+    import yaml
+
+    from xecg.errors import ConfigError, one_line
+
+    path, keys = Path(path), tuple(keys)
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({one_line(err)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a {what} is a mapping of {', '.join(keys)}")
+    unknown = [str(k) for k in data if k not in keys]
+    if unknown:
+        raise ConfigError(f"{path}: {unknown[0]}: unknown key (a {what} has {', '.join(keys)})")
+    return data
+
+
 def override_args(overrides: dict[str, Any], configs: Iterable = ()) -> list[str]:
     """LightningCLI arguments: ``--config FILE`` for each of ``configs``, then
     ``--KEY=VALUE`` for each dotted override (``{"model.loss.gamma": 0.1}``), in order."""

@@ -7,6 +7,12 @@ from __future__ import annotations
 import os
 
 
+def one_line(err: object, limit: int = 300) -> str:
+    """``err``'s text on one line, cut to ``limit`` characters (for errors from libraries)."""
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 class XECGError(Exception):
     """Base of xecg's expected errors: bad input, bad configuration, unusable files."""
 

@@ -74,8 +74,8 @@ from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from xecg.atomic import write_atomic, write_csv
-from xecg.cli import override_args
-from xecg.errors import ConfigError
+from xecg.cli import load_mapping, override_args
+from xecg.errors import ConfigError, one_line
 
 SWEEP_KEYS = ("experiment", "overrides", "search_space", "enqueue", "objective", "n_trials",
               "sampler", "pruner", "heartbeat")
@@ -155,21 +155,11 @@ PRUNERS = {"median": "MedianPruner", "percentile": "PercentilePruner",
 def load_sweep(path: str | os.PathLike) -> SweepSpec:
     """Read and check a sweep file; a problem raises :class:`ConfigError` naming file and key."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: sweep file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({_one_line(err)})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a sweep file is a mapping of {', '.join(SWEEP_KEYS)}")
+    raw = load_mapping(path, "sweep file", SWEEP_KEYS)
 
     def bad(key: str, problem: str) -> ConfigError:
         return ConfigError(f"{path}: {key}: {problem}")
 
-    unknown = [k for k in raw if k not in SWEEP_KEYS]
-    if unknown:
-        raise bad(str(unknown[0]), f"unknown key (a sweep file has {', '.join(SWEEP_KEYS)})")
     for key in ("experiment", "search_space", "objective"):
         if raw.get(key) in (None, "", [], {}):
             raise bad(key, "missing")
@@ -299,7 +289,7 @@ def _distribution(path: Path, key: str, spec: Any) -> BaseDistribution:
             return FloatDistribution(low, high, log=log, step=step)
         return IntDistribution(low, high, log=log, step=1 if step is None else step)
     except ValueError as err:
-        raise ConfigError(f"{path}: {key}: {_one_line(err)}") from None
+        raise ConfigError(f"{path}: {key}: {one_line(err)}") from None
 
 
 def _check_enqueued(path: Path, key: str, dist: BaseDistribution, value: Any) -> None:
@@ -358,11 +348,6 @@ def _named(path: Path, key: str, raw: Any, table: dict[str, str]) -> dict[str, A
             raise ConfigError(f"{path}: {key}.{option}: not an option of {cls.__name__} "
                               f"({accepted or 'none'})")
     return dict(raw)
-
-
-def _one_line(err: Any, limit: int = 300) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 # --------------------------------------------------------------------- trial command lines
@@ -433,7 +418,7 @@ def check_against_experiment(spec: SweepSpec) -> dict[str, Any]:
         for section, key, value in items:
             _parse_one(parse, spec, section, key, value, [])
         raise ConfigError(f"{spec.path}: overrides, search_space: the experiment does not "
-                          f"accept them together ({_one_line(err, 240)})") from None
+                          f"accept them together ({one_line(err, 240)})") from None
     fixed = override_args(spec.overrides)
     for i, params in enumerate(spec.enqueue):
         for key, value in params.items():
@@ -451,7 +436,7 @@ def _parse_one(parse, spec: SweepSpec, section: str, key: str, value: Any,
         raise
     except Exception as err:
         raise ConfigError(f"{spec.path}: {section}.{key}: the experiment does not accept "
-                          f"{value!r} ({_one_line(err, 240)})") from None
+                          f"{value!r} ({one_line(err, 240)})") from None
 
 
 def _sample_value(dist: BaseDistribution) -> Any:
@@ -551,7 +536,7 @@ def make_storage(url: str, heartbeat: dict[str, int]):
                                   heartbeat_stale_trial_callback=retry, **options)
             except Exception as err:
                 raise ConfigError(f"--storage {mask_url(url)}: cannot open "
-                                  f"({scrub(_one_line(err, 240), url)})") from None
+                                  f"({scrub(one_line(err, 240), url)})") from None
     from optuna.storages.journal import (
         JournalFileBackend,
         JournalFileOpenLock,
@@ -632,7 +617,7 @@ def make_sampler(spec: SweepSpec, seed: int | None) -> optuna.samplers.BaseSampl
         try:
             return SkipOutsideTrials(cls(**options))
         except Exception as err:
-            raise ConfigError(f"{spec.path}: sampler: {_one_line(err)}") from None
+            raise ConfigError(f"{spec.path}: sampler: {one_line(err)}") from None
 
 
 def sampler_settings(sampler: optuna.samplers.BaseSampler) -> dict[str, Any]:
@@ -653,7 +638,7 @@ def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
     try:
         return cls(**options)
     except Exception as err:
-        raise ConfigError(f"{spec.path}: pruner: {_one_line(err)}") from None
+        raise ConfigError(f"{spec.path}: pruner: {one_line(err)}") from None
 
 
 def open_study(spec: SweepSpec, study_name: str, storage_url: str, worker: int) -> optuna.Study:
@@ -667,7 +652,7 @@ def open_study(spec: SweepSpec, study_name: str, storage_url: str, worker: int) 
         if isinstance(err, ConfigError):
             raise
         raise ConfigError(f"study {study_name} in {mask_url(storage_url)}: cannot open "
-                          f"({scrub(_one_line(err, 240), storage_url)})") from None
+                          f"({scrub(one_line(err, 240), storage_url)})") from None
     found = [d.name.lower() for d in study.directions]
     if found != directions:
         raise ConfigError(f"{spec.path}: objective: study {study_name} in "
@@ -982,7 +967,7 @@ def write_plots(study: optuna.Study, spec: SweepSpec, out: Path) -> list[Path]:
             written.append(path)
         except Exception as err:
             plt.close("all")
-            print(f"xecg sweep: warning: no {name} plot ({_one_line(err, 160)})",
+            print(f"xecg sweep: warning: no {name} plot ({one_line(err, 160)})",
                   file=sys.stderr)
     return written
 
@@ -1077,7 +1062,7 @@ def write_reports(study: optuna.Study, spec: SweepSpec, study_name: str, out: Pa
     try:
         wandb_summary(study, spec, study_name, out, header, rows, plots, best)
     except Exception as err:  # the files above are the results; W&B is a copy
-        print(f"xecg sweep: warning: no W&B summary run ({_one_line(err, 200)})",
+        print(f"xecg sweep: warning: no W&B summary run ({one_line(err, 200)})",
               file=sys.stderr)
     c = counts(study)
     print(f"xecg sweep: study {study_name}: {c['finished']} finished ({c['COMPLETE']} complete,"

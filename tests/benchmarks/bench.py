@@ -213,6 +213,7 @@ def case_fit(c: dict) -> dict:
             end, end_cpu = time.perf_counter(), time.process_time()
     else:
         from xecg.data.datamodule import restore_padding
+        from xecg.module import batch_mask
 
         module.to(device)
         module.configure_model()
@@ -229,11 +230,9 @@ def case_fit(c: dict) -> dict:
                 batch = restore_padding({k: v.to(device, non_blocking=True)
                                          if isinstance(v, torch.Tensor) else v
                                          for k, v in batch.items()})  # as Lightning's hook
-                x, y = batch["x"], batch["y"]
-                mask = (batch["mask"] if batch["padded"] and module.hparams.mask_padding
-                        else None)  # as XECGModule does
-                with autocast:
-                    loss = module.criterion(module(x, mask), y).total
+                with autocast:  # the forward and loss of XECGModule's step
+                    loss = module.criterion(module(batch["x"], batch_mask(batch)),
+                                            batch["y"]).total
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -762,12 +761,17 @@ def _difference(r: dict, key: str) -> str:
     return f"{r['difference'][key]:+.3f}" + ("" if se is None else f" +- {se:.3f}")
 
 
+def _measured(results: dict, key: str) -> dict | None:
+    """``results[key]`` when that comparison ran and did not fail (failures are listed apart)."""
+    r = results.get(key)
+    return r if r and "error" not in r and "skipped" not in r else None
+
+
 def table(results: dict) -> str:
     """The results as a text table, with one line per comparison describing its set-up."""
     rows, notes = [], []
     for key in ("lightning_vs_plain", "lightning_overhead", "lightning_vs_plain_paper"):
-        r = results.get(key)
-        if not r or "error" in r:
+        if not (r := _measured(results, key)):
             continue
         cfg = r["config"]
         notes.append(f"{key}: XECGNet width {cfg['width']}, batch 32, {cfg['policy']} "
@@ -789,8 +793,7 @@ def table(results: dict) -> str:
                 f"Lightning fit{sfx.replace('_', ' ')}"
             rows.append((key, label, rate, _mem(v), ratio))
     for key in ("bucket_vs_pad", "bucket_vs_pad_compiled"):
-        r = results.get(key)
-        if not r or "error" in r:
+        if not (r := _measured(results, key)):
             continue
         cfg = r["config"]
         notes.append(f"{key}: {r['records']:,} records, {r['scaled']}; XECGNet width "
@@ -804,8 +807,7 @@ def table(results: dict) -> str:
             rows.append((key, name, f"{v['epoch_s']:.2f} s/epoch (first "
                          f"{v['first_epoch_s']:.2f}), {v['epoch_cpu_s']:.2f} CPU-s", _mem(v),
                          ratio))
-    r = results.get("bucket_vs_pad_validation")
-    if r and "error" not in r:
+    if r := _measured(results, "bucket_vs_pad_validation"):
         cfg = r["config"]
         notes.append(f"bucket_vs_pad_validation: synthetic ECGs at {cfg['fs']:g} Hz, "
                      f"{r['records']['train']} training and {r['records']['val']} validation "
@@ -818,8 +820,7 @@ def table(results: dict) -> str:
                          f"val micro-F1 {v['micro_f1']:.3f}, AUROC {v['auroc']:.3f}", "",
                          _difference(r, "micro_f1") + ", AUROC " + _difference(r, "auroc")
                          if name == "bucket" else ""))
-    r = results.get("model_only")
-    if r and "error" not in r:
+    if r := _measured(results, "model_only"):
         cfg = r["config"]
         notes.append(f"model_only: XECGNet width {cfg['width']}, batch {cfg['batch']}, "
                      f"{cfg['length']:,} samples, {cfg['precision']}: the network alone on a batch "
@@ -830,8 +831,7 @@ def table(results: dict) -> str:
             v = r[name]
             rows.append(("model_only", name, f"{v['records_per_s']:,.0f} records/s", _mem(v),
                          f"{v['records_per_s'] / r['no_mask']['records_per_s']:.2f}x"))
-    r = results.get("loader")
-    if r and "error" not in r:
+    if r := _measured(results, "loader"):
         cfg = r["config"]
         notes.append(f"loader: {cfg['length']:,}-sample crops, batch {cfg['batch']}, "
                      f"{cfg['records']:,} records x {cfg['epochs']} epochs; per CPU-second of "

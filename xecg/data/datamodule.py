@@ -457,10 +457,9 @@ class CPSCDataModule(L.LightningDataModule):
         and no more than this process's share of the cores."""
         if self.num_workers is not None:
             return self.num_workers
-        trainer = self.trainer
-        if trainer is None or trainer.accelerator.__class__.__name__ == "CPUAccelerator":
+        if not self._on_accelerator():
             return 0
-        share = (os.cpu_count() or 1) // max(1, trainer.num_devices)
+        share = (os.cpu_count() or 1) // max(1, self.trainer.num_devices)
         return max(0, min(8, share - 1))
 
     def _trim(self) -> bool:
@@ -469,6 +468,10 @@ class CPSCDataModule(L.LightningDataModule):
         padded epoch on an H100 (README "Benchmarks"); on a CPU there is no copy to save."""
         if self.pad_on_device is not None:
             return self.pad_on_device
+        return self._on_accelerator()
+
+    def _on_accelerator(self) -> bool:
+        """Whether an attached trainer runs on an accelerator (GPU, MPS, ...), not the CPU."""
         trainer = self.trainer
         return trainer is not None and trainer.accelerator.__class__.__name__ != "CPUAccelerator"
 
