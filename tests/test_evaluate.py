@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,25 @@ def run(tiny_config, tmp_path_factory) -> tuple[Path, Path]:
     return config, folder / "runs" / "ev" / "checkpoints" / "last.ckpt"
 
 
-def test_evaluate_gives_the_test_stage_metrics(run, tiny_data, tmp_path):
-    config, ckpt = run
+@pytest.fixture(scope="module")
+def run_bandpass(tiny_config, tiny_data, tmp_path_factory) -> tuple[Path, Path]:
+    """As ``run``, with ``data.bandpass`` (on a copy of the store, which gains its derived
+    band-passed copy)."""
+    folder = tmp_path_factory.mktemp("evaluate-bandpass")
+    shutil.copytree(tiny_data.store, folder / "store")
+    config = tiny_config(folder, "ev", trainer={"max_epochs": 3},
+                         experiment={"wandb": False}, model={"tune_thresholds": True},
+                         data={"store": str(folder / "store"), "bandpass": [0.5, 40.0]})
+    assert main(["fit", "--config", str(config)]) == 0
+    assert (folder / "store" / "derived" / "bandpass-0.5-40Hz" / "meta.json").is_file()
+    return config, folder / "runs" / "ev" / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.parametrize("which", ["run", "run_bandpass"])
+def test_evaluate_gives_the_test_stage_metrics(which, request, tiny_data, tmp_path):
+    """Also with a band-pass: the test stage reads the band-passed store, `xecg evaluate` the
+    records as recorded, which the checkpoint's band (xecg_bandpass) filters the same way."""
+    config, ckpt = request.getfixturevalue(which)
     thresholds = XECGModule.load_from_checkpoint(ckpt, map_location="cpu").thresholds
     assert not np.allclose(thresholds.numpy(), 0.5)  # tuned: the checkpoint's are used
     assert main(["test", "--config", str(config), "--ckpt_path", str(ckpt)]) == 0

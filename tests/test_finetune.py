@@ -3,6 +3,7 @@ nothing else of it), training continues from them, and the new checkpoint loads 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,19 @@ def test_fine_tuning_continues_training_from_the_weights(pretrained, tiny_config
     finally:
         pretrained_copy.rename(pretrained)
     assert all(torch.equal(module.state_dict()[k], v) for k, v in after.items())
+
+
+def test_fine_tuning_on_another_band_than_the_pretraining_warns(pretrained, tiny_config,
+                                                                 tiny_data, tmp_path):
+    """The pretrained run saw unfiltered records; fine-tuning on band-passed ones is allowed
+    (the user may mean it) but said, with both bands."""
+    shutil.copytree(tiny_data.store, tmp_path / "store")
+    config = tiny_config(tmp_path, "ft", trainer={"limit_train_batches": 1},
+                         experiment={"wandb": False},
+                         data={"store": str(tmp_path / "store"), "bandpass": [0.5, 40.0]})
+    with pytest.warns(UserWarning, match=r"band-passed to None Hz, this run's data.bandpass "
+                                         r"is \(0.5, 40.0\)"):
+        assert main(["fit", "--config", str(config), "--model.init_from", str(pretrained)]) == 0
+    saved = torch.load(tmp_path / "runs" / "ft" / "checkpoints" / "last.ckpt",
+                       map_location="cpu", weights_only=True)
+    assert saved["xecg_bandpass"] == [0.5, 40.0]

@@ -81,7 +81,7 @@ class AttentionImages(L.Callback):
         out_dir.mkdir(parents=True, exist_ok=True)
         images, captions = [], []
         for i in self._records:
-            rec = dm.store.record(int(i))
+            rec = dm.raw_store.record(int(i))  # as recorded: predict_record band-passes it
             fig, caption = render_attention(pl_module, rec.signal, rec.fs, rec.id,
                                             rec.label_names, rec.evidence)
             path = inside(out_dir, output_name(f"{_evaluated(trainer, 'epoch{:03d}')}_{rec.id}",

@@ -7,11 +7,13 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MaxMetric
 
 from xecg.classes import NUM_CLASSES, NUM_LEADS
 from xecg.data.datamodule import average_by_group, eval_windows, fill_window
+from xecg.data.filters import bandpass
 from xecg.losses import XECGLoss, check_choice
 from xecg.metrics import ECGMetrics, tune_thresholds
 from xecg.models import DOWNSAMPLE
@@ -40,15 +42,19 @@ def class_config(obj: object) -> dict[str, Any]:
             "init_args": dict(getattr(obj, "hparams", {}))}
 
 
-def load_net_weights(net: nn.Module, ckpt: str) -> None:
+def load_net_weights(net: nn.Module, ckpt: str) -> tuple[float, float] | None:
     """Copy the ``net.*`` weights of checkpoint ``ckpt`` into ``net`` (same architecture: every
-    tensor must match; the checkpoint's thresholds, statistics and optimiser are not used)."""
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    tensor must match; the checkpoint's thresholds, statistics and optimiser are not used).
+    Returns the band-pass its training data went through (``data.bandpass``), or None."""
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state = checkpoint["state_dict"]
     weights = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
     try:
         net.load_state_dict(weights, strict=True)
     except RuntimeError as err:
         raise ValueError(f"init_from {ckpt}: its network does not fit this one ({err})") from None
+    band = checkpoint.get("xecg_bandpass")
+    return None if band is None else (float(band[0]), float(band[1]))
 
 
 class XECGModule(L.LightningModule):
@@ -92,8 +98,9 @@ class XECGModule(L.LightningModule):
         super().__init__()
         check_choice("scheduler", scheduler, Scheduler)
         self.net = net
-        if init_from:
-            load_net_weights(net, init_from)
+        # The pretrained network's band-pass: fine-tuning data should go through the same.
+        self._init_band = load_net_weights(net, init_from) if init_from else None
+        self._init_from = init_from
         self.criterion = XECGLoss() if loss is None else loss
         # The parts are saved as their configurations, not as pickled modules: a checkpoint
         # rebuilds them through Lightning's instantiator whether the module was made by
@@ -119,6 +126,9 @@ class XECGModule(L.LightningModule):
         # the whole record, end-padded to the network's pooling multiple.
         self.eval_windows: dict[str, Any] = {"policy": "bucket", "length": DOWNSAMPLE,
                                              "bucket_multiple": DOWNSAMPLE}
+        # The band-pass (Hz) the training data went through (`data.bandpass`), or None: new
+        # records get the same before any window is cut (`prepare_signal`).
+        self.bandpass: tuple[float, float] | None = None
         self.last_metrics: dict[str, dict[str, float]] = {}
         self._val_outputs: list[tuple[Tensor, Tensor]] = []
         # Per-step accumulators, logged once in a while (see `_step`): the training epoch's
@@ -138,6 +148,12 @@ class XECGModule(L.LightningModule):
             self.sample_rate.fill_(float(dm.store.fs))
             self.eval_windows = {"policy": dm.policy, "length": dm.length,
                                  "bucket_multiple": dm.bucket_multiple}
+            self.bandpass = getattr(dm, "bandpass", None)
+            if self._init_from and self._init_band != self.bandpass:
+                rank_zero_warn(f"init_from {self._init_from}: its network was trained on data "
+                               f"band-passed to {self._init_band} Hz, this run's data.bandpass is "
+                               f"{self.bandpass}: set the same band, or the pretrained filters see "
+                               "other signals")
 
     def configure_model(self) -> None:
         """``compile``: compile the network in place (its parameter names do not change). Under
@@ -152,9 +168,12 @@ class XECGModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["xecg_eval_windows"] = dict(self.eval_windows)
+        checkpoint["xecg_bandpass"] = None if self.bandpass is None else list(self.bandpass)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.eval_windows = dict(checkpoint.get("xecg_eval_windows", self.eval_windows))
+        band = checkpoint.get("xecg_bandpass")
+        self.bandpass = None if band is None else (float(band[0]), float(band[1]))
 
     # ----------------------------------------------------------------------------- steps
     # Per step, only tensor arithmetic on the device: Lightning's `self.log` costs milliseconds of
@@ -314,6 +333,14 @@ class XECGModule(L.LightningModule):
         return opt
 
     # ------------------------------------------------------------------------ one record
+    def prepare_signal(self, signal: Tensor | np.ndarray) -> np.ndarray:
+        """A record ``12 x N`` (mV, at :attr:`sample_rate`) as the training data were: band-passed
+        when the run used ``data.bandpass``; contiguous float32 ``12 x N`` (not normalised)."""
+        block = np.asarray(signal.cpu() if isinstance(signal, Tensor) else signal, np.float32)
+        if self.bandpass is not None:
+            block = bandpass(block, float(self.sample_rate), self.bandpass)
+        return np.ascontiguousarray(block)
+
     @torch.no_grad()
     def predict_record(self, signal: Tensor | np.ndarray) -> dict[str, Tensor]:
         """Run one record ``12 x N`` (mV, at :attr:`sample_rate`) through the model in eval mode.
@@ -326,7 +353,7 @@ class XECGModule(L.LightningModule):
         """
         was_training = self.training
         self.eval()
-        block = np.ascontiguousarray(np.asarray(signal, dtype=np.float32))
+        block = self.prepare_signal(signal)
         mean = self.lead_mean.cpu().numpy().reshape(NUM_LEADS, 1)
         inv_std = (1.0 / self.lead_std.cpu().numpy()).reshape(NUM_LEADS, 1)
         starts, T = eval_windows(block.shape[1], **self.eval_windows)

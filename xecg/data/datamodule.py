@@ -39,6 +39,7 @@ from torch import distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from xecg.classes import NUM_LEADS
+from xecg.data.filters import check_band, filtered_store
 from xecg.data.splits import SPLITS, default_seed, load_split, make_split, save_split
 from xecg.data.store import Store, is_store
 from xecg.errors import ConfigError
@@ -315,7 +316,9 @@ class CPSCDataModule(L.LightningDataModule):
     ``split``: a split JSON; if None, ``protocol`` (with ``split_seed``, ``folds``, ``fold``) makes
     one and keeps it at ``STORE/splits/``. ``seed`` drives shuffling and crops (default: the seed
     given to ``lightning.seed_everything``, else 0). Normalisation statistics come from the
-    training split only and travel in checkpoints through :meth:`state_dict`.
+    training split only and travel in checkpoints through :meth:`state_dict`. ``bandpass``
+    ``[low, high]`` Hz: train and evaluate on a zero-phase band-passed copy of the store
+    (:mod:`xecg.data.filters`); the checkpoint keeps the band for new records.
 
     Distributed (Lightning DDP, any ``use_distributed_sampler``): ``batch_size`` is per process;
     each process trains on its share of one global plan drawn from ``(seed, epoch)`` (padded with
@@ -330,7 +333,8 @@ class CPSCDataModule(L.LightningDataModule):
                  num_workers: int | None = None, pin_memory: bool | None = None,
                  bucket_multiple: int = 972, normalize: bool = True, seed: int | None = None,
                  source: str | None = None, synthetic: SyntheticOptions | None = None,
-                 pad_on_device: bool | None = None):
+                 pad_on_device: bool | None = None,
+                 bandpass: tuple[float, float] | None = None):
         super().__init__()
         if policy not in POLICIES:
             raise ValueError(f"unknown length policy {policy!r}; choose one of {POLICIES}")
@@ -355,7 +359,9 @@ class CPSCDataModule(L.LightningDataModule):
         self.seed = seed
         self.source = source
         self.synthetic = synthetic or SyntheticOptions()
-        self.store: Store | None = None
+        self.bandpass = check_band(bandpass)
+        self.store: Store | None = None  # what batches are cut from (band-passed if asked)
+        self.raw_store: Store | None = None  # the records as recorded, at the same positions
         self.indices: dict[str, np.ndarray] = {}
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
@@ -392,6 +398,8 @@ class CPSCDataModule(L.LightningDataModule):
         if self.split is None and not path.exists():
             save_split(make_split(self.store_path, self.protocol, seed=self.split_seed,
                                   folds=self.folds, fold=self.fold), path)
+        if self.bandpass is not None:
+            filtered_store(self.store_path, self.bandpass)
 
     def setup(self, stage: str | None = None) -> None:
         """Opens the store, reads the split and computes the training split's lead statistics."""
@@ -399,7 +407,10 @@ class CPSCDataModule(L.LightningDataModule):
             return
         if not is_store(self.store_path) or not self.split_path.exists():
             self.prepare_data()  # used without a Trainer, which would have called it
-        store = Store(self.store_path)
+        # The split names record ids, so it serves the band-passed copy as well (same ids).
+        store = Store(self.store_path if self.bandpass is None
+                      else filtered_store(self.store_path, self.bandpass))
+        self.raw_store = store if self.bandpass is None else Store(self.store_path)
         split = load_split(self.split_path)
         for name in SPLITS:
             try:
@@ -421,7 +432,8 @@ class CPSCDataModule(L.LightningDataModule):
         return {"store": str(self.store_path), "split": str(self.split_path),
                 **{k: split.get(k) for k in ("protocol", "seed", "folds", "fold", "counts")},
                 "policy": self.policy, "length": None if self.policy == "bucket" else self.length,
-                "normalisation": "per lead, training split" if self.normalize else "none"}
+                "normalisation": "per lead, training split" if self.normalize else "none",
+                "bandpass_hz": None if self.bandpass is None else list(self.bandpass)}
 
     def state_dict(self) -> dict[str, Any]:
         if self.mean is None:

@@ -58,7 +58,7 @@ class ExplanationScores(L.Callback):
         from xecg.explain.evaluate import evaluate_maps
 
         dm = trainer.datamodule
-        store = getattr(dm, "store", None)
+        store = getattr(dm, "raw_store", None)  # as recorded: the maps band-pass it
         indices = getattr(dm, "indices", {}).get("val")
         if store is None or indices is None or not len(indices):
             return
