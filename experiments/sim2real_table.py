@@ -1,11 +1,12 @@
 """Markdown rows for a sim2real comparison over seeds 0-4 (experiments/sim2real.md).
 
 Usage: python experiments/sim2real_table.py NAME=RUNS_PREFIX ... (e.g. v1=runs/s2r-v1-short
-v4=runs/s2r-v4-short; seed 0 is PREFIX, seed S is PREFIX-seedS). Per run: real-record micro-F1,
-macro-F1, macro AUROC, CPSC F1, per-class AUROC, how many of the real Normal records are labelled
-STE and PAC at the checkpoint's thresholds and how many get p(STE) >= 0.4, the median p(STE) of
-Normal records, and the run's synthetic test macro-F1 and AUROC; then mean ± SD per generator and
-the paired differences of the last generator against the first.
+v4=runs/s2r-v4-short; seed 0 is PREFIX or PREFIX-seed0, seed S is PREFIX-seedS). Per run:
+real-record micro-F1, macro-F1, macro AUROC, CPSC F1, per-class AUROC, how many of the real
+Normal records are labelled STE and PAC at the checkpoint's thresholds and how many get
+p(STE) >= 0.4, the median p(STE) of Normal records, and the run's synthetic test macro-F1 and
+AUROC; then mean ± SD per generator and the paired differences of the last generator against
+the first.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def main(args: list[str]) -> None:
     out = {}
     for arg in args:
         name, prefix = arg.split("=", 1)
-        runs = [Path(prefix if s == 0 else f"{prefix}-seed{s}") for s in range(5)]
+        runs = [Path(prefix if s == 0 and Path(prefix).is_dir() else f"{prefix}-seed{s}")
+                for s in range(5)]
         out[name] = [row(r) for r in runs if (r / "real" / "metrics.json").exists()]
         for r in out[name]:
             print(f"| {name} | {r['run']} ({r['ckpt']}) | {r['micro']:.3f} | {r['macro']:.3f} | "

@@ -341,6 +341,41 @@ def test_st_variety_raises_normal_st_in_v2_v3_and_keeps_the_evidence():
     assert len(ste_gain) >= 4 and np.mean(ste_gain) > 0.05
 
 
+def test_adult_lead_gains_give_textbook_qrs_amplitudes_and_keep_the_evidence():
+    """``lead_gains="adult"``: a normal beat's R and S per lead near normal adults' medians (rS in
+    V1-V2, transition at V3, tallest R in V4-V5), where v1's precordial QRS is about half as
+    large; labels, timings and evidence unchanged, Einthoven's law kept; v1 is the default and
+    keeps its fingerprint."""
+    assert fingerprint(10, 0, FS, None, True) == fingerprint(10, 0, FS, None, True, "v1", False,
+                                                              "v1")
+    assert fingerprint(10, 0, FS, None, True, "v1", False, "adult").endswith(" lead_gains=adult")
+    with pytest.raises(ValueError, match="lead_gains must be one of"):
+        synth_record(0, 0, lead_gains="huge")
+    peaks = {"v1": [], "adult": []}
+    for i in range(30):
+        for gains in peaks:
+            rec = synth_record(5, i, labels=["Normal"], duration_s=8.0, noise=False,
+                               lead_gains=gains)
+            peaks[gains].append((np.percentile(rec.signal, 99.5, 1),
+                                 np.percentile(rec.signal, 0.5, 1)))
+        off = synth_record(5, i, labels=["RBBB"], duration_s=8.0, noise=False)
+        on = synth_record(5, i, labels=["RBBB"], duration_s=8.0, noise=False, lead_gains="adult")
+        assert on.evidence == off.evidence and np.array_equal(on.labels, off.labels)
+        s = on.signal
+        np.testing.assert_allclose(s[LEAD["III"]], s[LEAD["II"]] - s[LEAD["I"]], atol=1e-5)
+    r, s = (np.median([p[k] for p in peaks["adult"]], 0) for k in (0, 1))
+    textbook_r = {"I": 0.65, "II": 0.8, "V3": 1.0, "V4": 1.4, "V5": 1.3, "V6": 1.0}
+    textbook_s = {"V1": -0.9, "V2": -1.5, "V3": -1.1}
+    for lead, mv in textbook_r.items():
+        assert r[LEAD[lead]] == pytest.approx(mv, rel=0.25), lead
+    for lead, mv in textbook_s.items():
+        assert s[LEAD[lead]] == pytest.approx(mv, rel=0.25), lead
+    assert -s[LEAD["V1"]] > 2 * r[LEAD["V1"]] and -s[LEAD["V2"]] > 1.5 * r[LEAD["V2"]]  # rS
+    assert r[LEAD["V4"]] > -s[LEAD["V4"]]  # past the transition
+    v1_s_v2 = np.median([p[1][LEAD["V2"]] for p in peaks["v1"]])
+    assert v1_s_v2 > 0.6 * s[LEAD["V2"]]  # v1's S in V2 is much shallower
+
+
 def test_ectopic_beats_are_premature():
     for label in ("PAC", "PVC"):
         for i in range(4):
@@ -466,3 +501,7 @@ def test_cli_prepare_synthetic(tmp_path):
     varied = tmp_path / "varied"
     assert main(["prepare", "synthetic", "--n", "4", "--out", str(varied), "--st-variety"]) == 0
     assert Store(varied).meta["fingerprint"].endswith(" st_variety=True")
+    adult = tmp_path / "adult"
+    assert main(["prepare", "synthetic", "--n", "4", "--out", str(adult), "--lead-gains",
+                 "adult"]) == 0
+    assert Store(adult).meta["fingerprint"].endswith(" lead_gains=adult")

@@ -92,7 +92,8 @@ def _prepare(args: argparse.Namespace) -> int:
         from xecg.data.synthetic import make_synthetic_store
 
         make_synthetic_store(args.out, n=args.n, seed=args.seed, fs=args.fs or 500.0,
-                             nuisance=args.nuisance, st_variety=args.st_variety)
+                             nuisance=args.nuisance, st_variety=args.st_variety,
+                             lead_gains=args.lead_gains)
         return 0
     from xecg.data.prepare import prepare_dataset
 
@@ -140,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--st-variety", action="store_true",
                     help="synthetic: varied normal ST/T (J-point elevation, T size and axis) and "
                          "clearer STE")
+    pp.add_argument("--lead-gains", choices=("v1", "adult"), default="v1",
+                    help="synthetic: per-lead QRS amplitudes (v1: generator v1; adult: normal "
+                         "adults' textbook values)")
     pp.set_defaults(func=_prepare)
 
     ps = sub.add_parser("split", help="write train/val/test record ids to a JSON file")

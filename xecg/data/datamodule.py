@@ -64,7 +64,9 @@ class SyntheticOptions:
     ``n`` records from generator ``seed``, durations drawn from ``durations`` seconds (None:
     CPSC-like), classes ``balanced`` or at CPSC's rates, with nuisance level ``nuisance``
     (``"v1"``: generator version 1, the default; ``"wide"``: version 3); ``st_variety`` varies
-    normal ST/T (J-point elevation, T size and axis) and makes STE clearer (off by default)."""
+    normal ST/T (J-point elevation, T size and axis) and makes STE clearer (off by default);
+    ``lead_gains`` ``"adult"`` gives normal adults' QRS amplitudes per lead (``"v1"``: version
+    1's, the default)."""
 
     n: int = 2000
     seed: int = 0
@@ -72,6 +74,7 @@ class SyntheticOptions:
     balanced: bool = False
     nuisance: str = "v1"
     st_variety: bool = False
+    lead_gains: str = "v1"
 
 
 @dataclass(frozen=True)
@@ -389,7 +392,7 @@ class CPSCDataModule(L.LightningDataModule):
             make_synthetic_store(self.store_path, n=opts.n, seed=opts.seed,
                                  durations=tuple(opts.durations) if opts.durations else None,
                                  balanced=opts.balanced, nuisance=opts.nuisance,
-                                 st_variety=opts.st_variety)
+                                 st_variety=opts.st_variety, lead_gains=opts.lead_gains)
         elif self.source is not None:
             from xecg.data.prepare import load_or_prepare
 

@@ -63,6 +63,20 @@ DEFAULT_ST_VARIETY = False
 #: the repolarisation of the wall under them, largest in V2-V3.
 _EARLY_REPOL_LEADS = np.array([0.35, 1.0, 1.0, 0.6, 0.3, 0.15])
 
+#: Per-lead gains of the heart-vector projection (``lead_gains``; independent of the other
+#: options). ``"v1"``: version 1's hand-set gains. ``"adult"``: the 12 rows scaled so that a
+#: normal beat has the QRS amplitudes of normal adults (textbook medians, e.g. Macfarlane &
+#: Lawrie, Comprehensive Electrocardiology, 2010): R about 0.65 mV in I and 0.8 mV in II, rS in
+#: V1-V2 with S 0.9 and 1.5 mV, R/S transition at V3 (R 1.0, S 1.1 mV), R 1.4 mV in V4, 1.3 in
+#: V5, 1.0 in V6. Version 1's precordial QRS is about half that (S 0.6 mV in V2, R 0.8 mV in
+#: V4) and its limb leads a little large. The limb rows share one gain, so Einthoven's law
+#: holds; ST shifts keep their size in mV (they are scaled to the lead they show most in).
+LEAD_GAINS: dict[str, np.ndarray] = {
+    "v1": np.ones(NUM_LEADS),
+    "adult": np.array([0.8] * 6 + [1.5, 2.4, 2.0, 1.8, 1.45, 1.1]),
+}
+DEFAULT_LEAD_GAINS = "v1"
+
 #: CPSC 2018 label sets with their counts in the official REFERENCE.csv (6,877 records, 476 of
 #: them multilabel). AF+PAC (4 records) is left out: a PAC needs sinus rhythm to be premature to.
 _CPSC_LABEL_SETS: tuple[tuple[tuple[str, ...], int], ...] = (
@@ -205,7 +219,8 @@ class _Heart:
     """One record's anatomy: wave shapes, axis, amplitudes and timings."""
 
     def __init__(self, rng: np.random.Generator, labels: set[str],
-                 st: np.random.Generator | None = None):
+                 st: np.random.Generator | None = None, lead: np.ndarray = _LEAD):
+        self.lead = lead  # 12 x 3 projection of this record (``lead_gains``)
         # Rotation of every wave: frontal axis (about z) and precordial transition (about y).
         a = np.clip(rng.normal(0.0, 0.35), -0.7, 0.7)
         b = np.clip(rng.normal(0.0, 0.2), -0.4, 0.4)
@@ -305,10 +320,9 @@ class _Heart:
             waves += _st_waves(j, -self._scaled_to_leads(d, rng.uniform(0.15, 0.3)))
         return waves
 
-    @staticmethod
-    def _scaled_to_leads(direction: np.ndarray, mv: float) -> np.ndarray:
+    def _scaled_to_leads(self, direction: np.ndarray, mv: float) -> np.ndarray:
         """``direction`` scaled so that the lead it shows most in moves by ``mv``."""
-        return direction * mv / np.max(_LEAD @ direction)
+        return direction * mv / np.max(self.lead @ direction)
 
 
 # --------------------------------------------------------------------------------------------
@@ -595,7 +609,7 @@ def _draw(rng: np.random.Generator, heart: _Heart, rhythm: _Rhythm, labels: set[
     for p, sel in ((heart.p, has_p & (kind == _SINUS)), (heart.p_ectopic, kind == _PAC)):
         parts.append(_place(p, p_on[sel], np.zeros(sel.sum()), jitter[sel], morph))
     at, width, vec = (np.concatenate(x) for x in zip(*parts))
-    signal = _project(_LEAD, _render(at, width, vec, fs, n))
+    signal = _project(heart.lead, _render(at, width, vec, fs, n))
     if heart.early_repol is not None:  # per-lead (precordial) J-point elevation, conducted beats
         sel = kind != _PVC
         at, width, vec = _place(heart.early_repol, onset[sel], qt[sel], jitter[sel])
@@ -686,10 +700,19 @@ def check_nuisance(nuisance: str) -> str:
     return nuisance
 
 
+def check_lead_gains(name: str) -> np.ndarray:
+    """The (12,) gains of ``name`` in :data:`LEAD_GAINS`, else ValueError."""
+    if name not in LEAD_GAINS:
+        raise ValueError(f"synthetic lead_gains must be one of {sorted(LEAD_GAINS)}, "
+                         f"got {name!r}")
+    return LEAD_GAINS[name]
+
+
 def synth_record(seed: int, index: int, labels: Sequence[str] | None = None, fs: float = 500.0,
                  duration_s: float | None = None, durations: tuple[float, float] | None = None,
                  balanced: bool = False, noise: bool = True, nuisance: str = DEFAULT_NUISANCE,
-                 st_variety: bool = DEFAULT_ST_VARIETY) -> Record:
+                 st_variety: bool = DEFAULT_ST_VARIETY,
+                 lead_gains: str = DEFAULT_LEAD_GAINS) -> Record:
     """Synthetic record ``S{index:06d}``: signal ``12 x N`` float32 mV, labels and evidence.
 
     ``labels`` default to :func:`sample_labels`; ``duration_s`` fixes the length, else it is drawn
@@ -698,8 +721,9 @@ def synth_record(seed: int, index: int, labels: Sequence[str] | None = None, fs:
     ``noise=False`` leaves out everything that is not the heart (baseline wander, electrode noise,
     hum, motion and, at ``"wide"``, the recorder's gains, filters, saturation and lead-off): the
     cardiac signal and evidence are the same either way. ``st_variety`` varies normal ST/T
-    (J-point elevation, T size and axis) and makes STE clearer (:data:`DEFAULT_ST_VARIETY`); the
-    evidence is the same either way. The content depends only on
+    (J-point elevation, T size and axis) and makes STE clearer (:data:`DEFAULT_ST_VARIETY`);
+    ``lead_gains`` picks the projection's per-lead gains (:data:`LEAD_GAINS`); the evidence is
+    the same either way. The content depends only on
     ``(seed, index)`` and these options.
     """
     wide = check_nuisance(nuisance) == "wide"
@@ -715,7 +739,8 @@ def synth_record(seed: int, index: int, labels: Sequence[str] | None = None, fs:
         raise ValueError(f"synthetic records must last at least 2 s, asked for {duration:g} s")
     t = np.arange(n) / fs
 
-    heart = _Heart(rng_heart, found, rng_st if st_variety else None)
+    heart = _Heart(rng_heart, found, rng_st if st_variety else None,
+                   _LEAD * check_lead_gains(lead_gains)[:, None])
     rhythm = _rhythm(rng_heart, heart, found, duration, rng_beats if wide else None)
     signal, spans = _draw(rng_heart, heart, rhythm, found, fs, n, rng_beats if wide else None)
     if "AF" in found:
@@ -734,28 +759,32 @@ def synth_record(seed: int, index: int, labels: Sequence[str] | None = None, fs:
 
 def fingerprint(n: int, seed: int, fs: float, durations: tuple[float, float] | None,
                 balanced: bool, nuisance: str = DEFAULT_NUISANCE,
-                st_variety: bool = DEFAULT_ST_VARIETY) -> str:
+                st_variety: bool = DEFAULT_ST_VARIETY,
+                lead_gains: str = DEFAULT_LEAD_GAINS) -> str:
     """The store fingerprint of a synthetic data set: generator version plus every option (the
     version of the nuisance level: ``"v1"`` gives version 1's fingerprint, so its stores stay
-    current; ``st_variety`` adds ``st_variety=True``)."""
+    current; ``st_variety`` adds ``st_variety=True``, ``lead_gains`` other than v1 adds
+    ``lead_gains=NAME``)."""
     dur = "cpsc" if durations is None else f"{durations[0]:g}-{durations[1]:g}"
     version = NUISANCE_LEVELS[check_nuisance(nuisance)]
     return (f"synthetic v{version} n={n} seed={seed} fs={fs:g} durations={dur} "
             f"balanced={bool(balanced)}" + ("" if nuisance == "v1" else f" nuisance={nuisance}")
-            + (" st_variety=True" if st_variety else ""))
+            + (" st_variety=True" if st_variety else "")
+            + ("" if lead_gains == "v1" else f" lead_gains={lead_gains}"))
 
 
 def make_synthetic_store(out: str | os.PathLike, n: int = 2000, seed: int = 0, fs: float = 500.0,
                          durations: tuple[float, float] | None = None, balanced: bool = False,
                          progress: bool = True, force: bool = False,
                          nuisance: str = DEFAULT_NUISANCE,
-                         st_variety: bool = DEFAULT_ST_VARIETY) -> Path:
+                         st_variety: bool = DEFAULT_ST_VARIETY,
+                         lead_gains: str = DEFAULT_LEAD_GAINS) -> Path:
     """Write ``n`` synthetic records to the store ``out`` (reused if made with the same options).
 
     Prints a short summary (records, per-class counts, multilabel, median duration).
     """
     out = Path(out)
-    fp = fingerprint(n, seed, fs, durations, balanced, nuisance, st_variety)
+    fp = fingerprint(n, seed, fs, durations, balanced, nuisance, st_variety, lead_gains)
     if not force and is_current(out, fp):
         print(f"{out}: synthetic store is current ({fp}); reusing it")
         return out
@@ -766,11 +795,12 @@ def make_synthetic_store(out: str | os.PathLike, n: int = 2000, seed: int = 0, f
     meta = {"generator": {"name": "xecg.data.synthetic", "version": NUISANCE_LEVELS[nuisance],
                           "n": n, "seed": seed, "durations": durations,
                           "balanced": bool(balanced), "nuisance": nuisance,
-                          "st_variety": bool(st_variety)}}
+                          "st_variety": bool(st_variety), "lead_gains": lead_gains}}
     with StoreWriter(out, fs, source="synthetic", fingerprint=fp, extra_meta=meta) as writer:
         for i in tqdm(range(n), desc="synthetic", unit="rec", disable=not progress):
             writer.add(synth_record(seed, i, fs=fs, durations=durations, balanced=balanced,
-                                    nuisance=nuisance, st_variety=st_variety))
+                                    nuisance=nuisance, st_variety=st_variety,
+                                    lead_gains=lead_gains))
         summary = writer.summary()
     counts = {k: v for k, v in summary["class_counts"].items() if v}
     print(f"{out}: {summary['records']:,} synthetic records ({fp}); "
