@@ -94,20 +94,19 @@ def _update_running_stats(bn: _BatchNorm, mean: Tensor, var: Tensor, n: Tensor) 
         bn.running_var.lerp_(var * n / (n - 1).clamp_min(1.0), momentum)
 
 
-def _masked_batch_norm(bn: _BatchNorm, x: Tensor, mask: Tensor) -> Tensor:
-    """Training-mode BatchNorm of ``B x C x T`` features with statistics over the valid
-    positions of the ``B x T`` mask, in this process only; updates ``bn``'s running stats."""
-    x32 = x.float()  # statistics in float32 also under bf16 autocast, as BatchNorm does
-    w = mask.unsqueeze(1).to(x32.dtype)
-    n = w.sum().clamp_min(1.0)
-    mean = (x32 * w).sum((0, 2)) / n
-    centred = x32 - mean[:, None]
-    var = (centred.square() * w).sum((0, 2)) / n
+def _masked_norm(bn: _BatchNorm, x: Tensor, mask: Tensor | None,
+                 sync: tuple[dist.ProcessGroup, int] | None = None) -> Tensor:
+    """Training-mode BatchNorm of ``B x C x T`` (or ``B x C``) features with statistics over the
+    valid positions of the ``B x T`` mask (None: all valid), of this process or, with ``sync``
+    (group, size), of every process in the group; updates ``bn``'s running statistics.
+    Statistics in float32, also under bf16 autocast, as BatchNorm does."""
+    x3 = x if x.dim() == 3 else x.unsqueeze(-1)  # B x C -> B x C x 1
+    x32 = x3.float()
+    w = torch.ones_like(x32[:, :1]) if mask is None else mask.unsqueeze(1).to(x32.dtype)
+    y, mean, var, n = _MaskedBatchNormFunction.apply(x32, w, bn.weight, bn.bias, bn.eps,
+                                                     *(sync or (None, 1)))
     _update_running_stats(bn, mean, var, n)
-    y = centred * torch.rsqrt(var + bn.eps)[:, None]
-    if bn.affine:
-        y = y * bn.weight[:, None] + bn.bias[:, None]
-    return y.to(x.dtype)
+    return y.to(x.dtype).reshape(x.shape)
 
 
 class MaskedBatchNorm1d(nn.BatchNorm1d):
@@ -122,13 +121,17 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         if mask is None or not self.training:
             return super().forward(x)
-        return _masked_batch_norm(self, x, mask)
+        return _masked_norm(self, x, mask)
 
 
-class _MaskedSyncBatchNormFunction(torch.autograd.Function):
-    """BatchNorm with statistics over the valid positions of every process in ``group``.
+class _MaskedBatchNormFunction(torch.autograd.Function):
+    """BatchNorm with statistics over the valid positions of this process or (``group``) of
+    every process in ``group``. One function with a hand-written backward for both: it keeps
+    only ``xhat`` for the backward pass, where autograd through the masked statistics kept about
+    six ``B x C x T`` intermediates and ran as many elementwise kernels (the masked layers made
+    a bucketed GPU epoch 2.2x slower than an unmasked one, README "Benchmarks").
 
-    Forward: each process all-gathers its valid count ``n_r``, mean and sum of squared
+    Forward: with a group, each process all-gathers its valid count ``n_r``, mean and sum of squared
     deviations (``1 + 2C`` numbers) and combines them exactly (Chan et al.'s pairwise formula,
     no cancellation). Backward: like ``torch.nn.SyncBatchNorm``, one all-reduce of the
     per-channel sums of ``dL/dxhat`` and ``dL/dxhat * xhat`` over all processes, because every
@@ -139,7 +142,7 @@ class _MaskedSyncBatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, w: Tensor, weight: Tensor | None, bias: Tensor | None,
-                eps: float, group: dist.ProcessGroup, world_size: int
+                eps: float, group: dist.ProcessGroup | None, world_size: int
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """x: ``B x C x T`` float32; w: ``B x 1 x T`` float32, 1 at valid positions.
         Returns y ``B x C x T`` and the global mean ``C``, biased variance ``C`` and valid
@@ -148,13 +151,17 @@ class _MaskedSyncBatchNormFunction(torch.autograd.Function):
         n_local = w.sum()
         mean_local = (x * w).sum((0, 2)) / n_local.clamp_min(1.0)
         m2_local = ((x - mean_local[:, None]).square() * w).sum((0, 2))
-        stats = torch.cat([n_local.reshape(1), mean_local, m2_local])
-        gathered = [torch.empty_like(stats) for _ in range(world_size)]
-        dist.all_gather(gathered, stats, group=group)
-        counts, means, m2s = torch.stack(gathered).split([1, channels, channels], dim=1)
-        n = counts.sum().clamp_min(1.0)
-        mean = (counts * means).sum(0) / n
-        var = (m2s.sum(0) + (counts * (means - mean).square()).sum(0)) / n
+        if group is None:
+            n = n_local.clamp_min(1.0)
+            mean, var = mean_local, m2_local / n
+        else:
+            stats = torch.cat([n_local.reshape(1), mean_local, m2_local])
+            gathered = [torch.empty_like(stats) for _ in range(world_size)]
+            dist.all_gather(gathered, stats, group=group)
+            counts, means, m2s = torch.stack(gathered).split([1, channels, channels], dim=1)
+            n = counts.sum().clamp_min(1.0)
+            mean = (counts * means).sum(0) / n
+            var = (m2s.sum(0) + (counts * (means - mean).square()).sum(0)) / n
         invstd = torch.rsqrt(var + eps)
         xhat = (x - mean[:, None]) * invstd[:, None]
         y = xhat
@@ -178,7 +185,8 @@ class _MaskedSyncBatchNormFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             scale = weight if weight is not None else torch.ones_like(invstd)
             sums = torch.cat([sum_dy * scale, sum_dy_xhat * scale])
-            dist.all_reduce(sums, group=ctx.group)  # sums of dL/dxhat (and * xhat), all ranks
+            if ctx.group is not None:
+                dist.all_reduce(sums, group=ctx.group)  # sums of dL/dxhat (and * xhat), all ranks
             sum_h, sum_h_xhat = sums.split(invstd.shape[0])
             h = grad_y * scale[:, None]
             grad_x = invstd[:, None] * (h - w / n * (sum_h[:, None] + xhat * sum_h_xhat[:, None]))
@@ -219,14 +227,7 @@ class MaskedSyncBatchNorm1d(MaskedBatchNorm1d):
         if sync is None:
             return super().forward(x, mask)
         self._check_input_dim(x)
-        x3 = x if x.dim() == 3 else x.unsqueeze(-1)  # B x C -> B x C x 1
-        x32 = x3.float()
-        w = (torch.ones_like(x32[:, :1]) if mask is None
-             else mask.unsqueeze(1).to(x32.dtype))
-        y, mean, var, n = _MaskedSyncBatchNormFunction.apply(
-            x32, w, self.weight, self.bias, self.eps, *sync)
-        _update_running_stats(self, mean, var, n)
-        return y.to(x.dtype).reshape(x.shape)
+        return _masked_norm(self, x, mask, sync)
 
     @classmethod
     def from_batchnorm(cls, bn: _BatchNorm, process_group: dist.ProcessGroup | None = None
