@@ -70,7 +70,9 @@ _EARLY_REPOL_LEADS = np.array([0.35, 1.0, 1.0, 0.6, 0.3, 0.15])
 #: V1-V2 with S 0.9 and 1.5 mV, R/S transition at V3 (R 1.0, S 1.1 mV), R 1.4 mV in V4, 1.3 in
 #: V5, 1.0 in V6. Version 1's precordial QRS is about half that (S 0.6 mV in V2, R 0.8 mV in
 #: V4) and its limb leads a little large. The limb rows share one gain, so Einthoven's law
-#: holds; ST shifts keep their size in mV (they are scaled to the lead they show most in).
+#: holds; ST shifts keep their size in mV (they are scaled to the lead they show most in). The
+#: gains stand for the ventricles' nearness to the chest electrodes, so P waves keep version 1's
+#: projection (with them, P in V2-V4 reached 0.2-0.25 mV; normal is about 0.1).
 LEAD_GAINS: dict[str, np.ndarray] = {
     "v1": np.ones(NUM_LEADS),
     "adult": np.array([0.8] * 6 + [1.5, 2.4, 2.0, 1.8, 1.45, 1.1]),
@@ -220,7 +222,10 @@ class _Heart:
 
     def __init__(self, rng: np.random.Generator, labels: set[str],
                  st: np.random.Generator | None = None, lead: np.ndarray = _LEAD):
-        self.lead = lead  # 12 x 3 projection of this record (``lead_gains``)
+        # 12 x 3 projections of this record (``lead_gains``): the ventricles', and the atria's,
+        # which keep version 1's gains (see LEAD_GAINS).
+        self.lead = lead
+        self.p_lead = _LEAD
         # Rotation of every wave: frontal axis (about z) and precordial transition (about y).
         a = np.clip(rng.normal(0.0, 0.35), -0.7, 0.7)
         b = np.clip(rng.normal(0.0, 0.2), -0.4, 0.4)
@@ -606,10 +611,14 @@ def _draw(rng: np.random.Generator, heart: _Heart, rhythm: _Rhythm, labels: set[
         j[sel] = onset[sel] + beat.qrs.end
         t_end[sel] = onset[sel] + q
     has_p = (kind == _PAC) | ((kind == _SINUS) & ("AF" not in labels))
-    for p, sel in ((heart.p, has_p & (kind == _SINUS)), (heart.p_ectopic, kind == _PAC)):
-        parts.append(_place(p, p_on[sel], np.zeros(sel.sum()), jitter[sel], morph))
-    at, width, vec = (np.concatenate(x) for x in zip(*parts))
+    atrial = [_place(p, p_on[sel], np.zeros(sel.sum()), jitter[sel], morph)
+              for p, sel in ((heart.p, has_p & (kind == _SINUS)), (heart.p_ectopic, kind == _PAC))]
+    same = heart.p_lead is heart.lead  # version 1: one projection, rendered in one pass
+    at, width, vec = (np.concatenate(x) for x in zip(*(parts + atrial if same else parts)))
     signal = _project(heart.lead, _render(at, width, vec, fs, n))
+    if not same:
+        at, width, vec = (np.concatenate(x) for x in zip(*atrial))
+        signal += _project(heart.p_lead, _render(at, width, vec, fs, n))
     if heart.early_repol is not None:  # per-lead (precordial) J-point elevation, conducted beats
         sel = kind != _PVC
         at, width, vec = _place(heart.early_repol, onset[sel], qt[sel], jitter[sel])
