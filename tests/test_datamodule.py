@@ -341,7 +341,7 @@ def test_source_prepares_the_store_and_describe_reports_the_protocol(tmp_path, m
                         synthetic=SyntheticOptions(n=64, durations=(6.0, 12.0), balanced=True))
     dm.setup()
     assert calls == [{"n": 64, "seed": 0, "balanced": True, "durations": (6.0, 12.0),
-                      "nuisance": "v1", "st_variety": False}]
+                      "nuisance": "v1", "st_variety": False, "lead_gains": "v1"}]
     assert sum(len(v) for v in dm.indices.values()) == N_RECORDS
     info = dm.describe()
     assert info["protocol"] == "paper" and info["seed"] == 1004 and info["length"] is None
