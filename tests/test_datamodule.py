@@ -18,6 +18,7 @@ from xecg.data.datamodule import (
     BatchPlanner,
     CPSCDataModule,
     SyntheticOptions,
+    aggregate_by_group,
     average_by_group,
 )
 from xecg.data.record import Record
@@ -513,3 +514,14 @@ def test_pad_on_device_restores_the_same_batches(store, policy):
                     assert torch.equal(a[k], b[k]), (split, k)
     # pad: every window starts with zeros; bucket: ends with them unless the longest fills it.
     assert shrunk > 0 or policy == "crop"
+
+
+def test_aggregate_by_group_takes_each_records_mean_or_strongest_window():
+    values = torch.tensor([[0.1, 0.9], [0.5, 0.2], [0.3, 0.4], [0.8, 0.1]])
+    group = torch.tensor([0, 0, 1, 0])
+    mean = aggregate_by_group(values, group, 2)
+    assert torch.allclose(mean, torch.tensor([[1.4 / 3, 1.2 / 3], [0.3, 0.4]]))
+    assert torch.equal(aggregate_by_group(values, group, 2, "max"),
+                       torch.tensor([[0.8, 0.9], [0.3, 0.4]]))
+    with pytest.raises(ValueError, match="'mean' or 'max'"):
+        aggregate_by_group(values, group, 2, "median")

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric
 
 from xecg.classes import NUM_CLASSES, NUM_LEADS
-from xecg.data.datamodule import average_by_group, eval_windows, fill_window
+from xecg.data.datamodule import aggregate_by_group, eval_windows, fill_window
 from xecg.data.filters import bandpass
 from xecg.losses import XECGLoss, check_choice
 from xecg.metrics import ECGMetrics, tune_thresholds
@@ -22,6 +22,7 @@ Stage = Literal["train", "val", "test"]
 
 
 Scheduler = Literal["none", "cosine", "plateau"]
+Aggregation = Literal["mean", "max"]
 #: Lightning's instantiator for hparams that hold ``class_path``/``init_args`` dicts: with it,
 #: ``XECGModule.load_from_checkpoint(path)`` rebuilds the injected network and loss.
 _INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
@@ -77,6 +78,9 @@ class XECGModule(L.LightningModule):
         init_from: a checkpoint whose network weights (its ``net.*`` entries, nothing else)
             initialise ``net`` (fine-tuning from a pretrained run). Not saved as a hyperparameter:
             a checkpoint of the new run holds its own weights and loads without the old file.
+        window_aggregation: how the windows of a record (``crop`` evaluation, ``xecg predict``,
+            ``evaluate``) make its probabilities: ``mean`` (the default) or ``max``, the
+            strongest window, which keeps a rare ectopic beat from being averaged away.
         compile: compile the network with ``torch.compile`` when a Trainer sets the model up
             (``configure_model``); with dynamic lengths under the ``bucket`` policy. Pays off on a
             GPU (the first steps wait for the compiler); checkpoints are the same either way.
@@ -94,9 +98,11 @@ class XECGModule(L.LightningModule):
         mask_padding: bool = True,
         init_from: str | None = None,
         compile: bool = False,
+        window_aggregation: Aggregation = "mean",
     ):
         super().__init__()
         check_choice("scheduler", scheduler, Scheduler)
+        check_choice("window_aggregation", window_aggregation, Aggregation)
         self.net = net
         # The pretrained network's band-pass: fine-tuning data should go through the same.
         self._init_band = load_net_weights(net, init_from) if init_from else None
@@ -190,7 +196,7 @@ class XECGModule(L.LightningModule):
         terms = self.criterion(out, y_windows)
         probs = out.probs
         if group is not None:
-            probs = average_by_group(probs, group, y.shape[0])
+            probs = self._per_record(probs, group, y.shape[0])
         probs = probs.detach().float()
         if stage == "train":
             self._train_rows.append((probs, y.detach()))
@@ -255,8 +261,14 @@ class XECGModule(L.LightningModule):
         out = self(batch["x"], batch_mask(batch))
         probs = out.probs
         if batch.get("group") is not None:
-            probs = average_by_group(probs, batch["group"], batch["y"].shape[0])
+            probs = self._per_record(probs, batch["group"], batch["y"].shape[0])
         return {"index": batch["index"], "probs": probs, "labels": probs >= self.thresholds}
+
+    def _per_record(self, probs: Tensor, group: Tensor, records: int) -> Tensor:
+        """Window probabilities ``W x 9`` -> per record ``records x 9``: their mean, or with
+        ``window_aggregation: max`` the strongest window (checkpoints before it: mean)."""
+        return aggregate_by_group(probs, group, records,
+                                  self.hparams.get("window_aggregation", "mean"))
 
     # ------------------------------------------------------------------------ epoch ends
     def _epoch_end(self, stage: Stage) -> dict[str, Tensor]:
@@ -363,7 +375,8 @@ class XECGModule(L.LightningModule):
             fill_window(x[w], mask[w], block, start, mean, inv_std)
         device = self.lead_mean.device
         probs = self(torch.from_numpy(x).to(device), torch.from_numpy(mask).to(device)).probs
-        probs = probs.mean(0)
+        probs = self._per_record(probs, torch.zeros(len(probs), dtype=torch.long,
+                                                     device=probs.device), 1)[0]
         whole = np.empty((1, NUM_LEADS, block.shape[1]), np.float32)
         fill_window(whole[0], np.empty(block.shape[1], bool), block, 0, mean, inv_std)
         out = self(torch.from_numpy(whole).to(device))

@@ -58,6 +58,19 @@ def average_by_group(values: torch.Tensor, group: torch.Tensor, num_groups: int)
     return total / count.clamp(min=1).view(-1, *([1] * (values.dim() - 1)))
 
 
+def aggregate_by_group(values: torch.Tensor, group: torch.Tensor, num_groups: int,
+                       how: str = "mean") -> torch.Tensor:
+    """Per-group ``mean`` or ``max`` of ``values`` (``W x ...``) by ``group`` ids (W,):
+    ``num_groups x ...``. ``max`` keeps a record's strongest window: a rare beat (one PAC in 30 s)
+    shows in one window and is diluted by the mean."""
+    if how == "mean":
+        return average_by_group(values, group, num_groups)
+    if how != "max":
+        raise ValueError(f"window aggregation must be 'mean' or 'max', got {how!r}")
+    out = values.new_full((num_groups, *values.shape[1:]), float("-inf"))
+    return out.index_reduce_(0, group, values, "amax", include_self=True)
+
+
 @dataclass(frozen=True)
 class SyntheticOptions:
     """How ``source: synthetic`` makes its store (:func:`xecg.data.synthetic.make_synthetic_store`):
