@@ -13,7 +13,7 @@ from torchmetrics import MaxMetric
 
 from xecg.classes import NUM_CLASSES, NUM_LEADS
 from xecg.data.datamodule import aggregate_by_group, eval_windows, fill_window
-from xecg.data.filters import bandpass
+from xecg.data.filters import bandpass, check_band
 from xecg.losses import XECGLoss, check_choice
 from xecg.metrics import ECGMetrics, tune_thresholds
 from xecg.models import DOWNSAMPLE
@@ -54,8 +54,7 @@ def load_net_weights(net: nn.Module, ckpt: str) -> tuple[float, float] | None:
         net.load_state_dict(weights, strict=True)
     except RuntimeError as err:
         raise ValueError(f"init_from {ckpt}: its network does not fit this one ({err})") from None
-    band = checkpoint.get("xecg_bandpass")
-    return None if band is None else (float(band[0]), float(band[1]))
+    return check_band(checkpoint.get("xecg_bandpass"))
 
 
 class XECGModule(L.LightningModule):
@@ -178,8 +177,7 @@ class XECGModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.eval_windows = dict(checkpoint.get("xecg_eval_windows", self.eval_windows))
-        band = checkpoint.get("xecg_bandpass")
-        self.bandpass = None if band is None else (float(band[0]), float(band[1]))
+        self.bandpass = check_band(checkpoint.get("xecg_bandpass"))
 
     # ----------------------------------------------------------------------------- steps
     # Per step, only tensor arithmetic on the device: Lightning's `self.log` costs milliseconds of
@@ -375,8 +373,7 @@ class XECGModule(L.LightningModule):
             fill_window(x[w], mask[w], block, start, mean, inv_std)
         device = self.lead_mean.device
         probs = self(torch.from_numpy(x).to(device), torch.from_numpy(mask).to(device)).probs
-        probs = self._per_record(probs, torch.zeros(len(probs), dtype=torch.long,
-                                                     device=probs.device), 1)[0]
+        probs = self._per_record(probs, probs.new_zeros(len(probs), dtype=torch.long), 1)[0]
         whole = np.empty((1, NUM_LEADS, block.shape[1]), np.float32)
         fill_window(whole[0], np.empty(block.shape[1], bool), block, 0, mean, inv_std)
         out = self(torch.from_numpy(whole).to(device))

@@ -378,6 +378,7 @@ class CPSCDataModule(L.LightningDataModule):
         self.bandpass = check_band(bandpass)
         self.store: Store | None = None  # what batches are cut from (band-passed if asked)
         self.raw_store: Store | None = None  # the records as recorded, at the same positions
+        self._filtered: Path | None = None  # the band-passed copy, once prepare_data made it
         self.indices: dict[str, np.ndarray] = {}
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
@@ -415,7 +416,7 @@ class CPSCDataModule(L.LightningDataModule):
             save_split(make_split(self.store_path, self.protocol, seed=self.split_seed,
                                   folds=self.folds, fold=self.fold), path)
         if self.bandpass is not None:
-            filtered_store(self.store_path, self.bandpass)
+            self._filtered = filtered_store(self.store_path, self.bandpass)
 
     def setup(self, stage: str | None = None) -> None:
         """Opens the store, reads the split and computes the training split's lead statistics."""
@@ -424,8 +425,10 @@ class CPSCDataModule(L.LightningDataModule):
         if not is_store(self.store_path) or not self.split_path.exists():
             self.prepare_data()  # used without a Trainer, which would have called it
         # The split names record ids, so it serves the band-passed copy as well (same ids).
+        # prepare_data checked the copy in this process already (its full checksum); other
+        # processes (DDP ranks beyond the first of a node) check it here.
         store = Store(self.store_path if self.bandpass is None
-                      else filtered_store(self.store_path, self.bandpass))
+                      else self._filtered or filtered_store(self.store_path, self.bandpass))
         self.raw_store = store if self.bandpass is None else Store(self.store_path)
         split = load_split(self.split_path)
         for name in SPLITS:
