@@ -341,8 +341,10 @@ def test_source_prepares_the_store_and_describe_reports_the_protocol(tmp_path, m
     dm = CPSCDataModule(str(tmp_path / "syn"), source="synthetic", policy="bucket",
                         synthetic=SyntheticOptions(n=64, durations=(6.0, 12.0), balanced=True))
     dm.setup()
+    from xecg.data.synthetic import Realism
+
     assert calls == [{"n": 64, "seed": 0, "balanced": True, "durations": (6.0, 12.0),
-                      "nuisance": "v1", "st_variety": False, "lead_gains": "v1"}]
+                      "realism": Realism()}]
     assert sum(len(v) for v in dm.indices.values()) == N_RECORDS
     info = dm.describe()
     assert info["protocol"] == "paper" and info["seed"] == 1004 and info["length"] is None

@@ -14,6 +14,7 @@ from xecg.data.synthetic import (
     DEFAULT_NUISANCE,
     GENERATOR_VERSION,
     NUISANCE_LEVELS,
+    Realism,
     fingerprint,
     make_synthetic_store,
     sample_duration,
@@ -117,7 +118,7 @@ def test_noise_is_added_on_top_of_the_same_heart():
 @pytest.mark.parametrize("nuisance", sorted(NUISANCE_LEVELS))
 @pytest.mark.parametrize("index", [3, 7, 12])
 def test_limb_leads_obey_einthoven(nuisance, index):
-    x = synth_record(0, index, nuisance=nuisance).signal.astype(np.float64)
+    x = synth_record(0, index, realism=Realism(nuisance=nuisance)).signal.astype(np.float64)
     i, ii = x[LEAD["I"]], x[LEAD["II"]]
     np.testing.assert_allclose(x[LEAD["III"]], ii - i, atol=1e-4)
     np.testing.assert_allclose(x[LEAD["aVR"]], -(i + ii) / 2, atol=1e-4)
@@ -130,19 +131,20 @@ def test_nuisance_levels():
     over an order of magnitude between records (same label sets; the evidence moves with its more
     variable heart rate)."""
     assert GENERATOR_VERSION == NUISANCE_LEVELS["wide"] == 3 and NUISANCE_LEVELS["v1"] == 1
-    assert fingerprint(10, 0, FS, None, True, "v1") == (
+    assert fingerprint(10, 0, FS, None, True, Realism("v1")) == (
         "synthetic v1 n=10 seed=0 fs=500 durations=cpsc balanced=True")
     assert DEFAULT_NUISANCE in NUISANCE_LEVELS
-    assert fingerprint(10, 0, FS, None, True, "wide").startswith("synthetic v3 ")
-    assert fingerprint(10, 0, FS, None, True, "wide").endswith("nuisance=wide")
+    assert fingerprint(10, 0, FS, None, True, Realism("wide")).startswith("synthetic v3 ")
+    assert fingerprint(10, 0, FS, None, True, Realism("wide")).endswith("nuisance=wide")
     with pytest.raises(ValueError, match="nuisance"):
-        synth_record(0, 0, nuisance="loud")
+        synth_record(0, 0, realism=Realism(nuisance="loud"))
     spread = []
     for i in range(30):
-        v1, wide = synth_record(1, i, nuisance="v1"), synth_record(1, i, nuisance="wide")
+        v1 = synth_record(1, i, realism=Realism(nuisance="v1"))
+        wide = synth_record(1, i, realism=Realism(nuisance="wide"))
         assert np.array_equal(v1.labels, wide.labels) and v1.length == wide.length
         assert np.isfinite(wide.signal).all() and wide.signal.dtype == np.float32
-        quiet = synth_record(1, i, noise=False, nuisance="wide")
+        quiet = synth_record(1, i, noise=False, realism=Realism(nuisance="wide"))
         assert quiet.evidence == wide.evidence
         spread.append(np.abs(wide.signal - quiet.signal).mean())
     assert max(spread) > 8 * min(spread)
@@ -313,19 +315,21 @@ def test_st_variety_raises_normal_st_in_v2_v3_and_keeps_the_evidence():
     """``st_variety``: records without an ST label get a J-point elevation in V2-V3 (largest there,
     less in V1 and V5-V6, never the 0.15 mV of a clear STE) on the same labels, timings and
     evidence; STE grows; off, the records are unchanged (v1's fingerprint)."""
-    assert fingerprint(10, 0, FS, None, True, "v1", False) == fingerprint(10, 0, FS, None, True)
-    assert fingerprint(10, 0, FS, None, True, "v1", True).endswith(" st_variety=True")
+    assert fingerprint(10, 0, FS, None, True, Realism(st_variety=False)) == fingerprint(
+        10, 0, FS, None, True)
+    assert fingerprint(10, 0, FS, None, True, Realism(st_variety=True)).endswith(" st_variety=True")
     v2v3 = [LEAD["V2"], LEAD["V3"]]
     rises, ste_gain = [], []
     for i in range(8):
         for labels in (["Normal"], ["AF"], ["PVC"], ["RBBB"], ["STE"]):
             off = synth_record(11, i, labels=labels, duration_s=8.0, noise=False)
-            on = synth_record(11, i, labels=labels, duration_s=8.0, noise=False, st_variety=True)
+            on = synth_record(11, i, labels=labels, duration_s=8.0, noise=False,
+                              realism=Realism(st_variety=True))
             assert on.evidence == off.evidence and np.array_equal(on.labels, off.labels)
             noisy = synth_record(11, i, labels=labels, duration_s=8.0)
-            assert np.array_equal(noisy.signal, synth_record(11, i, labels=labels,
-                                                             duration_s=8.0, st_variety=False
-                                                             ).signal)
+            plain = synth_record(11, i, labels=labels, duration_s=8.0,
+                                 realism=Realism(st_variety=False))
+            assert np.array_equal(noisy.signal, plain.signal)
             lo, hi = st_levels(off), st_levels(on)
             if lo is None or hi is None:
                 continue
@@ -342,24 +346,26 @@ def test_st_variety_raises_normal_st_in_v2_v3_and_keeps_the_evidence():
 
 
 def test_adult_lead_gains_give_textbook_qrs_amplitudes_and_keep_the_evidence():
-    """``lead_gains="adult"``: a normal beat's R and S per lead near normal adults' medians (rS in
-    V1-V2, transition at V3, tallest R in V4-V5), where v1's precordial QRS is about half as
-    large; labels, timings and evidence unchanged, Einthoven's law kept; v1 is the default and
-    keeps its fingerprint."""
-    assert fingerprint(10, 0, FS, None, True) == fingerprint(10, 0, FS, None, True, "v1", False,
-                                                              "v1")
-    assert fingerprint(10, 0, FS, None, True, "v1", False, "adult").endswith(" lead_gains=adult")
+    """``Realism(lead_gains="adult")``: a normal beat's R and S per lead near normal adults'
+    medians (rS in V1-V2, transition at V3, tallest R in V4-V5), where v1's precordial QRS is
+    about half as large; labels, timings and evidence unchanged, Einthoven's law kept; v1 is the
+    default and keeps its fingerprint."""
+    assert fingerprint(10, 0, FS, None, True) == fingerprint(10, 0, FS, None, True,
+                                                              Realism("v1", False, "v1"))
+    assert fingerprint(10, 0, FS, None, True,
+                       Realism(lead_gains="adult")).endswith(" lead_gains=adult")
     with pytest.raises(ValueError, match="lead_gains must be one of"):
-        synth_record(0, 0, lead_gains="huge")
+        synth_record(0, 0, realism=Realism(lead_gains="huge"))
     peaks = {"v1": [], "adult": []}
     for i in range(30):
         for gains in peaks:
             rec = synth_record(5, i, labels=["Normal"], duration_s=8.0, noise=False,
-                               lead_gains=gains)
+                               realism=Realism(lead_gains=gains))
             peaks[gains].append((np.percentile(rec.signal, 99.5, 1),
                                  np.percentile(rec.signal, 0.5, 1)))
         off = synth_record(5, i, labels=["RBBB"], duration_s=8.0, noise=False)
-        on = synth_record(5, i, labels=["RBBB"], duration_s=8.0, noise=False, lead_gains="adult")
+        on = synth_record(5, i, labels=["RBBB"], duration_s=8.0, noise=False,
+                          realism=Realism(lead_gains="adult"))
         assert on.evidence == off.evidence and np.array_equal(on.labels, off.labels)
         s = on.signal
         np.testing.assert_allclose(s[LEAD["III"]], s[LEAD["II"]] - s[LEAD["I"]], atol=1e-5)
@@ -406,7 +412,8 @@ def test_pvcs_are_wide():
 @pytest.mark.parametrize("balanced", [False, True])
 def test_evidence_matches_labels(balanced, nuisance):
     for i in range(40):
-        r = synth_record(5, i, durations=(6, 14), balanced=balanced, nuisance=nuisance)
+        r = synth_record(5, i, durations=(6, 14), balanced=balanced,
+                         realism=Realism(nuisance=nuisance))
         labels = set(r.label_names)
         assert labels == {lab for lab, _, _ in r.evidence}
         assert all(0 <= a < b <= r.length for _, a, b in r.evidence)
@@ -419,7 +426,8 @@ def test_evidence_matches_labels(balanced, nuisance):
 @pytest.mark.parametrize("nuisance", sorted(NUISANCE_LEVELS))
 def test_every_training_crop_holds_an_ectopic_beat(labels, nuisance):
     for i, seconds in enumerate((6.0, 12.0, 30.0, 60.0, 20.0, 45.0)):
-        r = synth_record(9, i, labels=labels, duration_s=seconds, nuisance=nuisance)
+        r = synth_record(9, i, labels=labels, duration_s=seconds,
+                         realism=Realism(nuisance=nuisance))
         for label in set(labels) & {"PAC", "PVC"}:
             assert largest_gap(intervals(r, label), r.length) < CROP, (label, i)
 

@@ -89,11 +89,10 @@ def _train(argv: list[str]) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     if args.source == "synthetic":
-        from xecg.data.synthetic import make_synthetic_store
+        from xecg.data.synthetic import Realism, make_synthetic_store
 
         make_synthetic_store(args.out, n=args.n, seed=args.seed, fs=args.fs or 500.0,
-                             nuisance=args.nuisance, st_variety=args.st_variety,
-                             lead_gains=args.lead_gains)
+                             realism=Realism(args.nuisance, args.st_variety, args.lead_gains))
         return 0
     from xecg.data.prepare import prepare_dataset
 
@@ -124,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, help_text) in TOOL_COMMANDS.items():
         sub.add_parser(name, help=f"{help_text}; see `xecg {name} --help`", add_help=False)
 
+    # The generator's option names, from where they are defined (numpy only: cheap to import).
+    from xecg.data.synthetic import (
+        DEFAULT_LEAD_GAINS,
+        DEFAULT_NUISANCE,
+        LEAD_GAINS,
+        NUISANCE_LEVELS,
+    )
+
     pp = sub.add_parser("prepare", help="read a dataset (or make synthetic data) into a store")
     pp.add_argument("source", help="dataset root (any supported layout), or 'synthetic'")
     pp.add_argument("--out", required=True, type=Path, help="store folder to write")
@@ -136,12 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--force", action="store_true", help="rewrite even if the store is current")
     pp.add_argument("--n", type=int, default=2000, help="synthetic: number of records")
     pp.add_argument("--seed", type=int, default=0, help="synthetic: generator seed")
-    pp.add_argument("--nuisance", choices=("v1", "wide"), default="v1",
+    pp.add_argument("--nuisance", choices=sorted(NUISANCE_LEVELS), default=DEFAULT_NUISANCE,
                     help="synthetic: nuisance level (v1: generator v1; wide: generator v3)")
     pp.add_argument("--st-variety", action="store_true",
                     help="synthetic: varied normal ST/T (J-point elevation, T size and axis) and "
                          "clearer STE")
-    pp.add_argument("--lead-gains", choices=("v1", "adult"), default="v1",
+    pp.add_argument("--lead-gains", choices=sorted(LEAD_GAINS), default=DEFAULT_LEAD_GAINS,
                     help="synthetic: per-lead QRS amplitudes (v1: generator v1; adult: normal "
                          "adults' textbook values)")
     pp.set_defaults(func=_prepare)

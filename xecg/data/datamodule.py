@@ -89,6 +89,13 @@ class SyntheticOptions:
     st_variety: bool = False
     lead_gains: str = "v1"
 
+    @property
+    def realism(self):
+        """The realism options as the generator takes them (checked there)."""
+        from xecg.data.synthetic import Realism
+
+        return Realism(self.nuisance, self.st_variety, self.lead_gains)
+
 
 @dataclass(frozen=True)
 class BatchPlan:
@@ -405,8 +412,7 @@ class CPSCDataModule(L.LightningDataModule):
             opts = self.synthetic
             make_synthetic_store(self.store_path, n=opts.n, seed=opts.seed,
                                  durations=tuple(opts.durations) if opts.durations else None,
-                                 balanced=opts.balanced, nuisance=opts.nuisance,
-                                 st_variety=opts.st_variety, lead_gains=opts.lead_gains)
+                                 balanced=opts.balanced, realism=opts.realism)
         elif self.source is not None:
             from xecg.data.prepare import load_or_prepare
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -717,25 +718,52 @@ def check_lead_gains(name: str) -> np.ndarray:
     return LEAD_GAINS[name]
 
 
+@dataclass(frozen=True)
+class Realism:
+    """The generator's realism options, one object from the config to every record: ``nuisance``
+    (:data:`NUISANCE_LEVELS`), ``st_variety`` (:data:`DEFAULT_ST_VARIETY`) and ``lead_gains``
+    (:data:`LEAD_GAINS`). Each leaves the evidence as it is; the defaults make version 1's
+    records. Checked when made, so a bad name fails before any record is drawn."""
+
+    nuisance: str = DEFAULT_NUISANCE
+    st_variety: bool = DEFAULT_ST_VARIETY
+    lead_gains: str = DEFAULT_LEAD_GAINS
+
+    def __post_init__(self) -> None:
+        check_nuisance(self.nuisance)
+        check_lead_gains(self.lead_gains)
+
+    @property
+    def version(self) -> int:
+        """The generator version these options make (version 1 unless ``nuisance="wide"``)."""
+        return NUISANCE_LEVELS[self.nuisance]
+
+    def tag(self) -> str:
+        """The options' part of a store fingerprint: empty for version 1's, so its stores stay
+        current, else `` nuisance=NAME``, `` st_variety=True``, `` lead_gains=NAME``."""
+        return (("" if self.nuisance == "v1" else f" nuisance={self.nuisance}")
+                + (" st_variety=True" if self.st_variety else "")
+                + ("" if self.lead_gains == "v1" else f" lead_gains={self.lead_gains}"))
+
+
 def synth_record(seed: int, index: int, labels: Sequence[str] | None = None, fs: float = 500.0,
                  duration_s: float | None = None, durations: tuple[float, float] | None = None,
-                 balanced: bool = False, noise: bool = True, nuisance: str = DEFAULT_NUISANCE,
-                 st_variety: bool = DEFAULT_ST_VARIETY,
-                 lead_gains: str = DEFAULT_LEAD_GAINS) -> Record:
+                 balanced: bool = False, noise: bool = True,
+                 realism: Realism = Realism()) -> Record:
     """Synthetic record ``S{index:06d}``: signal ``12 x N`` float32 mV, labels and evidence.
 
     ``labels`` default to :func:`sample_labels`; ``duration_s`` fixes the length, else it is drawn
-    by :func:`sample_duration` (``durations`` narrows it). ``nuisance`` picks the level of
+    by :func:`sample_duration` (``durations`` narrows it). ``realism.nuisance`` picks the level of
     :data:`NUISANCE_LEVELS`; ``"wide"`` also varies the heart rate and each beat's waves more.
     ``noise=False`` leaves out everything that is not the heart (baseline wander, electrode noise,
     hum, motion and, at ``"wide"``, the recorder's gains, filters, saturation and lead-off): the
-    cardiac signal and evidence are the same either way. ``st_variety`` varies normal ST/T
-    (J-point elevation, T size and axis) and makes STE clearer (:data:`DEFAULT_ST_VARIETY`);
-    ``lead_gains`` picks the projection's per-lead gains (:data:`LEAD_GAINS`); the evidence is
-    the same either way. The content depends only on
-    ``(seed, index)`` and these options.
+    cardiac signal and evidence are the same either way. ``realism.st_variety`` varies normal
+    ST/T (J-point elevation, T size and axis) and makes STE clearer (:data:`DEFAULT_ST_VARIETY`);
+    ``realism.lead_gains`` picks the projection's per-lead gains (:data:`LEAD_GAINS`); the
+    evidence is the same either way. The content depends only on ``(seed, index)`` and these
+    options.
     """
-    wide = check_nuisance(nuisance) == "wide"
+    wide = realism.nuisance == "wide"
     # The first three streams are version 1's; the next two are used only by "wide", the last
     # only by st_variety (spawned children do not depend on how many are spawned).
     rng_labels, rng_heart, rng_noise, rng_beats, rng_front, rng_st = (
@@ -748,8 +776,8 @@ def synth_record(seed: int, index: int, labels: Sequence[str] | None = None, fs:
         raise ValueError(f"synthetic records must last at least 2 s, asked for {duration:g} s")
     t = np.arange(n) / fs
 
-    heart = _Heart(rng_heart, found, rng_st if st_variety else None,
-                   _LEAD * check_lead_gains(lead_gains)[:, None])
+    heart = _Heart(rng_heart, found, rng_st if realism.st_variety else None,
+                   _LEAD * LEAD_GAINS[realism.lead_gains][:, None])
     rhythm = _rhythm(rng_heart, heart, found, duration, rng_beats if wide else None)
     signal, spans = _draw(rng_heart, heart, rhythm, found, fs, n, rng_beats if wide else None)
     if "AF" in found:
@@ -767,33 +795,24 @@ def synth_record(seed: int, index: int, labels: Sequence[str] | None = None, fs:
 
 
 def fingerprint(n: int, seed: int, fs: float, durations: tuple[float, float] | None,
-                balanced: bool, nuisance: str = DEFAULT_NUISANCE,
-                st_variety: bool = DEFAULT_ST_VARIETY,
-                lead_gains: str = DEFAULT_LEAD_GAINS) -> str:
-    """The store fingerprint of a synthetic data set: generator version plus every option (the
-    version of the nuisance level: ``"v1"`` gives version 1's fingerprint, so its stores stay
-    current; ``st_variety`` adds ``st_variety=True``, ``lead_gains`` other than v1 adds
-    ``lead_gains=NAME``)."""
+                balanced: bool, realism: Realism = Realism()) -> str:
+    """The store fingerprint of a synthetic data set: generator version plus every option
+    (:meth:`Realism.tag`: version 1's options give version 1's fingerprint)."""
     dur = "cpsc" if durations is None else f"{durations[0]:g}-{durations[1]:g}"
-    version = NUISANCE_LEVELS[check_nuisance(nuisance)]
-    return (f"synthetic v{version} n={n} seed={seed} fs={fs:g} durations={dur} "
-            f"balanced={bool(balanced)}" + ("" if nuisance == "v1" else f" nuisance={nuisance}")
-            + (" st_variety=True" if st_variety else "")
-            + ("" if lead_gains == "v1" else f" lead_gains={lead_gains}"))
+    return (f"synthetic v{realism.version} n={n} seed={seed} fs={fs:g} durations={dur} "
+            f"balanced={bool(balanced)}" + realism.tag())
 
 
 def make_synthetic_store(out: str | os.PathLike, n: int = 2000, seed: int = 0, fs: float = 500.0,
                          durations: tuple[float, float] | None = None, balanced: bool = False,
                          progress: bool = True, force: bool = False,
-                         nuisance: str = DEFAULT_NUISANCE,
-                         st_variety: bool = DEFAULT_ST_VARIETY,
-                         lead_gains: str = DEFAULT_LEAD_GAINS) -> Path:
+                         realism: Realism = Realism()) -> Path:
     """Write ``n`` synthetic records to the store ``out`` (reused if made with the same options).
 
     Prints a short summary (records, per-class counts, multilabel, median duration).
     """
     out = Path(out)
-    fp = fingerprint(n, seed, fs, durations, balanced, nuisance, st_variety, lead_gains)
+    fp = fingerprint(n, seed, fs, durations, balanced, realism)
     if not force and is_current(out, fp):
         print(f"{out}: synthetic store is current ({fp}); reusing it")
         return out
@@ -801,15 +820,13 @@ def make_synthetic_store(out: str | os.PathLike, n: int = 2000, seed: int = 0, f
         raise StoreError(f"{out}: exists and is not an xecg store; will not overwrite it")
     from tqdm.auto import tqdm
 
-    meta = {"generator": {"name": "xecg.data.synthetic", "version": NUISANCE_LEVELS[nuisance],
+    meta = {"generator": {"name": "xecg.data.synthetic", "version": realism.version,
                           "n": n, "seed": seed, "durations": durations,
-                          "balanced": bool(balanced), "nuisance": nuisance,
-                          "st_variety": bool(st_variety), "lead_gains": lead_gains}}
+                          "balanced": bool(balanced), **asdict(realism)}}
     with StoreWriter(out, fs, source="synthetic", fingerprint=fp, extra_meta=meta) as writer:
         for i in tqdm(range(n), desc="synthetic", unit="rec", disable=not progress):
             writer.add(synth_record(seed, i, fs=fs, durations=durations, balanced=balanced,
-                                    nuisance=nuisance, st_variety=st_variety,
-                                    lead_gains=lead_gains))
+                                    realism=realism))
         summary = writer.summary()
     counts = {k: v for k, v in summary["class_counts"].items() if v}
     print(f"{out}: {summary['records']:,} synthetic records ({fp}); "
