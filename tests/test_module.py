@@ -223,6 +223,8 @@ def test_predict_record_normalises_and_returns_maps(tiny_data, model):
     assert out["probs"].shape == (NUM_CLASSES,)
     assert torch.equal(out["labels"], out["probs"] >= 0.3)
     x = (torch.as_tensor(record.signal) - m.lead_mean[:, None]) / m.lead_std[:, None]
+    # The maps' (and xecg explain's) input is that same normalised record.
+    torch.testing.assert_close(m.model_input(record.signal), x[None])
     with torch.no_grad():
         expected = m.eval()(x[None]).probs[0]
     torch.testing.assert_close(out["probs"], expected)

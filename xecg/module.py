@@ -351,21 +351,39 @@ class XECGModule(L.LightningModule):
             block = bandpass(block, float(self.sample_rate), self.bandpass)
         return np.ascontiguousarray(block)
 
+    def _lead_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """The training split's lead ``mean`` and ``1 / std``, ``12 x 1`` each, for fill_window."""
+        mean = self.lead_mean.cpu().numpy().reshape(NUM_LEADS, 1)
+        return mean, (1.0 / self.lead_std.cpu().numpy()).reshape(NUM_LEADS, 1)
+
+    def _whole(self, block: np.ndarray) -> Tensor:
+        """A prepared record ``12 x N`` as one normalised window ``1 x 12 x N`` on the device."""
+        whole = np.empty((1, NUM_LEADS, block.shape[1]), np.float32)
+        fill_window(whole[0], np.empty(block.shape[1], bool), block, 0, *self._lead_stats())
+        return torch.from_numpy(whole).to(self.lead_mean.device)
+
+    def model_input(self, signal: Tensor | np.ndarray) -> Tensor:
+        """A whole record ``12 x N`` (mV, at :attr:`sample_rate`) as the network sees it: ``1 x
+        12 x N`` float32 on the module's device, band-passed as in training (when it was) and
+        normalised with the training split's lead statistics. The input of the maps of
+        :meth:`predict_record` and of ``xecg explain``."""
+        return self._whole(self.prepare_signal(signal))
+
     @torch.no_grad()
     def predict_record(self, signal: Tensor | np.ndarray) -> dict[str, Tensor]:
         """Run one record ``12 x N`` (mV, at :attr:`sample_rate`) through the model in eval mode.
 
         Probabilities are those of the test stage: the same windows (:attr:`eval_windows`,
         from the training DataModule), normalised with the training split's lead statistics,
-        averaged per record. The maps come from one pass over the whole record, so that they
-        cover all of it. Returns ``probs`` (9,), ``labels`` (9,) bool, ``attention`` (T',) or
-        None and ``response_maps`` (9 x T') or None, with ``T' = N // 243``.
+        averaged per record. The maps come from one pass over the whole record
+        (:meth:`model_input`), so that they cover all of it. Returns ``probs`` (9,), ``labels``
+        (9,) bool, ``attention`` (T',) or None and ``response_maps`` (9 x T') or None, with
+        ``T' = N // 243``.
         """
         was_training = self.training
         self.eval()
         block = self.prepare_signal(signal)
-        mean = self.lead_mean.cpu().numpy().reshape(NUM_LEADS, 1)
-        inv_std = (1.0 / self.lead_std.cpu().numpy()).reshape(NUM_LEADS, 1)
+        mean, inv_std = self._lead_stats()
         starts, T = eval_windows(block.shape[1], **self.eval_windows)
         x = np.empty((len(starts), NUM_LEADS, T), np.float32)
         mask = np.empty((len(starts), T), bool)
@@ -373,10 +391,9 @@ class XECGModule(L.LightningModule):
             fill_window(x[w], mask[w], block, start, mean, inv_std)
         device = self.lead_mean.device
         probs = self(torch.from_numpy(x).to(device), torch.from_numpy(mask).to(device)).probs
+        # All windows are one record's: one group.
         probs = self._per_record(probs, probs.new_zeros(len(probs), dtype=torch.long), 1)[0]
-        whole = np.empty((1, NUM_LEADS, block.shape[1]), np.float32)
-        fill_window(whole[0], np.empty(block.shape[1], bool), block, 0, mean, inv_std)
-        out = self(torch.from_numpy(whole).to(device))
+        out = self(self._whole(block))
         self.train(was_training)
         return {
             "probs": probs,

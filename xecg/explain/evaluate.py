@@ -39,7 +39,6 @@ from xecg.explain.maps import (
     check_methods,
     explain,
     has_own_maps,
-    normalise,
     randomised_copy,
 )
 from xecg.explain.scores import (
@@ -172,7 +171,7 @@ def score_store(module, store, indices: Sequence[int] | None = None,
             for label, a, b in rec.evidence:
                 evidence.setdefault(CLASS_INDEX[label], []).append((int(a), int(b)))
             true = [CLASS_INDEX[c] for c in rec.label_names]
-            x = normalise(module, rec.signal)
+            x = module.model_input(rec.signal)
             for name, model in nets:
                 rows += score_record(model, x, fs, rec.id, true, evidence, methods, name,
                                      ig_steps)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from xecg.classes import CLASS_INDEX, CLASSES
-from xecg.explain.maps import default_methods, explain, normalise
+from xecg.explain.maps import default_methods, explain
 from xecg.plots import WINDOW_S, MapStrip, plot_ecg
 
 #: How each method's maps are named in titles and strips.
@@ -49,7 +49,7 @@ def explanation_figure(module, signal: np.ndarray, fs: float, record_id: str,
     # The class whose map is shaded for class-map methods: the most probable shown label.
     ranked = sorted(shown, key=lambda c: -probs[CLASS_INDEX[c]]) or [CLASSES[probs.argmax()]]
     lead_class = ranked[0]
-    ex = explain(module.net, normalise(module, signal), method,
+    ex = explain(module.net, module.model_input(signal), method,
                  [CLASS_INDEX[c] for c in {*shown, lead_class}], ig_steps=ig_steps)
 
     if ex.shared is not None:

@@ -132,16 +132,6 @@ def to_input_resolution(values: np.ndarray | Tensor, length: int, stride: int = 
     return out
 
 
-def normalise(module, signal: np.ndarray | Tensor) -> Tensor:
-    """``12 x N`` mV -> ``1 x 12 x N`` float32 on the module's device, normalised with the
-    training split's lead statistics the checkpoint carries, after its band-pass if it has one
-    (as ``predict_record`` does)."""
-    x = torch.from_numpy(module.prepare_signal(signal))
-    mean = module.lead_mean.detach().cpu().reshape(-1, 1)
-    std = module.lead_std.detach().cpu().reshape(-1, 1)
-    return ((x - mean) / std).unsqueeze(0).to(module.lead_mean.device)
-
-
 def class_scores(out) -> Tensor:
     """``logit(p)`` per class (``B x C``) of a model output: the CNN's logits, or for xECGNet
     (p = mean of two sigmoids) ``log(s(a) + s(b)) - log(s(-a) + s(-b))``, stable at any logit."""
