@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-CLASSES = ["AF", "I-AVB", "LBBB", "Normal", "PAC", "PVC", "RBBB", "STD", "STE"]
+from xecg.classes import CLASSES
 
 
 def row(run: Path) -> dict:
