@@ -68,7 +68,9 @@ def aggregate_by_group(values: torch.Tensor, group: torch.Tensor, num_groups: in
     if how != "max":
         raise ValueError(f"window aggregation must be 'mean' or 'max', got {how!r}")
     out = values.new_full((num_groups, *values.shape[1:]), float("-inf"))
-    return out.index_reduce_(0, group, values, "amax", include_self=True)
+    # scatter_reduce_ rather than index_reduce_, which warns that it is in beta on every call.
+    index = group.view(-1, *([1] * (values.dim() - 1))).expand_as(values)
+    return out.scatter_reduce_(0, index, values, "amax", include_self=True)
 
 
 @dataclass(frozen=True)
