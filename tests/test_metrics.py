@@ -80,3 +80,21 @@ def test_tune_thresholds_finds_separating_value():
     th = tune_thresholds(probs, target)
     assert 0.2 < th[0] <= 0.3
     assert torch.all(th[1:] == 0.5)  # no positives: untouched
+
+
+def test_tune_thresholds_takes_the_middle_of_the_best_range():
+    """A separable class: every threshold in (0.2, 0.8] gives F1 1; the middle of that range is
+    chosen, not its lowest point just above the negatives. Where the best F1 is reached at one
+    threshold only, that one."""
+    probs = torch.tensor([[0.8] * 9, [0.9] * 9, [0.2] * 9, [0.1] * 9])
+    target = torch.zeros(4, 9)
+    target[:2, 0] = 1
+    target[0, 1] = 1  # class 1: positive at 0.8, a negative at 0.9 above it
+    th = tune_thresholds(probs, target)
+    assert th[0] == pytest.approx(0.5, abs=0.006)
+    # class 1 (not separable): its best F1, 2/3, holds for thresholds in (0.2, 0.8] as well.
+    assert th[1] == pytest.approx(0.5, abs=0.006)
+    uneven = torch.tensor([[0.3], [0.25], [0.6], [0.1]]).repeat(1, 9)
+    labels = torch.tensor([[1.0], [0.0], [1.0], [0.0]]).repeat(1, 9)
+    # F1 1 only for thresholds in (0.25, 0.3]: 0.26-0.30, middle 0.28.
+    assert tune_thresholds(uneven, labels)[0] == pytest.approx(0.28, abs=0.006)

@@ -163,7 +163,12 @@ class ECGMetrics(nn.Module):
 def tune_thresholds(probs: Tensor, target: Tensor, grid: Tensor | None = None) -> Tensor:
     """Per-class thresholds (9,) maximising each class's F1 on (validation) ``probs`` B x 9.
 
-    Classes without positives keep 0.5: nothing to tune them on.
+    Where a range of thresholds reaches the best F1 (a class the validation split separates),
+    the middle of the first such range: the largest margin to both sides, where the lowest
+    threshold of the range would sit just above the negatives. (Taking the lowest put
+    thresholds at 0.05-0.2 after long training on synthetic data, and real records then got
+    about two labels each: experiments/sim2real.md.) Classes without positives keep 0.5:
+    nothing to tune them on.
     """
     grid = torch.linspace(0.05, 0.95, 91) if grid is None else grid
     p = probs[:, :, None] >= grid[None, None, :].to(probs)  # B x 9 x G
@@ -172,6 +177,11 @@ def tune_thresholds(probs: Tensor, target: Tensor, grid: Tensor | None = None) -
     fp = (p & ~t).sum(0).float()
     fn = (~p & t).sum(0).float()
     f1 = 2 * tp / (2 * tp + fp + fn).clamp(min=1)
-    best = grid.to(probs)[f1.argmax(1)]
+    at_best = f1 >= f1.max(1, keepdim=True).values  # 9 x G
+    first = at_best.float().argmax(1)
+    steps = torch.arange(len(grid), device=f1.device)
+    past = ~at_best & (steps[None, :] > first[:, None])  # below the best again, after the first
+    end = torch.where(past.any(1), past.float().argmax(1), torch.full_like(first, len(grid)))
+    best = grid.to(probs)[(first + end - 1) // 2]
     has_pos = t.squeeze(2).any(0)
     return torch.where(has_pos, best, torch.full_like(best, 0.5))
