@@ -79,7 +79,8 @@ class SyntheticOptions:
     (``"v1"``: generator version 1, the default; ``"wide"``: version 3); ``st_variety`` varies
     normal ST/T (J-point elevation, T size and axis) and makes STE clearer (off by default);
     ``lead_gains`` ``"adult"`` gives normal adults' QRS amplitudes per lead (``"v1"``: version
-    1's, the default)."""
+    1's, the default); ``discordant_st`` adds the secondary ST shift of RBBB and PVC beats (off
+    by default)."""
 
     n: int = 2000
     seed: int = 0
@@ -88,13 +89,14 @@ class SyntheticOptions:
     nuisance: str = "v1"
     st_variety: bool = False
     lead_gains: str = "v1"
+    discordant_st: bool = False
 
     @property
     def realism(self):
         """The realism options as the generator takes them (checked there)."""
         from xecg.data.synthetic import Realism
 
-        return Realism(self.nuisance, self.st_variety, self.lead_gains)
+        return Realism(self.nuisance, self.st_variety, self.lead_gains, self.discordant_st)
 
 
 @dataclass(frozen=True)
