@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from xecg.classes import NUM_CLASSES, NUM_LEADS
+from xecg.classes import CLASS_INDEX, CLASSES, NUM_CLASSES, NUM_LEADS
 from xecg.data.datamodule import (
     POLICIES,
     BatchPlanner,
@@ -525,5 +525,14 @@ def test_aggregate_by_group_takes_each_records_mean_or_strongest_window():
     assert torch.allclose(mean, torch.tensor([[1.4 / 3, 1.2 / 3], [0.3, 0.4]]))
     assert torch.equal(aggregate_by_group(values, group, 2, "max"),
                        torch.tensor([[0.8, 0.9], [0.3, 0.4]]))
-    with pytest.raises(ValueError, match="'mean' or 'max'"):
+    with pytest.raises(ValueError, match="'mean', 'max' or 'episodic'"):
         aggregate_by_group(values, group, 2, "median")
+    with pytest.raises(ValueError, match="class values"):
+        aggregate_by_group(values, group, 2, "episodic")
+    # episodic: the strongest window for PAC and PVC, the mean for every other class.
+    probs = torch.rand(4, NUM_CLASSES)
+    got = aggregate_by_group(probs, group, 2, "episodic")
+    mean, peak = aggregate_by_group(probs, group, 2), aggregate_by_group(probs, group, 2, "max")
+    for c in CLASSES:
+        k = CLASS_INDEX[c]
+        assert torch.equal(got[:, k], (peak if c in ("PAC", "PVC") else mean)[:, k]), c

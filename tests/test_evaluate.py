@@ -47,17 +47,18 @@ def run_bandpass(tiny_config, tiny_data, tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def run_max(tiny_config, tmp_path_factory) -> tuple[Path, Path]:
-    """As ``run``, with each record's strongest window (``model.window_aggregation: max``)."""
-    folder = tmp_path_factory.mktemp("evaluate-max")
+def run_episodic(tiny_config, tmp_path_factory) -> tuple[Path, Path]:
+    """As ``run``, with each record's strongest window for PAC and PVC and the mean of its
+    windows for the rest (``model.window_aggregation: episodic``)."""
+    folder = tmp_path_factory.mktemp("evaluate-episodic")
     config = tiny_config(folder, "ev", trainer={"max_epochs": 3},
                          experiment={"wandb": False},
-                         model={"tune_thresholds": True, "window_aggregation": "max"})
+                         model={"tune_thresholds": True, "window_aggregation": "episodic"})
     assert main(["fit", "--config", str(config)]) == 0
     return config, folder / "runs" / "ev" / "checkpoints" / "last.ckpt"
 
 
-@pytest.mark.parametrize("which", ["run", "run_bandpass", "run_max"])
+@pytest.mark.parametrize("which", ["run", "run_bandpass", "run_episodic"])
 def test_evaluate_gives_the_test_stage_metrics(which, request, tiny_data, tmp_path):
     """Also with a band-pass: the test stage reads the band-passed store, `xecg evaluate` the
     records as recorded, which the checkpoint's band (xecg_bandpass) filters the same way."""

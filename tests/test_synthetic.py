@@ -513,3 +513,33 @@ def test_cli_prepare_synthetic(tmp_path):
     assert main(["prepare", "synthetic", "--n", "4", "--out", str(adult), "--lead-gains",
                  "adult"]) == 0
     assert Store(adult).meta["fingerprint"].endswith(" lead_gains=adult")
+
+
+def test_discordant_st_shifts_rbbb_and_pvc_st_against_their_qrs_and_keeps_the_evidence():
+    """``Realism(discordant_st=True)``: RBBB beats get an ST depression in V1-V3 (at most about
+    0.2 mV) with a slight rise in I and V6, and a PVC's ST segment moves against its QRS in every
+    lead; records of other classes are unchanged, and so are labels, timings and evidence. Off is
+    the default and keeps the fingerprint."""
+    assert fingerprint(10, 0, FS, None, True, Realism(discordant_st=False)) == fingerprint(
+        10, 0, FS, None, True)
+    assert fingerprint(10, 0, FS, None, True,
+                       Realism(discordant_st=True)).endswith(" discordant_st=True")
+    v1_v3, i_v6 = [LEAD[k] for k in ("V1", "V2", "V3")], [LEAD["I"], LEAD["V6"]]
+    for i in range(10):
+        for labels in (["Normal"], ["STD"], ["RBBB"], ["PVC"]):
+            off = synth_record(13, i, labels=labels, duration_s=8.0, noise=False)
+            on = synth_record(13, i, labels=labels, duration_s=8.0, noise=False,
+                              realism=Realism(discordant_st=True))
+            assert on.evidence == off.evidence and np.array_equal(on.labels, off.labels)
+            d = on.signal - off.signal
+            if labels in (["Normal"], ["STD"]):
+                assert np.array_equal(on.signal, off.signal)
+            elif labels == ["RBBB"]:
+                assert -0.25 < d[v1_v3].min() < -0.04 and np.abs(d).max() < 0.25
+                assert (d[i_v6].max(1) > 0).all()
+            else:
+                signed = np.where(d.max(1) > -d.min(1), d.max(1), d.min(1))
+                onset = [a for label, a, _ in off.evidence if label == "PVC"][1]
+                qrs_area = off.signal[:, onset:onset + 60].sum(1)  # its first 120 ms
+                assert np.corrcoef(qrs_area, signed)[0, 1] < -0.9
+                assert 0.05 < np.abs(d).max() < 0.5

@@ -15,6 +15,10 @@ CLASSES: tuple[str, ...] = ("AF", "I-AVB", "LBBB", "Normal", "PAC", "PVC", "RBBB
 NUM_CLASSES = len(CLASSES)
 CLASS_INDEX: dict[str, int] = {name: i for i, name in enumerate(CLASSES)}
 
+#: Classes that one beat makes (a premature beat): a record has them when any part of it shows
+#: one, so its windows are combined by their maximum (``window_aggregation: episodic``).
+EPISODIC: tuple[str, ...] = ("PAC", "PVC")
+
 #: Full names, for captions and reports.
 CLASS_DESCRIPTIONS: dict[str, str] = {
     "AF": "atrial fibrillation",

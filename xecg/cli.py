@@ -92,7 +92,8 @@ def _prepare(args: argparse.Namespace) -> int:
         from xecg.data.synthetic import Realism, make_synthetic_store
 
         make_synthetic_store(args.out, n=args.n, seed=args.seed, fs=args.fs or 500.0,
-                             realism=Realism(args.nuisance, args.st_variety, args.lead_gains))
+                             realism=Realism(args.nuisance, args.st_variety, args.lead_gains,
+                                             args.discordant_st))
         return 0
     from xecg.data.prepare import prepare_dataset
 
@@ -151,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--lead-gains", choices=sorted(LEAD_GAINS), default=DEFAULT_LEAD_GAINS,
                     help="synthetic: per-lead QRS amplitudes (v1: generator v1; adult: normal "
                          "adults' textbook values)")
+    pp.add_argument("--discordant-st", action="store_true",
+                    help="synthetic: the secondary ST shift of RBBB and PVC beats")
     pp.set_defaults(func=_prepare)
 
     ps = sub.add_parser("split", help="write train/val/test record ids to a JSON file")

@@ -22,7 +22,7 @@ Stage = Literal["train", "val", "test"]
 
 
 Scheduler = Literal["none", "cosine", "plateau"]
-Aggregation = Literal["mean", "max"]
+Aggregation = Literal["mean", "max", "episodic"]
 #: Lightning's instantiator for hparams that hold ``class_path``/``init_args`` dicts: with it,
 #: ``XECGModule.load_from_checkpoint(path)`` rebuilds the injected network and loss.
 _INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
@@ -78,8 +78,9 @@ class XECGModule(L.LightningModule):
             initialise ``net`` (fine-tuning from a pretrained run). Not saved as a hyperparameter:
             a checkpoint of the new run holds its own weights and loads without the old file.
         window_aggregation: how the windows of a record (``crop`` evaluation, ``xecg predict``,
-            ``evaluate``) make its probabilities: ``mean`` (the default) or ``max``, the
-            strongest window, which keeps a rare ectopic beat from being averaged away.
+            ``evaluate``) make its probabilities: ``mean`` (the default), ``max``, the
+            strongest window, which keeps a rare ectopic beat from being averaged away, or
+            ``episodic``: the max for PAC and PVC (one beat makes them), the mean for the rest.
         compile: compile the network with ``torch.compile`` when a Trainer sets the model up
             (``configure_model``); with dynamic lengths under the ``bucket`` policy. Pays off on a
             GPU (the first steps wait for the compiler); checkpoints are the same either way.
@@ -263,8 +264,8 @@ class XECGModule(L.LightningModule):
         return {"index": batch["index"], "probs": probs, "labels": probs >= self.thresholds}
 
     def _per_record(self, probs: Tensor, group: Tensor, records: int) -> Tensor:
-        """Window probabilities ``W x 9`` -> per record ``records x 9``: their mean, or with
-        ``window_aggregation: max`` the strongest window (checkpoints before it: mean)."""
+        """Window probabilities ``W x 9`` -> per record ``records x 9`` by ``window_aggregation``
+        (:func:`aggregate_by_group`; checkpoints before the option: mean)."""
         return aggregate_by_group(probs, group, records,
                                   self.hparams.get("window_aggregation", "mean"))
 

@@ -38,7 +38,7 @@ import torch
 from torch import distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from xecg.classes import NUM_LEADS
+from xecg.classes import CLASS_INDEX, EPISODIC, NUM_CLASSES, NUM_LEADS
 from xecg.data.filters import check_band, filtered_store
 from xecg.data.splits import SPLITS, default_seed, load_split, make_split, save_split
 from xecg.data.store import Store, is_store
@@ -62,15 +62,26 @@ def aggregate_by_group(values: torch.Tensor, group: torch.Tensor, num_groups: in
                        how: str = "mean") -> torch.Tensor:
     """Per-group ``mean`` or ``max`` of ``values`` (``W x ...``) by ``group`` ids (W,):
     ``num_groups x ...``. ``max`` keeps a record's strongest window: a rare beat (one PAC in 30 s)
-    shows in one window and is diluted by the mean."""
+    shows in one window and is diluted by the mean. ``episodic`` (``values`` ``W x 9``, one column
+    per class): the max for the classes one beat makes (:data:`xecg.classes.EPISODIC`), the mean
+    for the rest, which show throughout a record."""
+    if how not in ("mean", "max", "episodic"):
+        raise ValueError(f"window aggregation must be 'mean', 'max' or 'episodic', got {how!r}")
     if how == "mean":
         return average_by_group(values, group, num_groups)
-    if how != "max":
-        raise ValueError(f"window aggregation must be 'mean' or 'max', got {how!r}")
     out = values.new_full((num_groups, *values.shape[1:]), float("-inf"))
     # scatter_reduce_ rather than index_reduce_, which warns that it is in beta on every call.
     index = group.view(-1, *([1] * (values.dim() - 1))).expand_as(values)
-    return out.scatter_reduce_(0, index, values, "amax", include_self=True)
+    out.scatter_reduce_(0, index, values, "amax", include_self=True)
+    if how == "max":
+        return out
+    if values.shape[1:] != (NUM_CLASSES,):
+        raise ValueError(f"episodic aggregation needs W x {NUM_CLASSES} class values, got "
+                         f"{tuple(values.shape)}")
+    mean = average_by_group(values, group, num_groups)
+    cols = [CLASS_INDEX[c] for c in EPISODIC]
+    mean[:, cols] = out[:, cols]
+    return mean
 
 
 @dataclass(frozen=True)
@@ -81,7 +92,8 @@ class SyntheticOptions:
     (``"v1"``: generator version 1, the default; ``"wide"``: version 3); ``st_variety`` varies
     normal ST/T (J-point elevation, T size and axis) and makes STE clearer (off by default);
     ``lead_gains`` ``"adult"`` gives normal adults' QRS amplitudes per lead (``"v1"``: version
-    1's, the default)."""
+    1's, the default); ``discordant_st`` adds the secondary ST shift of RBBB and PVC beats (off
+    by default)."""
 
     n: int = 2000
     seed: int = 0
@@ -90,13 +102,14 @@ class SyntheticOptions:
     nuisance: str = "v1"
     st_variety: bool = False
     lead_gains: str = "v1"
+    discordant_st: bool = False
 
     @property
     def realism(self):
         """The realism options as the generator takes them (checked there)."""
         from xecg.data.synthetic import Realism
 
-        return Realism(self.nuisance, self.st_variety, self.lead_gains)
+        return Realism(self.nuisance, self.st_variety, self.lead_gains, self.discordant_st)
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,16 @@ DEFAULT_NUISANCE = "v1"
 #: random stream leaves every other draw as it was; the fingerprint gains ``st_variety=True``.
 DEFAULT_ST_VARIETY = False
 
+#: ``discordant_st`` (independent of the other options; off by default): the secondary ST-T
+#: change of beats with abnormal depolarisation, which real records show and version 1 left out.
+#: In RBBB the ST segment is shifted against the late rightward-anterior QRS (0.05-0.2 mV at its
+#: largest: depressed in V1-V3, slightly raised in I and V5-V6; e.g. Surawicz et al., AHA/ACCF/HRS
+#: recommendations part III, 2009); a PVC's ST segment runs from its J point against its QRS
+#: (0.1-0.4 mV), into its discordant T. Without it a model learns "ST shift = STD/STE" and calls
+#: real RBBB and PVC records STD. Timings are untouched, so the evidence is identical; its own
+#: random stream leaves every other draw as it was; the fingerprint gains ``discordant_st=True``.
+DEFAULT_DISCORDANT_ST = False
+
 #: Relative size of a normal J-point elevation per precordial lead (V1..V6): chest electrodes see
 #: the repolarisation of the wall under them, largest in V2-V3.
 _EARLY_REPOL_LEADS = np.array([0.35, 1.0, 1.0, 0.6, 0.3, 0.15])
@@ -222,7 +232,8 @@ class _Heart:
     """One record's anatomy: wave shapes, axis, amplitudes and timings."""
 
     def __init__(self, rng: np.random.Generator, labels: set[str],
-                 st: np.random.Generator | None = None, lead: np.ndarray = _LEAD):
+                 st: np.random.Generator | None = None, lead: np.ndarray = _LEAD,
+                 secondary: np.random.Generator | None = None):
         # 12 x 3 projections of this record (``lead_gains``): the ventricles', and the atria's,
         # which keep version 1's gains (see LEAD_GAINS).
         self.lead = lead
@@ -250,6 +261,10 @@ class _Heart:
         st_t = self._vary(_t_waves(t_dir, t_amp))
         if conduction == "LBBB":  # discordant ST in LBBB
             st_t += self._vary(_st_waves(qrs.end, 0.12 * t_dir))
+        if conduction == "RBBB" and secondary is not None:
+            # Secondary ST shift against the late rightward-anterior activation (``discordant_st``).
+            late = _unit(-0.7, -0.15, 0.7) @ self._rot.T
+            st_t += _st_waves(qrs.end, self._largest_at(-late, secondary.uniform(0.05, 0.2)))
         st_t += self._injury(rng, labels, qrs.end, st)
         self.conducted = _Beat(qrs, st_t, qrs.end - 0.09)
         # Normal J-point elevation (``st``, records without an ST label): a plateau from the J
@@ -281,7 +296,11 @@ class _Heart:
         pvc_amp = amp * rng.uniform(1.4, 2.2)  # ectopic beats are larger than sinus ones
         pvc_qrs = _Waves.of([(0.035, 0.0, 0.020, 0.7 * pvc_amp * d1),
                              (0.085, 0.0, 0.022, pvc_amp * d2)])
-        self.pvc = _Beat(pvc_qrs, _t_waves(-_unit(*(d1 + d2)), rng.uniform(0.35, 0.6)), 0.06)
+        pvc_t = _t_waves(-_unit(*(d1 + d2)), rng.uniform(0.35, 0.6))
+        if secondary is not None:  # ST from the J point against the QRS (``discordant_st``)
+            pvc_t += _st_waves(pvc_qrs.end, self._largest_at(-_unit(*(d1 + d2)),
+                                                              secondary.uniform(0.1, 0.4)))
+        self.pvc = _Beat(pvc_qrs, pvc_t, 0.06)
         self.coupling = {_PAC: rng.uniform(0.6, 0.78), _PVC: rng.uniform(0.55, 0.72)}
 
     def _vary(self, waves: _Waves) -> _Waves:
@@ -329,6 +348,10 @@ class _Heart:
     def _scaled_to_leads(self, direction: np.ndarray, mv: float) -> np.ndarray:
         """``direction`` scaled so that the lead it shows most in moves by ``mv``."""
         return direction * mv / np.max(self.lead @ direction)
+
+    def _largest_at(self, direction: np.ndarray, mv: float) -> np.ndarray:
+        """``direction`` scaled so that its largest shift in any lead, up or down, is ``mv``."""
+        return direction * mv / np.max(np.abs(self.lead @ direction))
 
 
 # --------------------------------------------------------------------------------------------
@@ -721,13 +744,15 @@ def check_lead_gains(name: str) -> np.ndarray:
 @dataclass(frozen=True)
 class Realism:
     """The generator's realism options, one object from the config to every record: ``nuisance``
-    (:data:`NUISANCE_LEVELS`), ``st_variety`` (:data:`DEFAULT_ST_VARIETY`) and ``lead_gains``
-    (:data:`LEAD_GAINS`). Each leaves the evidence as it is; the defaults make version 1's
-    records. Checked when made, so a bad name fails before any record is drawn."""
+    (:data:`NUISANCE_LEVELS`), ``st_variety`` (:data:`DEFAULT_ST_VARIETY`), ``lead_gains``
+    (:data:`LEAD_GAINS`) and ``discordant_st`` (:data:`DEFAULT_DISCORDANT_ST`). Each leaves the
+    evidence as it is; the defaults make version 1's records. Checked when made, so a bad name
+    fails before any record is drawn."""
 
     nuisance: str = DEFAULT_NUISANCE
     st_variety: bool = DEFAULT_ST_VARIETY
     lead_gains: str = DEFAULT_LEAD_GAINS
+    discordant_st: bool = DEFAULT_DISCORDANT_ST
 
     def __post_init__(self) -> None:
         check_nuisance(self.nuisance)
@@ -740,10 +765,12 @@ class Realism:
 
     def tag(self) -> str:
         """The options' part of a store fingerprint: empty for version 1's, so its stores stay
-        current, else `` nuisance=NAME``, `` st_variety=True``, `` lead_gains=NAME``."""
+        current, else `` nuisance=NAME``, `` st_variety=True``, `` lead_gains=NAME``,
+        `` discordant_st=True``."""
         return (("" if self.nuisance == "v1" else f" nuisance={self.nuisance}")
                 + (" st_variety=True" if self.st_variety else "")
-                + ("" if self.lead_gains == "v1" else f" lead_gains={self.lead_gains}"))
+                + ("" if self.lead_gains == "v1" else f" lead_gains={self.lead_gains}")
+                + (" discordant_st=True" if self.discordant_st else ""))
 
 
 def synth_record(seed: int, index: int, labels: Sequence[str] | None = None, fs: float = 500.0,
@@ -765,9 +792,10 @@ def synth_record(seed: int, index: int, labels: Sequence[str] | None = None, fs:
     """
     wide = realism.nuisance == "wide"
     # The first three streams are version 1's; the next two are used only by "wide", the last
-    # only by st_variety (spawned children do not depend on how many are spawned).
-    rng_labels, rng_heart, rng_noise, rng_beats, rng_front, rng_st = (
-        np.random.default_rng([seed, index]).spawn(6))
+    # only by st_variety, the last only by discordant_st (spawned children do not depend on how
+    # many are spawned).
+    rng_labels, rng_heart, rng_noise, rng_beats, rng_front, rng_st, rng_secondary = (
+        np.random.default_rng([seed, index]).spawn(7))
     names = sample_labels(rng_labels, balanced) if labels is None else list(labels)
     found = check_labels(names)
     duration = sample_duration(rng_labels, durations) if duration_s is None else float(duration_s)
@@ -777,7 +805,8 @@ def synth_record(seed: int, index: int, labels: Sequence[str] | None = None, fs:
     t = np.arange(n) / fs
 
     heart = _Heart(rng_heart, found, rng_st if realism.st_variety else None,
-                   _LEAD * LEAD_GAINS[realism.lead_gains][:, None])
+                   _LEAD * LEAD_GAINS[realism.lead_gains][:, None],
+                   rng_secondary if realism.discordant_st else None)
     rhythm = _rhythm(rng_heart, heart, found, duration, rng_beats if wide else None)
     signal, spans = _draw(rng_heart, heart, rhythm, found, fs, n, rng_beats if wide else None)
     if "AF" in found:
