@@ -1,7 +1,8 @@
 """Markdown rows for a sim2real comparison over seeds 0-4 (experiments/sim2real.md).
 
-Usage: python experiments/sim2real_table.py NAME=RUNS_PREFIX ... (e.g. v1=runs/s2r-v1-short
-v4=runs/s2r-v4-short; seed 0 is PREFIX or PREFIX-seed0, seed S is PREFIX-seedS). Per run:
+Usage: python experiments/sim2real_table.py NAME=RUNS_PREFIX[:REAL] ... (e.g. v1=runs/s2r-v1-short
+v4=runs/s2r-v4-short; seed 0 is PREFIX or PREFIX-seed0, seed S is PREFIX-seedS; REAL names the
+run's folder of `xecg evaluate` output, default `real`). Per run:
 real-record micro-F1, macro-F1, macro AUROC, CPSC F1, per-class AUROC, how many of the real
 Normal records are labelled STE and PAC at the checkpoint's thresholds and how many get
 p(STE) >= 0.4, the median p(STE) of Normal records, and the run's synthetic test macro-F1 and
@@ -21,11 +22,11 @@ import numpy as np
 from xecg.classes import CLASSES
 
 
-def row(run: Path) -> dict:
-    real = json.loads((run / "real" / "metrics.json").read_text())
+def row(run: Path, folder: str = "real") -> dict:
+    real = json.loads((run / folder / "metrics.json").read_text())
     m = real["evaluate"]
     syn = json.loads((run / "metrics.json").read_text())["test"]
-    rows = list(csv.DictReader(open(run / "real" / "predictions.csv")))
+    rows = list(csv.DictReader(open(run / folder / "predictions.csv")))
     normal = [r for r in rows if r["true"] == "Normal"]
     labelled = lambda c: sum(c in r["predicted"].split(";") for r in normal)  # noqa: E731
     p_ste = [float(r["p_STE"]) for r in normal]
@@ -40,9 +41,11 @@ def main(args: list[str]) -> None:
     out = {}
     for arg in args:
         name, prefix = arg.split("=", 1)
+        prefix, _, folder = prefix.partition(":")
         runs = [Path(prefix if s == 0 and Path(prefix).is_dir() else f"{prefix}-seed{s}")
                 for s in range(5)]
-        out[name] = [row(r) for r in runs if (r / "real" / "metrics.json").exists()]
+        out[name] = [row(r, folder or "real") for r in runs
+                     if (r / (folder or "real") / "metrics.json").exists()]
         for r in out[name]:
             print(f"| {name} | {r['run']} ({r['ckpt']}) | {r['micro']:.3f} | {r['macro']:.3f} | "
                   f"{r['auroc']:.3f} | {r['cpsc']:.3f} | "
