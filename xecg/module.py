@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric
 
 from xecg.classes import NUM_CLASSES, NUM_LEADS
-from xecg.data.datamodule import aggregate_by_group, eval_windows, fill_window
+from xecg.data.datamodule import Aggregation, aggregate_by_group, eval_windows, fill_window
 from xecg.data.filters import bandpass, check_band
 from xecg.losses import XECGLoss, check_choice
 from xecg.metrics import ECGMetrics, tune_thresholds
@@ -22,7 +22,6 @@ Stage = Literal["train", "val", "test"]
 
 
 Scheduler = Literal["none", "cosine", "plateau"]
-Aggregation = Literal["mean", "max", "episodic"]
 #: Lightning's instantiator for hparams that hold ``class_path``/``init_args`` dicts: with it,
 #: ``XECGModule.load_from_checkpoint(path)`` rebuilds the injected network and loss.
 _INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
@@ -376,7 +375,7 @@ class XECGModule(L.LightningModule):
 
         Probabilities are those of the test stage: the same windows (:attr:`eval_windows`,
         from the training DataModule), normalised with the training split's lead statistics,
-        averaged per record. The maps come from one pass over the whole record
+        combined by ``window_aggregation``. The maps come from one pass over the whole record
         (:meth:`model_input`), so that they cover all of it. Returns ``probs`` (9,), ``labels``
         (9,) bool, ``attention`` (T',) or None and ``response_maps`` (9 x T') or None, with
         ``T' = N // 243``.

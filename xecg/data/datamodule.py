@@ -30,7 +30,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import lightning as L
 import numpy as np
@@ -45,6 +45,8 @@ from xecg.data.store import Store, is_store
 from xecg.errors import ConfigError
 
 Policy = Literal["pad", "crop", "bucket"]
+#: How a record's windows make its probabilities (:func:`aggregate_by_group`).
+Aggregation = Literal["mean", "max", "episodic"]
 POLICIES = ("pad", "crop", "bucket")
 # Records per bucket chunk, in batches: sorting within shuffled chunks keeps batches random.
 _BUCKET_CHUNK_BATCHES = 16
@@ -65,8 +67,8 @@ def aggregate_by_group(values: torch.Tensor, group: torch.Tensor, num_groups: in
     shows in one window and is diluted by the mean. ``episodic`` (``values`` ``W x 9``, one column
     per class): the max for the classes one beat makes (:data:`xecg.classes.EPISODIC`), the mean
     for the rest, which show throughout a record."""
-    if how not in ("mean", "max", "episodic"):
-        raise ValueError(f"window aggregation must be 'mean', 'max' or 'episodic', got {how!r}")
+    if how not in get_args(Aggregation):
+        raise ValueError(f"window aggregation must be one of {get_args(Aggregation)}, got {how!r}")
     if how == "mean":
         return average_by_group(values, group, num_groups)
     out = values.new_full((num_groups, *values.shape[1:]), float("-inf"))
