@@ -42,10 +42,10 @@ def main(args: list[str]) -> None:
     for arg in args:
         name, prefix = arg.split("=", 1)
         prefix, _, folder = prefix.partition(":")
+        folder = folder or "real"
         runs = [Path(prefix if s == 0 and Path(prefix).is_dir() else f"{prefix}-seed{s}")
                 for s in range(5)]
-        out[name] = [row(r, folder or "real") for r in runs
-                     if (r / (folder or "real") / "metrics.json").exists()]
+        out[name] = [row(r, folder) for r in runs if (r / folder / "metrics.json").exists()]
         for r in out[name]:
             print(f"| {name} | {r['run']} ({r['ckpt']}) | {r['micro']:.3f} | {r['macro']:.3f} | "
                   f"{r['auroc']:.3f} | {r['cpsc']:.3f} | "

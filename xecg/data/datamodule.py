@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -42,6 +42,13 @@ from xecg.classes import CLASS_INDEX, EPISODIC, NUM_CLASSES, NUM_LEADS
 from xecg.data.filters import check_band, filtered_store
 from xecg.data.splits import SPLITS, default_seed, load_split, make_split, save_split
 from xecg.data.store import Store, is_store
+from xecg.data.synthetic import (
+    DEFAULT_DISCORDANT_ST,
+    DEFAULT_LEAD_GAINS,
+    DEFAULT_NUISANCE,
+    DEFAULT_ST_VARIETY,
+    Realism,
+)
 from xecg.errors import ConfigError
 
 Policy = Literal["pad", "crop", "bucket"]
@@ -101,17 +108,16 @@ class SyntheticOptions:
     seed: int = 0
     durations: tuple[float, float] | None = None
     balanced: bool = False
-    nuisance: str = "v1"
-    st_variety: bool = False
-    lead_gains: str = "v1"
-    discordant_st: bool = False
+    # Flat here so that configs say `data.synthetic.st_variety`; Realism holds the same fields.
+    nuisance: str = DEFAULT_NUISANCE
+    st_variety: bool = DEFAULT_ST_VARIETY
+    lead_gains: str = DEFAULT_LEAD_GAINS
+    discordant_st: bool = DEFAULT_DISCORDANT_ST
 
     @property
-    def realism(self):
+    def realism(self) -> Realism:
         """The realism options as the generator takes them (checked there)."""
-        from xecg.data.synthetic import Realism
-
-        return Realism(self.nuisance, self.st_variety, self.lead_gains, self.discordant_st)
+        return Realism(**{f.name: getattr(self, f.name) for f in fields(Realism)})
 
 
 @dataclass(frozen=True)
