@@ -9,6 +9,7 @@ import csv
 import json
 import math
 import struct
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -119,30 +120,53 @@ def test_resume_from_last_continues_the_saved_epoch(tiny_data, tmp_path):
 
 # ------------------------------------------------------------------------------- the commands
 
-def wandb_records(path: Path):
-    """The protobuf records of a W&B transaction log ``run-ID.wandb`` (this wandb ships no
-    reader): a 7-byte header (``:W&B``, magic 0xBEE1, version 0), then LevelDB-log chunks in
-    32 KiB blocks, each ``crc32 u32, length u16, type u8`` (1 full, 2 first, 3 middle, 4 last);
-    a block's tail shorter than a chunk header is padding."""
+def _log_records(data: bytes) -> list:
+    """The protobuf records of the bytes of a W&B transaction log ``run-ID.wandb`` (this wandb
+    ships no reader): a 7-byte header (``:W&B``, magic 0xBEE1, version 0), then LevelDB-log
+    chunks in 32 KiB blocks, each ``crc32 u32, length u16, type u8`` (1 full, 2 first, 3 middle,
+    4 last); a block's tail shorter than a chunk header is padding. A record still being
+    written (its chunk cut short) ends the list."""
+    from google.protobuf.message import DecodeError
     from wandb.proto import wandb_internal_pb2
 
-    data = path.read_bytes()
-    assert data[:7] == struct.pack("<4sHB", b":W&B", 0xBEE1, 0), f"{path}: not a W&B log"
-    block, pos, parts = 32768, 7, b""
+    if len(data) < 7:
+        return []
+    assert data[:7] == struct.pack("<4sHB", b":W&B", 0xBEE1, 0), "not a W&B log"
+    block, pos, parts, records = 32768, 7, b"", []
     while pos + 7 <= len(data):
         if block - pos % block < 7:
             pos += block - pos % block
             continue
         _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
         chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if len(chunk) < length:
+            break
         if kind == 0:  # zero padding up to the block's end
             pos += -pos % block
             continue
         parts = chunk if kind in (1, 2) else parts + chunk
         if kind in (1, 4):
             record = wandb_internal_pb2.Record()
-            record.ParseFromString(parts)
-            yield record
+            try:
+                record.ParseFromString(parts)
+            except DecodeError:
+                break
+            records.append(record)
+    return records
+
+
+def wandb_records(path: Path, timeout: float = 60.0) -> list:
+    """The records of the W&B log ``path``, once it holds the run's exit record or after
+    ``timeout`` seconds. wandb-core writes the log from its own process and can trail
+    ``wandb.finish`` on a loaded machine: CI once read a log before its run record was there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = _log_records(path.read_bytes())
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            return records
+        if time.monotonic() > deadline:
+            return records
+        time.sleep(0.5)
 
 
 def wandb_history(run: Path) -> dict[str, list]:
