@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from xecg.classes import NUM_CLASSES
-from xecg.data.datamodule import CPSCDataModule
+from xecg.data.datamodule import POLICIES, CPSCDataModule
 from xecg.losses import XECGLoss
 from xecg.metrics import ECGMetrics, tune_thresholds
 from xecg.models import DOWNSAMPLE, MODELS, CNNBaseline, XECGNet
@@ -20,7 +20,6 @@ from xecg.module import XECGModule
 
 #: The experiments' variants: network and gamma (ABN is xECGNet with gamma 0).
 VARIANTS = {"xecgnet": (XECGNet, 0.01), "abn": (XECGNet, 0.0), "cnn": (CNNBaseline, 0.01)}
-POLICIES = ("pad", "crop", "bucket")
 
 # Steps are called here without a Trainer, so `self.log` has nowhere to go and says so.
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log")

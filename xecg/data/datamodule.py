@@ -54,7 +54,7 @@ from xecg.errors import ConfigError
 Policy = Literal["pad", "crop", "bucket"]
 #: How a record's windows make its probabilities (:func:`aggregate_by_group`).
 Aggregation = Literal["mean", "max", "episodic"]
-POLICIES = ("pad", "crop", "bucket")
+POLICIES: tuple[str, ...] = get_args(Policy)
 # Records per bucket chunk, in batches: sorting within shuffled chunks keeps batches random.
 _BUCKET_CHUNK_BATCHES = 16
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.bool: np.bool_}
