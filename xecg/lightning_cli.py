@@ -7,7 +7,8 @@ Everything a run needs is a Lightning argument that a YAML or the command line c
   when left empty (:func:`default_precision`), ``trainer.logger`` replaces the default logger.
 - ``checkpoint.*`` (the best checkpoint by validation micro-F1), ``early_stopping.*``,
   ``attention.*`` (attention figures), ``explanations.*`` (map scores against synthetic
-  evidence) and ``report.*`` (metrics.json): callbacks added with
+  evidence), ``report.*`` (metrics.json) and ``ema.*`` (an average of the weights, off by
+  default: :mod:`xecg.averaging`): callbacks added with
   ``add_lightning_class_args``, so their options show in ``--help`` and in the saved config.
 - ``experiment.*``: the run's name and its W&B project, group and tags.
 
@@ -34,6 +35,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from xecg.averaging import WeightEMA
 from xecg.callbacks import AttentionImages, MetricsReport
 from xecg.data.datamodule import CPSCDataModule
 from xecg.errors import ConfigError, WriteError
@@ -181,6 +183,9 @@ class XECGCLI(LightningCLI):
         # written into metrics.json's "val" section.
         parser.add_lightning_class_args(ExplanationScores, "explanations")
         parser.add_lightning_class_args(MetricsReport, "report")
+        # An average of the weights validated, checkpointed and tested (ema.decay; off: null).
+        # Added after the explanation scores, which run on the average before it is swapped out.
+        parser.add_lightning_class_args(WeightEMA, "ema")
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         # sys.argv is left whole on purpose: Lightning's DDP launcher starts the other ranks by
