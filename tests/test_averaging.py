@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from xecg.averaging import WeightEMA, warmed_ema
+from xecg.averaging import WeightEMA, ema_update
 from xecg.cli import main
 from xecg.explain.callback import ExplanationScores
 from xecg.lightning_cli import XECGCLI
@@ -19,9 +19,9 @@ from xecg.lightning_cli import XECGCLI
 OWN = ("thresholds", "lead_mean", "lead_std", "sample_rate")
 
 
-def test_warmed_ema_is_an_exponential_average_with_a_warm_up():
+def test_the_ema_warms_up_then_keeps_its_decay():
     average, current = [torch.zeros(3)], [torch.ones(3)]
-    update = warmed_ema(0.9)
+    update = ema_update(0.9)
     update(average, current, torch.tensor(1))  # warm-up: decay (1 + 1) / (10 + 1)
     assert torch.allclose(average[0], torch.full((3,), 9 / 11))
     update(average, [torch.full((3,), 2.0)], torch.tensor(100))  # decay 0.9 from here on
@@ -29,6 +29,21 @@ def test_warmed_ema_is_an_exponential_average_with_a_warm_up():
     counts = [torch.tensor(3)]
     update(counts, [torch.tensor(7)], torch.tensor(5))  # integer buffers are copied
     assert counts[0].item() == 7
+    average = [torch.zeros(3)]
+    ema_update(0.9, warmup=False)(average, current, torch.tensor(1))
+    assert torch.allclose(average[0], torch.full((3,), 0.1))
+
+
+def test_with_the_warm_up_a_short_run_averages_its_last_tenth():
+    """The docstring's claim: under the cap, step k of n weighs about k ** 8 (mean 0.9 n)."""
+    n, update = 1000, ema_update(0.999)
+    average = [torch.zeros(1)]
+    for k in range(n):
+        if k == 0:
+            average[0].copy_(torch.tensor([0.0]))  # AveragedModel copies the first update
+        else:
+            update(average, [torch.tensor([float(k)])], torch.tensor(k))
+    assert average[0].item() / n == pytest.approx(0.9, abs=0.01)
 
 
 @pytest.mark.parametrize("decay", [0.0, 1.0, -0.5, 1.5])
