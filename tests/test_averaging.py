@@ -9,6 +9,7 @@ import json
 
 import pytest
 import torch
+from test_ddp_cli import XECG, run_xecg
 
 from xecg.averaging import WeightEMA, ema_update
 from xecg.cli import main
@@ -85,6 +86,13 @@ def test_checkpoints_hold_the_average_and_the_current_weights(ema_run):
     assert ckpt["averaging_state"]["n_averaged"].item() == 8  # one update per step
 
 
+def _val_auroc(run):
+    """(val AUROC by epoch during the fit, val AUROC of the validation after it)."""
+    with (run / "metrics.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r.get("val/auroc")]
+    return {int(r["epoch"]): float(r["val/auroc"]) for r in rows[:-1]}, float(rows[-1]["val/auroc"])
+
+
 def test_the_validated_average_is_the_checkpointed_one(ema_run):
     """Validating the best checkpoint after the fit (metrics.json) gives the AUROC logged for its
     epoch while training (metrics.csv). Lightning's own callback would reload the raw weights
@@ -92,13 +100,11 @@ def test_the_validated_average_is_the_checkpointed_one(ema_run):
     (best,) = (ema_run / "checkpoints").glob("best-epoch*.ckpt")
     ckpt = _load(best)
     epoch = ckpt["epoch"]
-    with (ema_run / "metrics.csv").open() as f:
-        rows = [r for r in csv.DictReader(f) if r.get("val/auroc")]
-    during_fit = {int(r["epoch"]): float(r["val/auroc"]) for r in rows[:-1]}  # last: after fit
+    during_fit, after_fit = _val_auroc(ema_run)
     assert len(set(during_fit.values())) == len(during_fit)  # epochs tell apart
     report = json.loads((ema_run / "metrics.json").read_text())
     assert report["val"]["auroc"] == pytest.approx(during_fit[epoch], abs=1e-6)
-    assert float(rows[-1]["val/auroc"]) == pytest.approx(during_fit[epoch], abs=1e-6)
+    assert after_fit == pytest.approx(during_fit[epoch], abs=1e-6)
     # The thresholds it holds were tuned on the average: tuned again on it, they are the same.
     assert report["thresholds"] == pytest.approx(ckpt["state_dict"]["thresholds"].tolist(),
                                                  abs=1e-4)
@@ -130,3 +136,22 @@ def test_without_a_decay_nothing_is_averaged(tiny_config, tmp_path):
     assert main(["fit", "--config", str(config), "--experiment.wandb", "false"]) == 0
     ckpt = _load(tmp_path / "runs" / "plain" / "checkpoints" / "last.ckpt")
     assert "current_model_state" not in ckpt and "averaging_state" not in ckpt
+
+
+@pytest.mark.skipif(not XECG.is_file(), reason=f"the xecg script is not installed at {XECG}")
+def test_two_ddp_processes_average_alike(tiny_config, tmp_path):
+    """``xecg train --ema.decay`` on two gloo processes, as a user types it: the average is
+    updated once per step, and the best checkpoint validated after the fit gives the AUROC
+    logged (reduced over both ranks) for its epoch."""
+    config = tiny_config(tmp_path, "ddp-ema", trainer={"limit_train_batches": 4,
+                                                       "max_epochs": 2})
+    result = run_xecg(["train", "--config", str(config), "--trainer.devices", "2",
+                       "--trainer.strategy", "ddp", "--ema.decay", "0.9",
+                       "--experiment.wandb", "false"], tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run = tmp_path / "runs" / "ddp-ema"
+    (best,) = (run / "checkpoints").glob("best-epoch*.ckpt")
+    during_fit, after_fit = _val_auroc(run)
+    assert after_fit == pytest.approx(during_fit[_load(best)["epoch"]], abs=1e-6)
+    last = _load(run / "checkpoints" / "last.ckpt")
+    assert last["averaging_state"]["n_averaged"].item() == last["global_step"] > 0  # per step
