@@ -40,7 +40,8 @@ def ema_update(decay: float, warmup: bool = True):
             for average, current in zip(averages, currents):
                 average.copy_(current)
             return
-        d = min(decay, (1.0 + int(n)) / (10.0 + int(n))) if warmup else decay
+        k = int(n)  # one host read per call
+        d = min(decay, (1.0 + k) / (10.0 + k)) if warmup else decay
         torch._foreach_lerp_(averages, currents, 1.0 - d)
 
     return update
@@ -62,8 +63,9 @@ class WeightEMA(WeightAveraging):
     def __init__(self, decay: float | None = None, warmup: bool = True) -> None:
         if decay is not None and not 0.0 < decay < 1.0:
             raise ValueError(f"ema.decay must be in (0, 1) or null, got {decay}")
-        self.decay, self.warmup = decay, warmup
-        super().__init__(use_buffers=True, multi_avg_fn=ema_update(decay or 0.0, warmup))
+        self.decay = decay
+        self._update = ema_update(decay or 0.0, warmup)
+        super().__init__(use_buffers=True, multi_avg_fn=self._update)
 
     # ------------------------------------------------------------------ when it acts
     def _on(self, trainer: L.Trainer) -> bool:
@@ -74,7 +76,7 @@ class WeightEMA(WeightAveraging):
         # its parameter names stay the same, so the copy's names match either way.
         if stage == "fit" and self.decay is not None and self._average_model is None:
             self._average_model = AveragedModel(pl_module, use_buffers=True,
-                                                multi_avg_fn=self._kwargs["multi_avg_fn"])
+                                                multi_avg_fn=self._update)
 
     # ------------------------------------------------------------------ the module's own state
     def _copy_state(self, source: torch.nn.Module, target: torch.nn.Module) -> None:
@@ -84,14 +86,17 @@ class WeightEMA(WeightAveraging):
             own[name].copy_(buffer)
 
     # ------------------------------------------------------------------ training
-    def on_train_batch_end(self, trainer, pl_module, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_fit_start(self, trainer, pl_module) -> None:
+        # The copy was made before the module's setup set its lead statistics. From here on
+        # both models hold the same own buffers, which the per-step average leaves unchanged
+        # (lerp of equal values), so they are copied only where the module changes them.
         if self._on(trainer):
-            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
             self._copy_state(pl_module, self._average_model.module)
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        pass  # updated per step only
+    def on_train_batch_end(self, trainer, pl_module, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self._on(trainer):  # Lightning's asserts an average exists
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self._on(trainer):
