@@ -96,6 +96,29 @@ def test_downsample_mask_needs_the_whole_window():
     assert downsample_mask(mask).tolist() == [[True, True, False], [False, False, True]]
     long = torch.arange(3 * DOWNSAMPLE).unsqueeze(0) < 2 * DOWNSAMPLE + 242
     assert downsample_mask(long, levels=5).tolist() == [[True, True, False]]
+    both_ends = torch.tensor([[False] * 2 + [True] * 11 + [False] * 2, [False] * 15])
+    assert downsample_mask(both_ends).tolist() == [[False, True, True, True, False],
+                                                   [False] * 5]
+
+
+@pytest.mark.parametrize("length", [243 * 9, 243 * 9 + 2])
+def test_downsample_mask_equals_pooling_the_padding(length):
+    """Against the definition (max-pool the padding), for start and end padding of every
+    amount, at every level."""
+    real = torch.arange(length).unsqueeze(0)
+    masks = torch.cat([real < torch.arange(0, length + 1, 7).unsqueeze(1),
+                       real >= torch.arange(0, length + 1, 7).unsqueeze(1)])
+    padding = (~masks).unsqueeze(1).float()
+    for levels in range(1, 6):
+        padding = nn.functional.max_pool1d(padding, 3, 3)
+        assert torch.equal(downsample_mask(masks, levels), padding.squeeze(1) == 0)
+
+
+def test_a_mask_with_gaps_is_refused():
+    mask = torch.ones(2, 486, dtype=torch.bool)
+    mask[1, 100:200] = False  # real samples on both sides of a gap
+    with pytest.raises(ValueError, match="one run of real samples"):
+        XECGNet(width=0.0625)(torch.randn(2, NUM_LEADS, 486), mask)
 
 
 def test_masked_mean_equals_unpadded_mean():

@@ -163,10 +163,10 @@ class XECGModule(L.LightningModule):
     def configure_model(self) -> None:
         """``compile``: compile the network in place (its parameter names do not change). Under
         the ``bucket`` policy every batch has its own length, so sizes are dynamic from the
-        start; otherwise torch.compile makes a dimension dynamic once it sees it change. With
-        torch 2.13 each new length is still compiled once (max_pool1d fixes it, and the mask
-        check in ``check_input`` breaks the graph): use few buckets (a large
-        ``bucket_multiple``), or torch.compile falls back to eager after its recompile limit."""
+        start; otherwise torch.compile makes a dimension dynamic once it sees it change. One
+        compiled graph then serves every length (inductor adds one per size class of its
+        kernel choices): the network pools and convolves in forms that keep the length
+        symbolic under compile (``models.backbone.max_pool``, ``conv1d``; tests/test_compile.py)."""
         if self.hparams.get("compile") and getattr(self.net, "_compiled_call_impl", None) is None:
             dynamic = True if self.eval_windows.get("policy") == "bucket" else None
             self.net.compile(dynamic=dynamic)

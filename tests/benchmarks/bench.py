@@ -535,8 +535,9 @@ def bench_lightning_vs_plain(runner: Runner, a, paper: bool = False,
 def bench_bucket_vs_pad(runner: Runner, a, compile_: bool = False) -> dict:
     scale = a.scale
     n = a.records or (128 if a.quick else PAPER_TRAIN_RECORDS if a.gpu else 1600)
-    # torch.compile (2.13) compiles XECGNet again for every new length (max_pool1d fixes it),
-    # so the compiled run rounds lengths up to 10x coarser buckets: a few shapes, not dozens.
+    # The compiled run rounds lengths up to 10x coarser buckets: a few shapes, not dozens, so
+    # that inductor's per-shape kernel choices (and, on a torch that still fixes the length of
+    # a compiled XECGNet, its recompiles: tests/test_compile.py) happen a few times.
     multiple = (9720 if compile_ else 972) if scale == 1 else (972 if compile_ else 243)
     pad_length = PAPER_LENGTH // scale
     precision = "bf16-mixed" if a.gpu else a.precision

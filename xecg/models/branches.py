@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from xecg.models.backbone import (
     Activation,
     ConvBN,
+    conv1d,
     MaskedBatchNorm1d,
     apply_mask,
     make_activation,
@@ -63,7 +64,7 @@ class AttentionBranch(nn.Module):
         self.attention = ConvBN(num_classes, 1, 1, bias=False)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        maps = F.relu(self.response(self.norm(self.bottleneck(x, mask), mask)))
+        maps = F.relu(conv1d(self.response, self.norm(self.bottleneck(x, mask), mask)))
         maps = apply_mask(maps, mask)
         logits = self.classifier(masked_mean(maps, mask))
         attention = apply_mask(torch.sigmoid(self.attention(maps, mask)), mask)
