@@ -24,7 +24,8 @@ Comparisons (keys of ``benchmarks/results.json``; ``--gpu`` writes ``results-gpu
   Both the first epoch (every shape new) and the second are timed. ``validation`` trains both for
   a few epochs on synthetic ECGs at 500/scale Hz and compares their validation metrics.
   ``--gpu``: full scale, 5,225 records, bf16; ``--only bucket_vs_pad_compiled`` the same with
-  ``compile: true`` (buckets rounded up to 9,720 samples: torch.compile compiles once per length).
+  ``compile: true`` (buckets rounded up to 9,720 samples, so that inductor chooses kernels for a
+  few shapes; ``compiled_graphs`` says how many graphs it made).
 - ``loader``: windows/s of the training loader (2,880-sample crops, batch 256) per worker count,
   wall clock and per CPU-second of a loading process.
 - ``prepare``: ``xecg prepare`` against a plain ``wfdb.rdrecord`` loop over the same real WFDB
@@ -410,6 +411,10 @@ def run_case(c: dict) -> dict:
         torch.set_num_threads(int(c["threads"]))
     out = CASES[c["case"]](c)
     out["threads"] = torch.get_num_threads()
+    if c.get("compile"):  # how many graphs torch.compile made: a few, not one per length
+        from torch._dynamo.utils import counters
+
+        out["compiled_graphs"] = counters["stats"]["unique_graphs"]
     return out
 
 
@@ -568,6 +573,8 @@ def bench_bucket_vs_pad(runner: Runner, a, compile_: bool = False) -> dict:
                      "epoch_s_runs": warm, "first_epoch_s_runs": first,
                      **{k: v for k, v in summary(rs, "steps_per_s").items()
                         if k.startswith("peak")}}
+        if compile_:
+            res[name]["compiled_graphs"] = max(r.get("compiled_graphs", 0) for r in rs)
     real = int(lengths.sum())
     computed = {"pad": len(lengths) * pad_length,
                 "bucket": _bucketed_samples(lengths, 32, multiple)}

@@ -72,3 +72,4 @@ def test_gpu_plan_runs_on_a_cpu(tmp_path):
     assert code == 0, results
     assert results["lightning_vs_plain_paper"]["config"]["precision"] == "bf16-mixed"
     assert results["bucket_vs_pad_compiled"]["config"]["compile"] is True
+    assert results["bucket_vs_pad_compiled"]["bucket"]["compiled_graphs"] >= 1

@@ -13,9 +13,9 @@ from torch import Tensor, nn
 from xecg.models.backbone import (
     Activation,
     ConvBN,
-    conv1d,
     MaskedBatchNorm1d,
     apply_mask,
+    conv1d,
     make_activation,
     masked_mean,
     scaled,
