@@ -312,6 +312,8 @@ def test_compile_option_compiles_the_network_once_in_place(tiny_data, monkeypatc
     trainer.fit(m, datamodule=dm)
     m.configure_model()  # every Trainer entry calls it again
     assert compiled == [{"dynamic": True}]  # bucket: a new length every batch
+    generic = {mod.length_generic for mod in m.net.modules() if hasattr(mod, "length_generic")}
+    assert generic == {True}  # layers that keep the length symbolic (tests/test_compile.py)
     assert list(m.state_dict()) == names  # checkpoints are those of the plain network
     assert not module(compile=False).hparams.compile
 

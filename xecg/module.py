@@ -17,6 +17,7 @@ from xecg.data.filters import bandpass, check_band
 from xecg.losses import XECGLoss, check_choice
 from xecg.metrics import ECGMetrics, tune_thresholds
 from xecg.models import DOWNSAMPLE
+from xecg.models.backbone import use_length_generic_layers
 
 Stage = Literal["train", "val", "test"]
 
@@ -165,10 +166,12 @@ class XECGModule(L.LightningModule):
         the ``bucket`` policy every batch has its own length, so sizes are dynamic from the
         start; otherwise torch.compile makes a dimension dynamic once it sees it change. One
         compiled graph then serves every length (inductor adds one per size class of its
-        kernel choices): the network pools and convolves in forms that keep the length
-        symbolic under compile (``models.backbone.max_pool``, ``conv1d``; tests/test_compile.py)."""
+        kernel choices): under ``bucket`` the network pools and convolves in forms that keep
+        the length symbolic (``models.backbone.use_length_generic_layers``;
+        tests/test_compile.py)."""
         if self.hparams.get("compile") and getattr(self.net, "_compiled_call_impl", None) is None:
             dynamic = True if self.eval_windows.get("policy") == "bucket" else None
+            use_length_generic_layers(self.net, dynamic is True)
             self.net.compile(dynamic=dynamic)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

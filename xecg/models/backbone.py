@@ -62,16 +62,16 @@ def apply_mask(x: Tensor, mask: Tensor | None) -> Tensor:
     return x if mask is None else x * mask.unsqueeze(1).to(x.dtype)
 
 
-def max_pool(x: Tensor) -> Tensor:
+def max_pool(x: Tensor, length_generic: bool = False) -> Tensor:
     """``MaxPool1d(3, stride 3)`` over the last dimension, ``... x T`` -> ``... x T // 3``.
 
-    Under torch.compile, the maximum of the three strided views of each window: compile
-    (2.13) fixes ``F.max_pool1d``'s length, which compiled the network again for every bucket
-    length, while this form keeps it symbolic. Same values; where two samples of a window tie,
-    the gradient is split between them rather than given to one. Eager keeps max_pool1d, one
-    kernel (the views cost a CPU training step 10-15% more).
+    ``length_generic`` under torch.compile (see :func:`use_length_generic_layers`): the maximum
+    of the three strided views of each window, because compile (2.13) fixes ``F.max_pool1d``'s
+    length, which compiled the network again for every bucket length. Same values; where two
+    samples of a window tie, the gradient is split between them rather than given to one.
+    Otherwise max_pool1d, one kernel (in eager the views cost a CPU training step 10-15% more).
     """
-    if not torch.compiler.is_compiling():
+    if not (length_generic and torch.compiler.is_compiling()):
         return F.max_pool1d(x, POOL, POOL)
     length = x.shape[-1] // POOL * POOL
     first, second, third = (x[..., i:length:POOL] for i in range(POOL))
@@ -343,13 +343,30 @@ class _Conv1dFunction(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None
 
 
-def conv1d(layer: nn.Conv1d, x: Tensor) -> Tensor:
-    """``layer(x)``, ``B x c_in x T`` -> ``B x c_out x T`` (same padding, stride 1). Under
-    torch.compile it runs as :class:`_Conv1dFunction`, so one compiled graph serves every
-    length; eager keeps the layer's own call (cuDNN's fused backward, module hooks)."""
-    if not torch.compiler.is_compiling():
+def conv1d(layer: nn.Conv1d, x: Tensor, length_generic: bool = False) -> Tensor:
+    """``layer(x)``, ``B x c_in x T`` -> ``B x c_out x T`` (same padding, stride 1).
+    ``length_generic`` under torch.compile: as :class:`_Conv1dFunction`, so that one compiled
+    graph serves every length; otherwise the layer's own call (module hooks, and the faster
+    compiled code for one length)."""
+    if not (length_generic and torch.compiler.is_compiling()):
         return layer(x)
     return _Conv1dFunction.apply(x, layer.weight, layer.bias, layer.padding[0])
+
+
+def use_length_generic_layers(net: nn.Module, on: bool = True) -> None:
+    """Make ``net``'s pooling and convolutions keep the length symbolic under torch.compile,
+    for a network compiled with ``dynamic=True`` (the ``bucket`` policy: a length per batch).
+
+    torch 2.13 fixed the length at ``F.max_pool1d`` (dynamo) and at every convolution's input
+    gradient (inductor), so a compiled XECGNet was compiled again for every bucket length, and
+    after eight torch ran the rest eagerly. A network compiled for one length (``pad``,
+    ``crop``) keeps the native layers, whose compiled CPU code was 17% faster (README
+    "Benchmarks"). Eager runs are the same either way. Sets ``length_generic`` on every layer
+    that has it.
+    """
+    for module in net.modules():
+        if hasattr(module, "length_generic"):
+            module.length_generic = on
 
 
 class ConvBN(nn.Module):
@@ -362,9 +379,10 @@ class ConvBN(nn.Module):
         self.conv = nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2, bias=bias)
         self.norm = MaskedBatchNorm1d(c_out)
         self.act = make_activation(activation)
+        self.length_generic = False  # see use_length_generic_layers
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        return self.act(self.norm(conv1d(self.conv, x), mask))
+        return self.act(self.norm(conv1d(self.conv, x, self.length_generic), mask))
 
 
 class FeatureExtractor(nn.Module):
@@ -387,13 +405,14 @@ class FeatureExtractor(nn.Module):
                 c_in = scaled(channels, width)
             self.blocks.append(layers)
         self.out_channels = c_in
+        self.length_generic = False  # see use_length_generic_layers
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         x = apply_mask(x, mask)
         for layers in self.blocks:
             for layer in layers:
                 x = apply_mask(layer(x, mask), mask)
-            x = max_pool(x)
+            x = max_pool(x, self.length_generic)
             if mask is not None:
                 mask = downsample_mask(mask)
                 x = apply_mask(x, mask)
