@@ -164,11 +164,10 @@ class XECGModule(L.LightningModule):
     def configure_model(self) -> None:
         """``compile``: compile the network in place (its parameter names do not change). Under
         the ``bucket`` policy every batch has its own length, so sizes are dynamic from the
-        start; otherwise torch.compile makes a dimension dynamic once it sees it change. One
-        compiled graph then serves every length (inductor adds one per size class of its
-        kernel choices): under ``bucket`` the network pools and convolves in forms that keep
-        the length symbolic (``models.backbone.use_length_generic_layers``;
-        tests/test_compile.py)."""
+        start, and the network pools and convolves in forms that keep the length symbolic
+        (``models.backbone.use_length_generic_layers``), so one compiled graph serves every
+        length (inductor adds one per size class of its kernel choices; tests/test_compile.py).
+        Otherwise torch.compile makes a dimension dynamic once it sees it change."""
         if self.hparams.get("compile") and getattr(self.net, "_compiled_call_impl", None) is None:
             dynamic = True if self.eval_windows.get("policy") == "bucket" else None
             use_length_generic_layers(self.net, dynamic is True)
