@@ -169,9 +169,9 @@ class XECGModule(L.LightningModule):
         length (inductor adds one per size class of its kernel choices; tests/test_compile.py).
         Otherwise torch.compile makes a dimension dynamic once it sees it change."""
         if self.hparams.get("compile") and getattr(self.net, "_compiled_call_impl", None) is None:
-            dynamic = True if self.eval_windows.get("policy") == "bucket" else None
-            use_length_generic_layers(self.net, dynamic is True)
-            self.net.compile(dynamic=dynamic)
+            bucket = self.eval_windows.get("policy") == "bucket"
+            use_length_generic_layers(self.net, bucket)
+            self.net.compile(dynamic=True if bucket else None)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["xecg_eval_windows"] = dict(self.eval_windows)

@@ -65,11 +65,11 @@ def apply_mask(x: Tensor, mask: Tensor | None) -> Tensor:
 def max_pool(x: Tensor, length_generic: bool = False) -> Tensor:
     """``MaxPool1d(3, stride 3)`` over the last dimension, ``... x T`` -> ``... x T // 3``.
 
-    ``length_generic`` under torch.compile (see :func:`use_length_generic_layers`): the maximum
-    of the three strided views of each window, because compile (2.13) fixes ``F.max_pool1d``'s
-    length, which compiled the network again for every bucket length. Same values; where two
-    samples of a window tie, the gradient is split between them rather than given to one.
-    Otherwise max_pool1d, one kernel (in eager the views cost a CPU training step 10-15% more).
+    ``length_generic`` under torch.compile (why: :func:`use_length_generic_layers`): the
+    maximum of the three strided views of each window, where compile fixes ``F.max_pool1d``'s
+    length. Same values; where two samples of a window tie, the gradient is split between them
+    rather than given to one. Otherwise max_pool1d, one kernel (in eager the views cost a CPU
+    training step 10-15% more).
     """
     if not (length_generic and torch.compiler.is_compiling()):
         return F.max_pool1d(x, POOL, POOL)
@@ -323,7 +323,6 @@ class _Conv1dFunction(torch.autograd.Function):
         xc, wc = x.to(dtype), weight.to(dtype)
         ctx.save_for_backward(xc, wc)
         ctx.padding, ctx.dtypes = padding, (x.dtype, weight.dtype)
-        ctx.has_bias = bias is not None
         with torch.autocast(device, enabled=False):
             return F.conv1d(xc, wc, None if bias is None else bias.to(dtype), padding=padding)
 
@@ -338,7 +337,7 @@ class _Conv1dFunction(torch.autograd.Function):
             grad_w = torch.ops.aten.convolution_backward(
                 grad, xc, wc, None, [1], [ctx.padding], [1], False, [0], 1,
                 [False, True, False])[1].to(ctx.dtypes[1])
-        if ctx.has_bias and ctx.needs_input_grad[2]:
+        if ctx.needs_input_grad[2]:  # False when there is no bias
             grad_b = grad.sum((0, 2)).to(ctx.dtypes[1])
         return grad_x, grad_w, grad_b, None
 
@@ -438,9 +437,11 @@ def check_input(x: Tensor, mask: Tensor | None, in_leads: int) -> Tensor | None:
         # (a host-device sync) and break a compiled graph; the loader answers it on the host
         # (the batch's ``padded`` flag) and passes no mask when nothing is padded.
         return mask
+    # No padding in the batch: the plain (faster, fused BatchNorm) path gives the same result.
+    if bool(mask.all()):
+        return None
     run_starts = mask[:, 0].int() + (mask[:, 1:] & ~mask[:, :-1]).sum(-1)
     if bool((run_starts > 1).any()):  # what downsample_mask assumes
         raise ValueError("each row of the mask must mark one run of real samples "
                          "(padding at the start or the end), not several")
-    # No padding in the batch: the plain (faster, fused BatchNorm) path gives the same result.
-    return None if bool(mask.all()) else mask
+    return mask
