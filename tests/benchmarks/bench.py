@@ -451,11 +451,11 @@ class Runner:
                 proc = subprocess.run([sys.executable, __file__, "--case", json.dumps(c)],
                                       env=env, capture_output=True, text=True,
                                       timeout=self.timeout)
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired as err:
+                # What it printed before it was stopped (a compile log, say) is all there is.
+                self._log(label + f" (stopped after {self.timeout:g} s)", err.stdout, err.stderr)
                 raise RuntimeError(f"case ran past {self.timeout:g} s: {label}") from None
-            if self.log is not None:
-                with open(self.log, "a") as f:
-                    f.write(f"==== {label}\n{proc.stdout}\n{proc.stderr}\n")
+            self._log(label, proc.stdout, proc.stderr)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
             if proc.returncode or not lines:
                 tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
@@ -464,14 +464,42 @@ class Runner:
         result["wall_s"] = time.perf_counter() - t
         return result
 
+    def _log(self, label: str, stdout: str | bytes | None, stderr: str | bytes | None) -> None:
+        if self.log is None:
+            return
+        text = [o.decode(errors="replace") if isinstance(o, bytes) else o or ""
+                for o in (stdout, stderr)]
+        with open(self.log, "a") as f:
+            f.write(f"==== {label}\n{text[0]}\n{text[1]}\n")
+
+
+class ContenderFailed(RuntimeError):
+    """A contender failed (or ran past the case timeout): ``runs`` holds the runs of the others,
+    ``failed`` each failed contender's error, so a comparison can still report what finished."""
+
+    def __init__(self, runs: dict[str, list[dict]], failed: dict[str, str]):
+        super().__init__("; ".join(f"{k}: {v}" for k, v in failed.items()))
+        self.runs, self.failed = runs, failed
+
 
 def rounds(runner: Runner, contenders: dict[str, dict], n: int) -> dict[str, list[dict]]:
-    """Each contender once per round, alternating which goes first."""
+    """Each contender once per round, alternating which goes first. A contender that fails is
+    not run again; the others finish their rounds, then :class:`ContenderFailed` says which
+    failed and carries the runs that finished."""
     out: dict[str, list[dict]] = {k: [] for k in contenders}
+    failed: dict[str, str] = {}
     names = list(contenders)
     for r in range(n):
         for name in names if r % 2 == 0 else names[::-1]:
-            out[name].append(runner(contenders[name]))
+            if name in failed:
+                continue
+            try:
+                out[name].append(runner(contenders[name]))
+            except RuntimeError as err:
+                failed[name] = str(err).splitlines()[0]
+                print(f"  FAILED: {err}", flush=True)
+    if failed:
+        raise ContenderFailed({k: v for k, v in out.items() if v}, failed)
     return out
 
 
@@ -562,7 +590,11 @@ def bench_bucket_vs_pad(runner: Runner, a, compile_: bool = False) -> dict:
                           "mask_padding": False},
                   "bucket": {**cfg, "policy": "bucket", "length": pad_length,
                              "store": str(store)}}
-    runs = rounds(runner, contenders, a.bucket_rounds)
+    failed: dict[str, str] = {}
+    try:
+        runs = rounds(runner, contenders, a.bucket_rounds)
+    except ContenderFailed as err:  # report the contender that finished (a compiled pad, say)
+        runs, failed = err.runs, err.failed
     res: dict[str, Any] = {}
     for name, rs in runs.items():
         first = [r["epoch_s"][0] for r in rs]
@@ -588,10 +620,14 @@ def bench_bucket_vs_pad(runner: Runner, a, compile_: bool = False) -> dict:
         "median_length": int(np.median(lengths)),
         "real_fraction": {k: real / v for k, v in computed.items()},
         **res,
-        "speedup": res["pad"]["epoch_s"] / res["bucket"]["epoch_s"],
-        "speedup_first_epoch": res["pad"]["first_epoch_s"] / res["bucket"]["first_epoch_s"],
-        "speedup_cpu_time": res["pad"]["epoch_cpu_s"] / res["bucket"]["epoch_cpu_s"],
     }
+    if failed:
+        out["failed"] = failed
+    else:
+        out.update({
+            "speedup": res["pad"]["epoch_s"] / res["bucket"]["epoch_s"],
+            "speedup_first_epoch": res["pad"]["first_epoch_s"] / res["bucket"]["first_epoch_s"],
+            "speedup_cpu_time": res["pad"]["epoch_cpu_s"] / res["bucket"]["epoch_cpu_s"]})
     return out
 
 
@@ -809,9 +845,14 @@ def table(results: dict) -> str:
                      "pad without the mask, as the paper (mask_padding false); "
                      "second epoch (first epoch: every shape new)")
         for name in ("pad", "bucket"):
+            if name in r.get("failed", {}):
+                rows.append((key, name, "FAILED", "", ""))
+                notes.append(f"{key}: {name} FAILED {r['failed'][name]}")
+                continue
             v = r[name]
-            ratio = (f"{r['speedup']:.2f}x (first {r['speedup_first_epoch']:.2f}x), "
-                     f"{r['speedup_cpu_time']:.2f}x CPU" if name == "bucket" else "1")
+            ratio = ("1" if name == "pad" else "" if "speedup" not in r else
+                     f"{r['speedup']:.2f}x (first {r['speedup_first_epoch']:.2f}x), "
+                     f"{r['speedup_cpu_time']:.2f}x CPU")
             rows.append((key, name, f"{v['epoch_s']:.2f} s/epoch (first "
                          f"{v['first_epoch_s']:.2f}), {v['epoch_cpu_s']:.2f} CPU-s", _mem(v),
                          ratio))
@@ -1014,7 +1055,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print(f"\nload average {results['machine']['load_average_start']} -> "
           f"{results['machine']['load_average_end']}; written to {out}")
-    failed = [k for k, v in results.items() if isinstance(v, dict) and "error" in v]
+    failed = [k for k, v in results.items()
+              if isinstance(v, dict) and ("error" in v or "failed" in v)]
     return 1 if failed else 0
 
 

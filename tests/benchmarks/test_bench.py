@@ -73,3 +73,35 @@ def test_gpu_plan_runs_on_a_cpu(tmp_path):
     assert results["lightning_vs_plain_paper"]["config"]["precision"] == "bf16-mixed"
     assert results["bucket_vs_pad_compiled"]["config"]["compile"] is True
     assert results["bucket_vs_pad_compiled"]["bucket"]["compiled_graphs"] >= 1
+
+
+def test_a_failed_contender_keeps_the_other_ones_numbers(tmp_path, monkeypatch):
+    """On a lent GPU the compiled bucket case ran past its time: the compiled pad case that had
+    finished must still be reported, and the run must say it failed."""
+    def fake(self, c):
+        if c["policy"] == "bucket":
+            raise RuntimeError(f"case ran past 1 s: policy={c['policy']}\nmore lines")
+        return {"epoch_s": [9.0, 5.0], "epoch_cpu_s": [9.5, 5.5], "steps_per_s": 3.0,
+                "peak_rss_mb": 100.0, "compiled_graphs": 1}
+
+    monkeypatch.setattr(bench.Runner, "__call__", fake)
+    out = tmp_path / "r.json"
+    code = bench.main(["--quick", "--records", "40", "--only", "bucket_vs_pad_compiled",
+                       "--bucket-rounds", "2", "--out", str(out)])
+    assert code == 1
+    r = json.loads(out.read_text())["bucket_vs_pad_compiled"]
+    assert r["pad"]["epoch_s"] == 5.0 and r["pad"]["first_epoch_s"] == 9.0
+    assert r["pad"]["compiled_graphs"] == 1 and r["pad"]["epoch_s_runs"] == [5.0, 5.0]
+    assert "bucket" not in r and "speedup" not in r
+    assert r["failed"] == {"bucket": "case ran past 1 s: policy=bucket"}
+    text = bench.table(json.loads(out.read_text()))
+    assert "5.00 s/epoch" in text and "bucket FAILED case ran past 1 s" in text
+
+
+def test_a_stopped_case_leaves_what_it_printed_in_the_log(tmp_path):
+    log = tmp_path / "results.log"
+    runner = bench.Runner(in_process=False, threads=1, log=log, timeout=0.5)
+    with pytest.raises(RuntimeError, match="ran past 0.5 s"):
+        runner({"case": "step", "device": "cpu", "width": 0.0625, "batch": 2, "length": 972,
+                "precision": "32-true", "warmup": 1, "steps": 10**6, "mask": False})
+    assert "(stopped after 0.5 s)" in log.read_text()
