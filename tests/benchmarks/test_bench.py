@@ -105,3 +105,20 @@ def test_a_stopped_case_leaves_what_it_printed_in_the_log(tmp_path):
         runner({"case": "step", "device": "cpu", "width": 0.0625, "batch": 2, "length": 972,
                 "precision": "32-true", "warmup": 1, "steps": 10**6, "mask": False})
     assert "(stopped after 0.5 s)" in log.read_text()
+
+
+@pytest.mark.slow
+def test_compile_lengths_runs_as_typed():
+    """README: ``python3 tests/benchmarks/compile_lengths.py --device cuda``; here its CPU path
+    with the smallest network (compiling takes about a minute on this CPU)."""
+    import re
+    import subprocess
+
+    script = Path(bench.__file__).with_name("compile_lengths.py")
+    proc = subprocess.run([sys.executable, str(script), "--device", "cpu", "--width", "0.0625",
+                           "--batches", "2", "--lengths", "972", "1944", "--steps", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = re.findall(r"length +(\d+) batch +(\d+): .* graphs so far (\d+)", proc.stdout)
+    assert [(int(t), int(b)) for t, b, _ in rows] == [(972, 2), (1944, 2)]
+    assert 1 <= int(rows[-1][2]) <= 2  # one graph for every length (two on a CPU: README)
