@@ -153,6 +153,63 @@ def _datamodule(c: dict, split: str | None):
     return dm
 
 
+class StepProfile:
+    """``torch.profiler`` over training steps ``start + 1 .. start + steps`` of a fit case
+    (``c["profile"] = {"start", "steps", "out"}``; None: does nothing). Writes to ``out``:
+    ``summary.json`` (wall, host CPU and device-kernel milliseconds per step), ``ops.txt``
+    (the ops by host and by device time) and a Chrome trace, ``trace.json.gz``."""
+
+    def __init__(self, spec: dict | None, device: str):
+        self.spec, self.device, self.prof = spec, device, None
+
+    def after_step(self, step: int) -> None:
+        if not self.spec:
+            return
+        if step == self.spec["start"]:
+            from torch.profiler import ProfilerActivity, profile
+
+            activities = [ProfilerActivity.CPU]
+            if self.device == "cuda":
+                activities.append(ProfilerActivity.CUDA)
+            _sync(self.device)
+            self.prof = profile(activities=activities)
+            self.prof.__enter__()
+            self.t0, self.cpu0 = time.perf_counter(), time.thread_time()
+        elif self.prof is not None and step == self.spec["start"] + self.spec["steps"]:
+            self.close()
+
+    def close(self) -> None:
+        if self.prof is None:
+            return
+        _sync(self.device)
+        wall, cpu = time.perf_counter() - self.t0, time.thread_time() - self.cpu0
+        prof, self.prof = self.prof, None
+        prof.__exit__(None, None, None)
+        import gzip
+
+        out = Path(self.spec["out"])
+        out.mkdir(parents=True, exist_ok=True)
+        n = self.spec["steps"]
+        events = prof.key_averages()
+        # Kernels (and copies) on the device: their own time, summed over the profiled steps.
+        device_us = sum(getattr(e, "self_device_time_total", 0) for e in events)
+        summary = {"steps": n, "wall_ms_per_step": 1000 * wall / n,
+                   "main_thread_cpu_ms_per_step": 1000 * cpu / n,
+                   "device_busy_ms_per_step": device_us / 1000 / n}
+        (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        tables = [f"{json.dumps(summary)}\n",
+                  events.table(sort_by="self_cpu_time_total", row_limit=30)]
+        if self.device == "cuda":
+            tables.append(events.table(sort_by="self_device_time_total", row_limit=30))
+        (out / "ops.txt").write_text("\n\n".join(tables))
+        trace = out / "trace.json"
+        prof.export_chrome_trace(str(trace))
+        with open(trace, "rb") as src, gzip.open(out / "trace.json.gz", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        trace.unlink()
+        print(f"profile: {summary}", flush=True)
+
+
 def case_fit(c: dict) -> dict:
     """Training of ``c["mode"]`` (``lightning`` or ``plain``) for ``c["epochs"]`` epochs: steps/s
     after ``c["warmup"]`` steps, and each epoch's seconds."""
@@ -169,8 +226,11 @@ def case_fit(c: dict) -> dict:
     marks: dict[str, Any] = {"step": 0, "t0": None, "cpu0": None, "epoch_start": None,
                              "epochs": [], "epochs_cpu": [], "ends": []}
 
+    profile = StepProfile(c.get("profile"), device)
+
     def after_step() -> None:
         marks["step"] += 1
+        profile.after_step(marks["step"])
         if marks["step"] == c["warmup"]:
             _sync(device)
             marks["t0"], marks["cpu0"] = time.perf_counter(), time.process_time()
@@ -242,6 +302,7 @@ def case_fit(c: dict) -> dict:
             epoch_end()
         _sync(device)
         end, end_cpu = time.perf_counter(), time.process_time()
+    profile.close()
     timed = marks["step"] - c["warmup"]
     samples = int(dm.store.lengths[dm.indices["train"]].sum())
     # CPU only (on a GPU the host runs ahead of the device): 1 / the median step.

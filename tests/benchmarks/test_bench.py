@@ -122,3 +122,22 @@ def test_compile_lengths_runs_as_typed():
     rows = re.findall(r"length +(\d+) batch +(\d+): .* graphs so far (\d+)", proc.stdout)
     assert [(int(t), int(b)) for t, b, _ in rows] == [(972, 2), (1944, 2)]
     assert 1 <= int(rows[-1][2]) <= 2  # one graph for every length (two on a CPU: README)
+
+
+@pytest.mark.slow
+def test_profile_fit_runs_as_typed(tmp_path):
+    """benchmarks/README: ``profile_fit.py --device cuda --compile --out $OUT``; here its CPU
+    path, uncompiled: each contender's summary, op tables and trace."""
+    import subprocess
+
+    script = Path(bench.__file__).with_name("profile_fit.py")
+    proc = subprocess.run([sys.executable, str(script), "--records", "96", "--start", "2",
+                           "--steps", "2", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for mode in ("lightning", "plain"):
+        summary = json.loads((tmp_path / mode / "summary.json").read_text())
+        assert summary["steps"] == 2 and summary["wall_ms_per_step"] > 0
+        assert 0 < summary["main_thread_cpu_ms_per_step"] <= 1.5 * summary["wall_ms_per_step"]
+        assert "convolution" in (tmp_path / mode / "ops.txt").read_text()
+        assert (tmp_path / mode / "trace.json.gz").stat().st_size > 1000

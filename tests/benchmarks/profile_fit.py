@@ -1,0 +1,75 @@
+"""Where a training step's time goes: ``torch.profiler`` over a few steps of a Lightning fit and of
+a plain PyTorch loop (bench.py's ``fit`` case: the same module, loader and optimiser), after
+warm-up and compilation. Per contender it writes ``OUT/<mode>/summary.json`` (wall, main-thread
+CPU and device-kernel milliseconds per step), ``ops.txt`` (ops by host and by device time) and
+``trace.json.gz`` (open in https://ui.perfetto.dev), and prints the summaries.
+
+    python tests/benchmarks/profile_fit.py --device cuda --compile --out $OUT     # a lent GPU
+    python tests/benchmarks/profile_fit.py --records 96 --start 2 --steps 2       # CPU check
+
+A step whose wall time is well over its device time is bound by the host (the loop, kernel
+launches, the loader); one whose device time fills it, by the GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--mode", nargs="+", choices=("lightning", "plain"),
+                   default=["lightning", "plain"])
+    p.add_argument("--policy", choices=("pad", "bucket", "crop"), default="pad")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--records", type=int, default=None, help="default 1,024 (CPU: 128)")
+    p.add_argument("--start", type=int, default=20, help="steps before profiling")
+    p.add_argument("--steps", type=int, default=10, help="steps profiled")
+    p.add_argument("--width", type=float, default=None, help="default 1.0 (CPU: 0.25)")
+    p.add_argument("--scale", type=int, default=None,
+                   help="divide CPSC lengths and 72,000 by this (default 1; CPU: 10)")
+    p.add_argument("--workers", type=int, default=None, help="default 8 (CPU: 0)")
+    p.add_argument("--precision", default=None, help="default bf16-mixed (CPU: 32-true)")
+    p.add_argument("--bucket-multiple", type=int, default=972)
+    p.add_argument("--out", type=Path, default=Path("profile"))
+    a = p.parse_args(argv)
+    gpu = a.device == "cuda"
+    scale = a.scale or (1 if gpu else 10)
+    records = a.records or (1024 if gpu else 128)
+    steps_per_epoch = math.ceil(records / 32)
+    cfg = {"case": "fit", "device": a.device, "batch": 32,
+           "width": a.width or (1.0 if gpu else 0.25),
+           "workers": a.workers if a.workers is not None else (8 if gpu else 0),
+           "precision": a.precision or ("bf16-mixed" if gpu else "32-true"),
+           "epochs": math.ceil((a.start + a.steps + 1) / steps_per_epoch), "warmup": 1,
+           "compile": a.compile, "bucket_multiple": a.bucket_multiple, "policy": a.policy,
+           "length": bench.PAPER_LENGTH // scale if a.policy != "crop" else 2880,
+           "mask_padding": a.policy != "pad"}  # pad as the paper runs it: no mask
+    summaries = {}
+    with tempfile.TemporaryDirectory(prefix="xecg-profile-") as tmp:
+        store = bench.random_store(Path(tmp) / "store", bench.cpsc_lengths(records, seed=2,
+                                                                           scale=scale),
+                                   fs=500.0 / scale)
+        for mode in a.mode:
+            out = a.out / mode
+            c = {**cfg, "mode": mode, "store": str(store),
+                 "profile": {"start": a.start, "steps": a.steps, "out": str(out)}}
+            result = bench.case_fit(c)
+            summaries[mode] = {**json.loads((out / "summary.json").read_text()),
+                               "steps_per_s": result["steps_per_s"]}
+    print(json.dumps({"config": cfg, **summaries}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
