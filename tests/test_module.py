@@ -11,7 +11,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from xecg.classes import NUM_CLASSES
+from xecg.classes import NUM_CLASSES, NUM_LEADS
 from xecg.data.datamodule import POLICIES, CPSCDataModule
 from xecg.losses import XECGLoss
 from xecg.metrics import ECGMetrics, tune_thresholds
@@ -333,3 +333,25 @@ def test_a_trainer_restores_trimmed_padding(tiny_data):
     assert results[0].keys() == results[1].keys() and results[0]
     for k in results[0]:
         assert results[0][k] == pytest.approx(results[1][k], abs=1e-6), k
+
+
+@pytest.mark.parametrize("mask_padding", [False, True])
+def test_compiled_for_one_length_one_graph_serves_every_batch_size(monkeypatch, mask_padding):
+    """pad: the epoch's last batch is smaller; torch would compile the network again for it."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    original = torch.nn.Module.compile
+    monkeypatch.setattr(torch.nn.Module, "compile",
+                        lambda self, **kw: original(self, backend="eager", **kw))
+    m = XECGModule(XECGNet(width=0.0625), XECGLoss(gamma=0.01), compile=True,
+                   mask_padding=mask_padding)
+    m.eval_windows = {"policy": "pad", "length": 972}
+    m.configure_model()
+    with torch.no_grad():
+        for batch in (4, 3, 5):
+            mask = torch.arange(972) < torch.randint(500, 973, (batch, 1))
+            m(torch.randn(batch, NUM_LEADS, 972), mask)
+    assert counters["stats"]["unique_graphs"] == 1
+    torch._dynamo.reset()

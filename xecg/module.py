@@ -144,7 +144,15 @@ class XECGModule(L.LightningModule):
 
     def forward(self, x: Tensor, mask: Tensor | None = None):
         """x: B x 12 x T normalised; mask: B x T (True = real sample). Returns the model output."""
-        return self.net(x, mask if self.hparams.mask_padding else None)
+        mask = mask if self.hparams.mask_padding else None
+        if self.hparams.get("compile"):
+            # Batches differ in size (an epoch's last batch, a crop's windows per record): a
+            # symbolic batch from the first call makes one graph, where torch would compile a
+            # second when the size first changes (46 s on an H100 for the paper's network).
+            for t in (x, mask):
+                if t is not None:
+                    torch._dynamo.maybe_mark_dynamic(t, 0)
+        return self.net(x, mask)
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
