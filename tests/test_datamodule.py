@@ -24,6 +24,7 @@ from xecg.data.datamodule import (
 from xecg.data.record import Record
 from xecg.data.splits import load_split, make_split, save_split
 from xecg.data.store import Store, StoreWriter
+from xecg.errors import ConfigError
 from xecg.models import XECGNet
 from xecg.module import XECGModule
 
@@ -536,3 +537,40 @@ def test_aggregate_by_group_takes_each_records_mean_or_strongest_window():
     for c in CLASSES:
         k = CLASS_INDEX[c]
         assert torch.equal(got[:, k], (peak if c in ("PAC", "PVC") else mean)[:, k]), c
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+@pytest.mark.parametrize("policy", ["pad", "bucket"])
+def test_half_transfer_gives_x_rounded_to_the_autocast_type(store, policy, workers):
+    """``half_transfer``: ``x`` travels as bf16 (under bf16-mixed) and is float32 again after
+    the transfer, equal to the plain batch rounded to bf16, which is what autocast gives the
+    first convolution (tests/test_models.py); everything else is the plain batch."""
+    kw = dict(policy=policy, length=max(LENGTHS) + 100, batch_size=8, num_workers=workers,
+              pad_on_device=True)
+    plain, half = (CPSCDataModule(store, half_transfer=flag, **kw) for flag in (False, True))
+    for dm in (plain, half):
+        dm.setup()
+        dm.trainer = L.Trainer(accelerator="cpu", precision="bf16-mixed", logger=False)
+    for a, b in zip(batches(plain, "train"), batches(half, "train"), strict=True):
+        assert a["x"].dtype == torch.float32 and b["x"].dtype == torch.bfloat16
+        a, b = plain.on_after_batch_transfer(a, 0), half.on_after_batch_transfer(b, 0)
+        assert b["x"].dtype == torch.float32 and a.keys() == b.keys()
+        assert torch.equal(b["x"], a["x"].to(torch.bfloat16).float())
+        for k in a.keys() - {"x"}:
+            assert (torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor)
+                    else a[k] == b[k]), k
+
+
+def test_half_transfer_default_and_checks(store):
+    dm = CPSCDataModule(store)
+    dm.setup()
+    assert dm._x_dtype() == torch.float32  # no trainer: float32
+    for precision, expected in (("bf16-mixed", torch.float32), ("32-true", torch.float32)):
+        dm.trainer = L.Trainer(accelerator="cpu", precision=precision, logger=False)
+        assert dm._x_dtype() == expected  # off by default on a CPU: no transfer to save
+    dm.half_transfer = True
+    dm.trainer = L.Trainer(accelerator="cpu", precision="bf16-mixed", logger=False)
+    assert dm._x_dtype() == torch.bfloat16
+    dm.trainer = L.Trainer(accelerator="cpu", precision="32-true", logger=False)
+    with pytest.raises(ConfigError, match="half_transfer needs a 16-bit precision"):
+        dm._x_dtype()

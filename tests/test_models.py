@@ -254,3 +254,26 @@ def test_tiny_batch_is_overfitted(name):
     if model(x).attention is not None:
         assert terms.bce_attention.item() < 0.2
     assert torch.equal((model(x).probs > 0.5).float(), y)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_input_rounded_to_the_autocast_type_changes_nothing(name, dtype):
+    """``data.half_transfer`` sends ``x`` as the 16-bit type of the run's autocast: it only
+    enters the first convolution, which autocast rounds to that type anyway, so the outputs and
+    gradients are those of the float32 input, bit for bit (training mode, with a mask)."""
+    torch.manual_seed(0)
+    model = MODELS[name](width=0.125).train()
+    x = torch.randn(3, NUM_LEADS, 4 * DOWNSAMPLE)
+    mask = torch.arange(4 * DOWNSAMPLE) < torch.tensor([[4 * DOWNSAMPLE], [700], [500]])
+    results = []
+    for inp in (x, x.to(dtype).float()):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=dtype):
+            out = model(inp, mask)
+        out.probs.float().sum().backward()
+        results.append((out.probs, [p.grad.clone() for p in model.parameters()]))
+    assert not torch.equal(x, x.to(dtype).float())  # the rounding is there to be absorbed
+    assert torch.equal(results[0][0], results[1][0])
+    for a, b in zip(results[0][1], results[1][1]):
+        assert torch.equal(a, b)

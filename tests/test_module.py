@@ -335,6 +335,20 @@ def test_a_trainer_restores_trimmed_padding(tiny_data):
         assert results[0][k] == pytest.approx(results[1][k], abs=1e-6), k
 
 
+def test_half_transfer_through_a_trainer_gives_the_same_metrics(tiny_data):
+    """``half_transfer`` (the default under bf16-mixed on a GPU; here asked for on a CPU):
+    Lightning's transfer hook makes x float32 again, and validation under bf16-mixed gives
+    exactly the metrics of float32 batches."""
+    results = []
+    for half in (False, True):
+        dm = datamodule(tiny_data, policy="pad", half_transfer=half)
+        trainer = L.Trainer(accelerator="cpu", precision="bf16-mixed", logger=False,
+                            enable_progress_bar=False, enable_model_summary=False,
+                            limit_val_batches=3)
+        results.append(trainer.validate(module(), datamodule=dm, verbose=False)[0])
+    assert results[0] == results[1] and results[0]
+
+
 @pytest.mark.parametrize("mask_padding", [False, True])
 def test_compiled_for_one_length_one_graph_serves_every_batch_size(monkeypatch, mask_padding):
     """pad: the epoch's last batch is smaller; torch would compile the network again for it."""

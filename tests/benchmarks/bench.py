@@ -148,9 +148,20 @@ def _datamodule(c: dict, split: str | None):
     dm = CPSCDataModule(c["store"], split=split, policy=c["policy"], length=c["length"],
                         batch_size=c["batch"], num_workers=c["workers"],
                         bucket_multiple=c.get("bucket_multiple", 972), seed=0,
-                        pad_on_device=c["device"] != "cpu")  # the CLI's default per device
+                        pad_on_device=c["device"] != "cpu",  # the CLI's default per device
+                        half_transfer=c.get("half_transfer"))
     dm.setup()
     return dm
+
+
+def _attach_trainer(dm, c: dict) -> None:
+    """The plain loop's DataModule decides as under Lightning (``half_transfer`` follows the
+    trainer's precision and accelerator): a Trainer that is never run."""
+    import lightning as L
+
+    dm.trainer = L.Trainer(accelerator=c["device"], devices=1, precision=c["precision"],
+                           logger=False, enable_progress_bar=False, enable_model_summary=False,
+                           enable_checkpointing=False)
 
 
 class StepProfile:
@@ -279,6 +290,7 @@ def case_fit(c: dict) -> dict:
         module.to(device)
         module.configure_model()
         module.train()
+        _attach_trainer(dm, c)
         opt = torch.optim.Adam(module.parameters(), lr=module.hparams.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c["epochs"])
         loader = dm.train_dataloader()
@@ -357,24 +369,37 @@ def case_train_eval(c: dict) -> dict:
 
 def case_loader(c: dict) -> dict:
     """Training windows per second from ``CPSCDataModule`` with ``c["workers"]`` workers: wall
-    clock, and per CPU-second of the loading processes (the workers, or this one)."""
+    clock, and per CPU-second of the loading processes (the workers, or this one).
+
+    ``c["precision"]``: the trainer's precision the DataModule sees (``half_transfer`` follows
+    it; ``c["half_transfer"]`` sets it). ``c["copy"]``: this process copies each batch's ``x``
+    into one reused buffer, as pinning does on a GPU (where ``pin_memory`` does it, in a thread
+    of this process); ``main_ms_per_window`` is this process's CPU time per window."""
     import gc
+
+    import torch
 
     from xecg.data.datamodule import CPSCDataModule
 
     dm = CPSCDataModule(c["store"], split=str(Path(c["store"]) / "all-train.json"),
                         policy=c.get("policy", "crop"), length=c["length"],
                         batch_size=c["batch"], num_workers=c["workers"], seed=0,
-                        pad_on_device=c.get("trim", False))
+                        pad_on_device=c.get("trim", False), half_transfer=c.get("half_transfer"))
     dm.setup()
+    _attach_trainer(dm, {"device": "cpu", "precision": c.get("precision", "32-true")})
     loader = dm.train_dataloader()
     next(iter(loader))  # starts the workers and maps the store
     own, children = time.process_time(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    windows, start = 0, time.perf_counter()
+    windows, start, buffer = 0, time.perf_counter(), None
     for epoch in range(c["epochs"]):
         loader.sampler.set_epoch(epoch)
         for batch in loader:
             windows += batch["x"].shape[0]
+            if c.get("copy") and not dm.pin_memory:
+                x = batch["x"].reshape(-1)
+                if buffer is None or buffer.numel() < x.numel() or buffer.dtype != x.dtype:
+                    buffer = torch.empty(max(x.numel(), 2**24), dtype=x.dtype)
+                buffer[:x.numel()].copy_(x)
     wall = time.perf_counter() - start
     own = time.process_time() - own
     del batch, loader  # joins the workers, so that their CPU time is counted below
@@ -383,7 +408,8 @@ def case_loader(c: dict) -> dict:
     cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
     cpu = cpu if c["workers"] else own
     return {"windows": windows, "windows_per_s": windows / wall,
-            "windows_per_cpu_s": windows / cpu if cpu > 0 else None, **_peak_memory("cpu")}
+            "windows_per_cpu_s": windows / cpu if cpu > 0 else None,
+            "main_ms_per_window": 1000 * own / windows, **_peak_memory("cpu")}
 
 
 def case_prepare(c: dict) -> dict:
@@ -593,7 +619,7 @@ def bench_lightning_vs_plain(runner: Runner, a, paper: bool = False,
         # 6-12 s records at 500 Hz (as smoke.yaml's synthetic data): crops cost the same for any.
         lengths = np.random.default_rng(1).integers(6 * 500, 12 * 500 + 1, cfg["records"])
     cfg.update(case="fit", device=a.device, batch=32, workers=a.workers,
-               compile=False, bucket_multiple=972)
+               compile=False, bucket_multiple=972, half_transfer=a.half_transfer)
     store = random_store(a.tmp / f"lvp-{int(paper)}{int(tiny)}", lengths,
                          fs=500.0 / (a.scale if paper else 1))
     contenders = {m: {**cfg, "mode": m, "store": str(store)} for m in ("lightning", "plain")}
@@ -640,7 +666,8 @@ def bench_bucket_vs_pad(runner: Runner, a, compile_: bool = False) -> dict:
     cfg = {"case": "fit", "mode": "lightning", "device": a.device, "batch": 32,
            "width": 1.0 if a.gpu and not a.quick else 0.25, "workers": a.workers,
            "precision": precision,
-           "epochs": 2, "warmup": 1, "compile": compile_, "bucket_multiple": multiple}
+           "epochs": 2, "warmup": 1, "compile": compile_, "bucket_multiple": multiple,
+           "half_transfer": a.half_transfer}
     lengths = cpsc_lengths(n, seed=2, scale=scale, store=a.store)
     store = a.tmp / f"bvp-{scale}-{n}"
     if not store.exists():  # kept for the compiled run
@@ -765,6 +792,33 @@ def bench_model_only(runner: Runner, a) -> dict:
         out[name] = {"records_per_s": r["windows_per_s"], "workers": a.workers,
                      "records_per_cpu_s": r["windows_per_cpu_s"],
                      **{k: v for k, v in r.items() if k.startswith("peak")}}
+    return out
+
+
+def bench_loader_transfer(runner: Runner, a) -> dict:
+    """The loader on padded batches (pad to 72,000 / scale, pad_on_device) with ``x`` in float32
+    and with ``half_transfer`` (bf16), each batch copied by the main process as pinning does:
+    the main process's CPU time per record, which on an H100 was the likely bound of a padded
+    epoch."""
+    scale = a.scale
+    n = 128 if a.quick else 1024
+    store = random_store(a.tmp / "transfer", cpsc_lengths(n, seed=3, scale=scale),
+                         fs=500.0 / scale)
+    workers = a.workers or 2
+    cfg = {"case": "loader", "policy": "pad", "length": PAPER_LENGTH // scale, "batch": 32,
+           "epochs": 1 if a.quick else 2, "workers": workers, "trim": True, "copy": True,
+           "precision": "bf16-mixed", "store": str(store)}
+    runs = rounds(runner, {"float32": {**cfg, "half_transfer": False},
+                           "bf16": {**cfg, "half_transfer": True}}, a.rounds)
+    shutil.rmtree(store)
+    out: dict[str, Any] = {"config": {k: v for k, v in cfg.items() if k not in ("case", "store")}
+                           | {"records": n}}
+    for name, rs in runs.items():
+        out[name] = {**summary(rs, "windows_per_s"),
+                     "main_ms_per_window": statistics.median(r["main_ms_per_window"]
+                                                             for r in rs)}
+    out["main_time_ratio"] = out["float32"]["main_ms_per_window"] / out["bf16"][
+        "main_ms_per_window"]
     return out
 
 
@@ -941,6 +995,19 @@ def table(results: dict) -> str:
             v = r[name]
             rows.append(("model_only", name, f"{v['records_per_s']:,.0f} records/s", _mem(v),
                          f"{v['records_per_s'] / r['no_mask']['records_per_s']:.2f}x"))
+    if r := _measured(results, "loader_transfer"):
+        cfg = r["config"]
+        notes.append(f"loader_transfer: pad {cfg['length']:,} (pad_on_device), batch 32, "
+                     f"{cfg['workers']} workers, {cfg['records']:,} records x {cfg['epochs']} "
+                     "epochs; the main process copies each x as pinning does; main-process CPU "
+                     "ms per record")
+        for name in ("float32", "bf16"):
+            v = r[name]
+            rows.append(("loader_transfer", f"x as {name}",
+                         f"{v['windows_per_s']:,.0f} records/s, main "
+                         f"{v['main_ms_per_window']:.2f} ms per record", _mem(v),
+                         "1" if name == "float32" else f"{r['main_time_ratio']:.2f}x less "
+                         "main-process time"))
     if r := _measured(results, "loader"):
         cfg = r["config"]
         notes.append(f"loader: {cfg['length']:,}-sample crops, batch {cfg['batch']}, "
@@ -979,10 +1046,11 @@ def save(results: dict, path: Path) -> None:
 
 
 ALL = ("lightning_vs_plain", "lightning_overhead", "bucket_vs_pad", "bucket_vs_pad_compiled",
-       "model_only", "loader", "prepare")
-DEFAULT_CPU = ("lightning_vs_plain", "lightning_overhead", "bucket_vs_pad", "loader", "prepare")
+       "model_only", "loader_transfer", "loader", "prepare")
+DEFAULT_CPU = ("lightning_vs_plain", "lightning_overhead", "bucket_vs_pad", "loader_transfer",
+               "loader", "prepare")
 # A GPU machine is lent for minutes: compiling is a second call (README "Benchmarks").
-DEFAULT_GPU = ("lightning_vs_plain", "bucket_vs_pad")
+DEFAULT_GPU = ("loader_transfer", "lightning_vs_plain", "bucket_vs_pad")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1018,6 +1086,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="loader workers in training cases (default 0 on CPU, 4 on GPU)")
     p.add_argument("--loader-workers", type=int, nargs="+", default=None,
                    help="worker counts of the loader benchmark (default 0 2; GPU 0 4 8)")
+    p.add_argument("--half-transfer", choices=("auto", "on", "off"), default="auto",
+                   help="data.half_transfer in training cases (auto: the DataModule's default, "
+                        "on under 16-bit precision on a GPU)")
     p.add_argument("--no-validation", action="store_true",
                    help="skip bucket_vs_pad's short trainings")
     p.add_argument("--validation-seeds", type=int, default=None,
@@ -1042,6 +1113,7 @@ def main(argv: list[str] | None = None) -> int:
         print(RESULT_TAG + json.dumps(run_case(case), default=float), flush=True)
         return 0
 
+    a.half_transfer = {"auto": None, "on": True, "off": False}[a.half_transfer]
     gpu = a.gpu  # the GPU plan: paper lengths, bf16, compiled (on --device cpu: its CPU path)
     a.device = a.device or ("cuda" if gpu else "cpu")
     a.only = a.only or list(DEFAULT_GPU if gpu else DEFAULT_CPU)
@@ -1095,6 +1167,8 @@ def main(argv: list[str] | None = None) -> int:
                 steps.append(("bucket_vs_pad_validation", lambda: bench_validation(runner, a)))
         if "model_only" in a.only:
             steps.append(("model_only", lambda: bench_model_only(runner, a)))
+        if "loader_transfer" in a.only:
+            steps.append(("loader_transfer", lambda: bench_loader_transfer(runner, a)))
         if "loader" in a.only:
             steps.append(("loader", lambda: bench_loader(runner, a)))
         if "prepare" in a.only:

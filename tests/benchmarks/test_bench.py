@@ -17,8 +17,8 @@ import bench  # noqa: E402
 def test_quick_run_writes_the_comparisons_as_json(tmp_path):
     out = tmp_path / "results.json"
     code = bench.main(["--quick", "--in-process", "--no-validation", "--only",
-                       "lightning_vs_plain", "bucket_vs_pad", "--out", str(out),
-                       "--wfdb", str(tmp_path / "absent")])
+                       "lightning_vs_plain", "bucket_vs_pad", "loader_transfer", "--out",
+                       str(out), "--wfdb", str(tmp_path / "absent")])
     assert code == 0
     results = json.loads(out.read_text())
     assert results["quick"] is True and results["machine"]["cpus"] >= 1
@@ -33,6 +33,10 @@ def test_quick_run_writes_the_comparisons_as_json(tmp_path):
         assert bvp[name]["epoch_s"] > 0 and bvp[name]["first_epoch_s"] > 0
     # Bucketing computes far fewer samples than padding every record to 7,200.
     assert bvp["real_fraction"]["bucket"] > 3 * bvp["real_fraction"]["pad"]
+    transfer = results["loader_transfer"]  # float32 x against bf16 x, copied as pinning does
+    assert transfer["config"]["length"] == bench.PAPER_LENGTH // 10
+    for name in ("float32", "bf16"):
+        assert transfer[name]["windows_per_s"] > 0 and transfer[name]["main_ms_per_window"] > 0
     assert "loader" not in results and "prepare" not in results
     assert "lightning_vs_plain" in bench.table(results)
 

@@ -18,7 +18,10 @@ is False), and for crop evaluation ``group`` int64 ``W``
 With ``pad_on_device`` (the default on an accelerator) the loader leaves out the zeros that all
 windows share and says how many in ``trimmed`` (before, after); the DataModule's
 ``on_after_batch_transfer`` (:func:`restore_padding`) puts them back on the device, so the model
-sees the same batch either way.
+sees the same batch either way. With ``half_transfer`` (the default under 16-bit mixed precision
+on an accelerator) ``x`` travels as the 16-bit type that the network's first convolution casts
+it to anyway, and is float32 again on the device: half the bytes through shared memory, pinning
+and the host-device copy, and the same input to the network.
 
 All randomness (order, crop positions, buckets) is drawn in the main process from
 ``(seed, epoch)``, so batches do not depend on the number or timing of workers.
@@ -58,6 +61,9 @@ POLICIES: tuple[str, ...] = get_args(Policy)
 # Records per bucket chunk, in batches: sorting within shuffled chunks keeps batches random.
 _BUCKET_CHUNK_BATCHES = 16
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.bool: np.bool_}
+#: ``x``'s type in transit under each 16-bit precision (``half_transfer``): the type autocast
+#: gives the first convolution's input, so rounding to it early changes nothing.
+_TRANSFER_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
 
 
 def average_by_group(values: torch.Tensor, group: torch.Tensor, num_groups: int) -> torch.Tensor:
@@ -277,6 +283,8 @@ def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Ten
     long as it likes); on a VM its page faults cost more than cutting the windows (README
     "Benchmarks"), which is why a CPU trains with ``num_workers=0``."""
     if get_worker_info() is None:
+        if dtype not in _NUMPY_DTYPES:  # a 16-bit x in transit: NumPy has no bfloat16
+            return torch.empty(shape, dtype=dtype), False
         return torch.from_numpy(np.empty(shape, dtype=_NUMPY_DTYPES[dtype])), False
     storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
     return torch.empty(0, dtype=dtype).set_(storage, 0, shape), True
@@ -284,12 +292,16 @@ def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Ten
 
 class WindowDataset(Dataset):
     """Turns a :class:`BatchPlan` into a batch dict (see the module docstring), normalised per
-    lead with ``mean``/``std`` (12,). Opens the store lazily, so workers map it themselves."""
+    lead with ``mean``/``std`` (12,). Opens the store lazily, so workers map it themselves.
+    ``x_dtype``: ``x``'s type in the batch (float32, or a 16-bit type for ``half_transfer``)."""
 
-    def __init__(self, store: Store, mean: np.ndarray, std: np.ndarray, trim: bool = False):
+    def __init__(self, store: Store, mean: np.ndarray, std: np.ndarray, trim: bool = False,
+                 x_dtype: torch.dtype = torch.float32):
         self.path = store.path
         self._store: Store | None = store
         self.trim = trim
+        self.x_dtype = x_dtype
+        self._scratch: np.ndarray | None = None  # float32 windows before a 16-bit x
         self.mean = np.asarray(mean, np.float32).reshape(NUM_LEADS, 1)
         self.inv_std = (1.0 / np.asarray(std, np.float32)).reshape(NUM_LEADS, 1)
 
@@ -301,7 +313,7 @@ class WindowDataset(Dataset):
 
     def __getstate__(self) -> dict:
         # A pickled memmap would carry the whole signal array; workers reopen the store instead.
-        return {**self.__dict__, "_store": None}
+        return {**self.__dict__, "_store": None, "_scratch": None}
 
     def __len__(self) -> int:
         return len(self.store)
@@ -321,14 +333,24 @@ class WindowDataset(Dataset):
             if lead + trail >= T:
                 lead, trail = 0, 0
             starts, T = starts + lead, T - lead - trail
-        x_t, zeroed = _batch_tensor((len(plan.rows), NUM_LEADS, T), torch.float32)
+        shape = (len(plan.rows), NUM_LEADS, T)
+        if self.x_dtype == torch.float32:
+            x_t, zeroed = _batch_tensor(shape, torch.float32)
+            x = x_t.numpy()
+        else:  # cut in float32 into this process's own buffer, then one rounding pass below
+            size = math.prod(shape)
+            if self._scratch is None or self._scratch.size < size:
+                self._scratch = np.empty(size, np.float32)
+            x, zeroed = self._scratch[:size].reshape(shape), False
         mask_t, mask_zeroed = _batch_tensor((len(plan.rows), T), torch.bool)
         zeroed = zeroed and mask_zeroed
-        x, mask = x_t.numpy(), mask_t.numpy()
+        mask = mask_t.numpy()
         for w, (row, s) in enumerate(zip(plan.rows.tolist(), starts.tolist())):
             o, n = int(offsets[row]), int(lengths[row])
             block = signals[NUM_LEADS * o:NUM_LEADS * (o + n)].reshape(NUM_LEADS, n)
             fill_window(x[w], mask[w], block, s, self.mean, self.inv_std, zeroed)
+        if self.x_dtype != torch.float32:
+            x_t = _batch_tensor(shape, self.x_dtype)[0].copy_(torch.from_numpy(x))
         # `index` first: Lightning infers the logged batch size from the first tensor (records).
         batch = {"index": torch.from_numpy(plan.records.astype(np.int64)),
                  "x": x_t, "y": torch.from_numpy(store.labels[plan.records]), "mask": mask_t,
@@ -343,9 +365,12 @@ class WindowDataset(Dataset):
 
 
 def restore_padding(batch: dict[str, Any]) -> dict[str, Any]:
-    """Puts back the shared zeros a trimming loader left out (``trimmed``: samples before and
-    after), on whatever device the batch is on: ``x`` ``W x 12 x T`` and ``mask`` ``W x T`` as
-    the untrimmed batch would hold them."""
+    """Puts back what a loader left out for the transfer, on whatever device the batch is on:
+    float32 for a 16-bit ``x`` (``half_transfer``), and the shared zeros of a trimming loader
+    (``trimmed``: samples before and after). ``x`` ``W x 12 x T`` and ``mask`` ``W x T`` as the
+    plain loader would give them."""
+    if batch["x"].dtype != torch.float32:
+        batch["x"] = batch["x"].float()
     if "trimmed" not in batch:
         return batch
     lead, trail = batch.pop("trimmed")
@@ -379,7 +404,7 @@ class CPSCDataModule(L.LightningDataModule):
                  num_workers: int | None = None, pin_memory: bool | None = None,
                  bucket_multiple: int = 972, normalize: bool = True, seed: int | None = None,
                  source: str | None = None, synthetic: SyntheticOptions | None = None,
-                 pad_on_device: bool | None = None,
+                 pad_on_device: bool | None = None, half_transfer: bool | None = None,
                  bandpass: tuple[float, float] | None = None):
         super().__init__()
         if policy not in POLICIES:
@@ -401,6 +426,7 @@ class CPSCDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.pad_on_device = pad_on_device
+        self.half_transfer = half_transfer
         self.normalize = normalize
         self.seed = seed
         self.source = source
@@ -530,6 +556,25 @@ class CPSCDataModule(L.LightningDataModule):
             return self.pad_on_device
         return self._on_accelerator()
 
+    def _x_dtype(self) -> torch.dtype:
+        """``x``'s type in transit: with ``half_transfer`` (when None: under a 16-bit mixed or
+        true precision on an accelerator) the 16-bit type of the trainer's precision, whose
+        autocast rounds the first convolution's input to it anyway (tests/test_datamodule.py:
+        the network's outputs are the same); else float32. On the H100 of README "Benchmarks"
+        the main process's copy of each batch into pinned memory was the likely bound of a
+        padded epoch."""
+        trainer = self.trainer
+        precision = str(trainer.precision) if trainer is not None else "32-true"
+        kind = precision.split("-")[0]
+        if self.half_transfer is False or kind not in _TRANSFER_DTYPES:
+            if self.half_transfer:
+                raise ConfigError(f"data.half_transfer needs a 16-bit precision (bf16-mixed, "
+                                  f"16-mixed, ...); trainer.precision is {precision!r}")
+            return torch.float32
+        if self.half_transfer is None and not self._on_accelerator():
+            return torch.float32
+        return _TRANSFER_DTYPES[kind]
+
     def _on_accelerator(self) -> bool:
         """Whether an attached trainer runs on an accelerator (GPU, MPS, ...), not the CPU."""
         trainer = self.trainer
@@ -550,7 +595,8 @@ class CPSCDataModule(L.LightningDataModule):
                                self.batch_size if train else self.eval_batch_size, train=train,
                                seed=self._loader_seed(), bucket_multiple=self.bucket_multiple,
                                num_replicas=num_replicas, rank=rank)
-        dataset = WindowDataset(self.store, self.mean, self.std, trim=self._trim())
+        dataset = WindowDataset(self.store, self.mean, self.std, trim=self._trim(),
+                                x_dtype=self._x_dtype())
         workers = self._workers()
         # batch_size=None: the planner yields whole batches and each worker builds one at a time.
         return DataLoader(dataset, batch_size=None, sampler=planner, num_workers=workers,
