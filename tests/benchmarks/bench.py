@@ -213,11 +213,12 @@ class StepProfile:
         if self.device == "cuda":
             tables.append(events.table(sort_by="self_device_time_total", row_limit=30))
         (out / "ops.txt").write_text("\n\n".join(tables))
-        trace = out / "trace.json"
-        prof.export_chrome_trace(str(trace))
-        with open(trace, "rb") as src, gzip.open(out / "trace.json.gz", "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        trace.unlink()
+        if self.spec.get("trace", True):
+            trace = out / "trace.json"
+            prof.export_chrome_trace(str(trace))
+            with open(trace, "rb") as src, gzip.open(out / "trace.json.gz", "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            trace.unlink()
         print(f"profile: {summary}", flush=True)
 
 
