@@ -558,22 +558,21 @@ class CPSCDataModule(L.LightningDataModule):
 
     def _x_dtype(self) -> torch.dtype:
         """``x``'s type in transit: with ``half_transfer`` (when None: under a 16-bit mixed or
-        true precision on an accelerator) the 16-bit type of the trainer's precision, whose
-        autocast rounds the first convolution's input to it anyway (tests/test_datamodule.py:
-        the network's outputs are the same); else float32. On the H100 of README "Benchmarks"
-        the main process's copy of each batch into pinned memory was the likely bound of a
-        padded epoch."""
+        true precision on an accelerator) the 16-bit type of the trainer's precision, which
+        autocast rounds the first convolution's input to anyway (tests/test_models.py: outputs
+        and gradients are the same); else float32. On the H100 of README "Benchmarks" the main
+        process's copy of each batch into pinned memory was the likely bound of a padded
+        epoch."""
         trainer = self.trainer
         precision = str(trainer.precision) if trainer is not None else "32-true"
         kind = precision.split("-")[0]
-        if self.half_transfer is False or kind not in _TRANSFER_DTYPES:
-            if self.half_transfer:
-                raise ConfigError(f"data.half_transfer needs a 16-bit precision (bf16-mixed, "
-                                  f"16-mixed, ...); trainer.precision is {precision!r}")
-            return torch.float32
-        if self.half_transfer is None and not self._on_accelerator():
-            return torch.float32
-        return _TRANSFER_DTYPES[kind]
+        half = self.half_transfer
+        if half is None:
+            half = kind in _TRANSFER_DTYPES and self._on_accelerator()
+        if half and kind not in _TRANSFER_DTYPES:
+            raise ConfigError(f"data.half_transfer needs a 16-bit precision (bf16-mixed, "
+                              f"16-mixed, ...); trainer.precision is {precision!r}")
+        return _TRANSFER_DTYPES[kind] if half else torch.float32
 
     def _on_accelerator(self) -> bool:
         """Whether an attached trainer runs on an accelerator (GPU, MPS, ...), not the CPU."""
