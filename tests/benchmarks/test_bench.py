@@ -145,3 +145,26 @@ def test_profile_fit_runs_as_typed(tmp_path):
         assert 0 < summary["main_thread_cpu_ms_per_step"] <= 1.5 * summary["wall_ms_per_step"]
         assert "convolution" in (tmp_path / mode / "ops.txt").read_text()
         assert (tmp_path / mode / "trace.json.gz").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_gpu_window_script_runs_its_cpu_path(tmp_path):
+    """benchmarks/README: ``bash tests/benchmarks/gpu_window.sh`` on a lent GPU; ``DEVICE=cpu``
+    runs its profiling steps with the smallest network (the compiled bucket fit and
+    compile_lengths.py have their own tests above)."""
+    import os
+    import subprocess
+    import tarfile
+
+    root = Path(bench.__file__).resolve().parents[2]
+    env = dict(os.environ, DEVICE="cpu", OUT=str(tmp_path), PY=sys.executable, DEADLINE="500")
+    proc = subprocess.run(["bash", "tests/benchmarks/gpu_window.sh"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = (tmp_path / "window.log").read_text()
+    assert log.count("==== exit 0") == 2, log[-3000:]
+    with tarfile.open(tmp_path / "window.tgz") as tar:
+        names = {Path(n).as_posix().lstrip("./") for n in tar.getnames()}
+    for path in ("profile-half/lightning/summary.json", "profile-half/plain/ops.txt",
+                 "profile-float32/lightning/summary.json"):
+        assert path in names, names
