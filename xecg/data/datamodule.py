@@ -58,6 +58,7 @@ Policy = Literal["pad", "crop", "bucket"]
 #: How a record's windows make its probabilities (:func:`aggregate_by_group`).
 Aggregation = Literal["mean", "max", "episodic"]
 POLICIES: tuple[str, ...] = get_args(Policy)
+AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
 # Records per bucket chunk, in batches: sorting within shuffled chunks keeps batches random.
 _BUCKET_CHUNK_BATCHES = 16
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.bool: np.bool_}
@@ -80,8 +81,8 @@ def aggregate_by_group(values: torch.Tensor, group: torch.Tensor, num_groups: in
     shows in one window and is diluted by the mean. ``episodic`` (``values`` ``W x 9``, one column
     per class): the max for the classes one beat makes (:data:`xecg.classes.EPISODIC`), the mean
     for the rest, which show throughout a record."""
-    if how not in get_args(Aggregation):
-        raise ValueError(f"window aggregation must be one of {get_args(Aggregation)}, got {how!r}")
+    if how not in AGGREGATIONS:
+        raise ValueError(f"window aggregation must be one of {AGGREGATIONS}, got {how!r}")
     if how == "mean":
         return average_by_group(values, group, num_groups)
     out = values.new_full((num_groups, *values.shape[1:]), float("-inf"))
