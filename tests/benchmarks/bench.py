@@ -674,11 +674,14 @@ def bench_bucket_vs_pad(runner: Runner, a, compile_: bool = False) -> dict:
     if not store.exists():  # kept for the compiled run
         random_store(store, lengths, fs=500.0 / scale)
     # pad as the paper's protocol runs it (experiments/paper.yaml: the network pools over the
-    # zeros, mask_padding false); bucket needs its mask.
+    # zeros, mask_padding false); bucket with its mask (the padding changes nothing), and
+    # without it as the paper treats padding (a batch's shorter records end in zeros).
     contenders = {"pad": {**cfg, "policy": "pad", "length": pad_length, "store": str(store),
                           "mask_padding": False},
                   "bucket": {**cfg, "policy": "bucket", "length": pad_length,
-                             "store": str(store)}}
+                             "store": str(store)},
+                  "bucket_unmasked": {**cfg, "policy": "bucket", "length": pad_length,
+                                      "store": str(store), "mask_padding": False}}
     failed: dict[str, str] = {}
     try:
         runs = rounds(runner, contenders, a.bucket_rounds)
@@ -710,13 +713,17 @@ def bench_bucket_vs_pad(runner: Runner, a, compile_: bool = False) -> dict:
         "real_fraction": {k: real / v for k, v in computed.items()},
         **res,
     }
+    computed["bucket_unmasked"] = computed["bucket"]
+    out["real_fraction"]["bucket_unmasked"] = out["real_fraction"]["bucket"]
     if failed:
         out["failed"] = failed
-    else:
-        out.update({
-            "speedup": res["pad"]["epoch_s"] / res["bucket"]["epoch_s"],
-            "speedup_first_epoch": res["pad"]["first_epoch_s"] / res["bucket"]["first_epoch_s"],
-            "speedup_cpu_time": res["pad"]["epoch_cpu_s"] / res["bucket"]["epoch_cpu_s"]})
+    for sfx in ("", "_unmasked"):
+        b = res.get("bucket" + sfx)
+        if b and "pad" in res:
+            out.update({
+                f"speedup{sfx}": res["pad"]["epoch_s"] / b["epoch_s"],
+                f"speedup{sfx}_first_epoch": res["pad"]["first_epoch_s"] / b["first_epoch_s"],
+                f"speedup{sfx}_cpu_time": res["pad"]["epoch_cpu_s"] / b["epoch_cpu_s"]})
     return out
 
 
@@ -746,8 +753,10 @@ def bench_validation(runner: Runner, a) -> dict:
            "bucket_multiple": 972 if scale == 1 else 243, "length": PAPER_LENGTH // scale}
     store = a.tmp / "synthetic-scaled"
     seeds = list(range(a.validation_seeds))
-    runs = {p: [runner({**cfg, "policy": p, "seed": s, "store": str(store)}) for s in seeds]
-            for p in ("pad", "bucket")}
+    variants = {"pad": {"policy": "pad"}, "bucket": {"policy": "bucket"},
+                "bucket_unmasked": {"policy": "bucket", "mask_padding": False}}
+    runs = {name: [runner({**cfg, **v, "seed": s, "store": str(store)}) for s in seeds]
+            for name, v in variants.items()}
     shutil.rmtree(store, ignore_errors=True)
     names = list(runs["pad"][0]["val"])
     out: dict[str, Any] = {"config": {k: v for k, v in cfg.items() if k != "case"},
@@ -758,11 +767,13 @@ def bench_validation(runner: Runner, a) -> dict:
                   "train_s": [r["seconds"] for r in rs]}
         if len(rs) > 1:
             out[p]["val_sd"] = {k: statistics.stdev(r["val"][k] for r in rs) for k in names}
-    out["difference"] = {k: out["bucket"]["val"][k] - out["pad"]["val"][k] for k in names}
-    if len(seeds) > 1:  # seed-to-seed spread of a difference of two means
-        out["difference_se"] = {k: math.sqrt((out["pad"]["val_sd"][k] ** 2
-                                              + out["bucket"]["val_sd"][k] ** 2) / len(seeds))
-                                for k in names}
+    for sfx in ("", "_unmasked"):
+        b = out["bucket" + sfx]
+        out["difference" + sfx] = {k: b["val"][k] - out["pad"]["val"][k] for k in names}
+        if len(seeds) > 1:  # seed-to-seed spread of a difference of two means
+            out["difference_se" + sfx] = {
+                k: math.sqrt((out["pad"]["val_sd"][k] ** 2 + b["val_sd"][k] ** 2) / len(seeds))
+                for k in names}
     return out
 
 
@@ -916,9 +927,9 @@ def _mem(d: dict) -> str:
     return f"{d.get('peak_rss_mb', 0):,.0f}{gpu}"
 
 
-def _difference(r: dict, key: str) -> str:
-    se = r.get("difference_se", {}).get(key)
-    return f"{r['difference'][key]:+.3f}" + ("" if se is None else f" +- {se:.3f}")
+def _difference(r: dict, key: str, sfx: str = "") -> str:
+    se = r.get("difference_se" + sfx, {}).get(key)
+    return f"{r['difference' + sfx][key]:+.3f}" + ("" if se is None else f" +- {se:.3f}")
 
 
 def _measured(results: dict, key: str) -> dict | None:
@@ -960,15 +971,17 @@ def table(results: dict) -> str:
                      f"{cfg['width']}, batch 32, {cfg['precision']}, compile {cfg['compile']}; "
                      "pad without the mask, as the paper (mask_padding false); "
                      "second epoch (first epoch: every shape new)")
-        for name in ("pad", "bucket"):
+        for name in ("pad", "bucket", "bucket_unmasked"):
             if name in r.get("failed", {}):
                 rows.append((key, name, "FAILED", "", ""))
                 notes.append(f"{key}: {name} FAILED {r['failed'][name]}")
                 continue
-            v = r[name]
-            ratio = ("1" if name == "pad" else "" if "speedup" not in r else
-                     f"{r['speedup']:.2f}x (first {r['speedup_first_epoch']:.2f}x), "
-                     f"{r['speedup_cpu_time']:.2f}x CPU")
+            if name not in r:  # results from before bucket_unmasked
+                continue
+            v, sp = r[name], "speedup" + name[len("bucket"):]
+            ratio = ("1" if name == "pad" else "" if sp not in r else
+                     f"{r[sp]:.2f}x (first {r[sp + '_first_epoch']:.2f}x), "
+                     f"{r[sp + '_cpu_time']:.2f}x CPU")
             rows.append((key, name, f"{v['epoch_s']:.2f} s/epoch (first "
                          f"{v['first_epoch_s']:.2f}), {v['epoch_cpu_s']:.2f} CPU-s", _mem(v),
                          ratio))
@@ -979,12 +992,14 @@ def table(results: dict) -> str:
                      f"records, {cfg['epochs']} epochs, width {cfg['width']}; mean of seeds "
                      f"{r['seeds']}" + (", difference +- its standard error from the seeds' "
                                         "spread" if "difference_se" in r else ""))
-        for name in ("pad", "bucket"):
-            v = r[name]["val"]
+        for name in ("pad", "bucket", "bucket_unmasked"):
+            if name not in r:  # results from before bucket_unmasked
+                continue
+            v, sfx = r[name]["val"], name[len("bucket"):]
             rows.append(("bucket_vs_pad_validation", name,
                          f"val micro-F1 {v['micro_f1']:.3f}, AUROC {v['auroc']:.3f}", "",
-                         _difference(r, "micro_f1") + ", AUROC " + _difference(r, "auroc")
-                         if name == "bucket" else ""))
+                         _difference(r, "micro_f1", sfx) + ", AUROC "
+                         + _difference(r, "auroc", sfx) if name != "pad" else ""))
     if r := _measured(results, "model_only"):
         cfg = r["config"]
         notes.append(f"model_only: XECGNet width {cfg['width']}, batch {cfg['batch']}, "
