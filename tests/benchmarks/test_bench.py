@@ -83,7 +83,7 @@ def test_a_failed_contender_keeps_the_other_ones_numbers(tmp_path, monkeypatch):
     """On a lent GPU the compiled bucket case ran past its time: the compiled pad case that had
     finished must still be reported, and the run must say it failed."""
     def fake(self, c):
-        if c["policy"] == "bucket":
+        if c["policy"] == "bucket" and c.get("mask_padding", True):
             raise RuntimeError(f"case ran past 1 s: policy={c['policy']}\nmore lines")
         return {"epoch_s": [9.0, 5.0], "epoch_cpu_s": [9.5, 5.5], "steps_per_s": 3.0,
                 "peak_rss_mb": 100.0, "compiled_graphs": 1}
@@ -98,6 +98,7 @@ def test_a_failed_contender_keeps_the_other_ones_numbers(tmp_path, monkeypatch):
     assert r["pad"]["compiled_graphs"] == 1 and r["pad"]["epoch_s_runs"] == [5.0, 5.0]
     assert "bucket" not in r and "speedup" not in r
     assert r["failed"] == {"bucket": "case ran past 1 s: policy=bucket"}
+    assert r["bucket_unmasked"]["epoch_s"] == 5.0 and r["speedup_unmasked"] == 1.0
     text = bench.table(json.loads(out.read_text()))
     assert "5.00 s/epoch" in text and "bucket FAILED case ran past 1 s" in text
 
