@@ -713,7 +713,6 @@ def bench_bucket_vs_pad(runner: Runner, a, compile_: bool = False) -> dict:
         "real_fraction": {k: real / v for k, v in computed.items()},
         **res,
     }
-    computed["bucket_unmasked"] = computed["bucket"]
     out["real_fraction"]["bucket_unmasked"] = out["real_fraction"]["bucket"]
     if failed:
         out["failed"] = failed
