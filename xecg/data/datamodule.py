@@ -476,6 +476,8 @@ class CPSCDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Opens the store, reads the split and computes the training split's lead statistics."""
+        if self.trainer is not None:
+            self._x_dtype()  # a bad half_transfer fails here, before a run has started anything
         if self.store is not None:
             return
         if not is_store(self.store_path) or not self.split_path.exists():
