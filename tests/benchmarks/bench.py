@@ -166,16 +166,18 @@ def _attach_trainer(dm, c: dict) -> None:
 
 class StepProfile:
     """``torch.profiler`` over training steps ``start + 1 .. start + steps`` of a fit case
-    (``c["profile"] = {"start", "steps", "out"}``; None: does nothing). Writes to ``out``:
-    ``summary.json`` (wall, host CPU and device-kernel milliseconds per step), ``ops.txt``
-    (the ops by host and by device time) and a Chrome trace, ``trace.json.gz``."""
+    (``c["profile"] = {"start", "steps", "out", "trace"}``; None: does nothing). Writes to
+    ``out``: ``summary.json`` (wall, host CPU and device-kernel milliseconds per step),
+    ``ops.txt`` (the ops by host and by device time) and, unless ``trace`` is false, a Chrome
+    trace, ``trace.json.gz``. A fit that ends early is summarised over the steps it took."""
 
     def __init__(self, spec: dict | None, device: str):
-        self.spec, self.device, self.prof = spec, device, None
+        self.spec, self.device, self.prof, self.step = spec, device, None, 0
 
     def after_step(self, step: int) -> None:
         if not self.spec:
             return
+        self.step = step
         if step == self.spec["start"]:
             from torch.profiler import ProfilerActivity, profile
 
@@ -200,7 +202,7 @@ class StepProfile:
 
         out = Path(self.spec["out"])
         out.mkdir(parents=True, exist_ok=True)
-        n = self.spec["steps"]
+        n = max(self.step - self.spec["start"], 1)
         events = prof.key_averages()
         # Kernels (and copies) on the device: their own time, summed over the profiled steps.
         device_us = sum(getattr(e, "self_device_time_total", 0) for e in events)
