@@ -5,6 +5,7 @@ kept in checkpoints), lead statistics from the DataModule, and one-record predic
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -50,20 +51,6 @@ def batches(tiny_data) -> dict[str, tuple[dict, dict]]:
     return out
 
 
-class MetricInputs:
-    """Records what a stage's metrics are updated with: ``(probs B x 9, target B x 9)``."""
-
-    def __init__(self, metrics, monkeypatch):
-        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
-        update = metrics.update
-
-        def spy(probs, target, thresholds=0.5):
-            self.calls.append((probs, target))
-            update(probs, target, thresholds)
-
-        monkeypatch.setattr(metrics, "update", spy)
-
-
 def per_record_mean(window_probs: torch.Tensor, group: torch.Tensor, n: int) -> torch.Tensor:
     """Mean over each record's windows, written as a loop (independent of average_by_group)."""
     return torch.stack([window_probs[group == r].mean(0) for r in range(n)])
@@ -71,8 +58,7 @@ def per_record_mean(window_probs: torch.Tensor, group: torch.Tensor, n: int) -> 
 
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("model", VARIANTS)
-def test_steps_give_finite_losses_and_one_metric_row_per_record(batches, model, policy,
-                                                                monkeypatch):
+def test_steps_give_finite_losses_and_one_metric_row_per_record(batches, model, policy):
     train_batch, val_batch = batches[policy]
     m = module(model)
     m.train()
@@ -83,13 +69,12 @@ def test_steps_give_finite_losses_and_one_metric_row_per_record(batches, model, 
     assert grads and all(torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
 
-    seen = MetricInputs(m.val_metrics, monkeypatch)
     m.eval()
     with torch.no_grad():
         m.validation_step(val_batch, 0)
         window_probs = m(val_batch["x"], val_batch["mask"]).probs
     n = len(val_batch["index"])
-    (probs, target), = seen.calls
+    (probs, target), = m._rows["val"]  # the metrics see the epoch's rows at its end
     assert probs.shape == (n, NUM_CLASSES) and torch.equal(target, val_batch["y"])
     assert ((probs >= 0) & (probs <= 1)).all()
     if policy == "crop":  # several windows per record, averaged before the metrics see them
@@ -99,8 +84,6 @@ def test_steps_give_finite_losses_and_one_metric_row_per_record(batches, model, 
         assert "group" not in val_batch
         expected = window_probs
     torch.testing.assert_close(probs, expected)
-    # Validation outputs kept for threshold tuning are per record too.
-    assert m._val_outputs[0][0].shape == (n, NUM_CLASSES)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -125,6 +108,8 @@ def test_module_defaults_to_the_papers_loss_and_refuses_unknown_choices():
     assert XECGModule(XECGNet(width=0.125)).criterion.gamma == pytest.approx(0.01)
     with pytest.raises(ValueError, match="scheduler must be one of"):
         XECGModule(XECGNet(width=0.125), scheduler="linear")
+    with pytest.raises(ValueError, match="compile_mode must be one of .*reduce-overhead"):
+        XECGModule(XECGNet(width=0.125), compile=True, compile_mode="fast")
 
 
 def test_cnn_has_no_attention_and_its_loss_no_regulariser(batches):
@@ -158,9 +143,9 @@ def test_thresholds_are_applied_at_test_and_not_at_validation(batches):
         tp, fp, fn = (pred & y).sum(), (pred & ~y).sum(), (~pred & y).sum()
         return float(2 * tp / (2 * tp + fp + fn))
 
-    assert m.test_metrics.compute()["micro_f1"].item() == pytest.approx(
-        micro_f1(torch.ones_like(y)))
-    assert m.val_metrics.compute()["micro_f1"].item() == pytest.approx(micro_f1(probs >= 0.5))
+    test, val = (m._epoch_end(stage, m._epoch_rows(stage))["micro_f1"] for stage in ("test", "val"))
+    assert test.item() == pytest.approx(micro_f1(torch.ones_like(y)))
+    assert val.item() == pytest.approx(micro_f1(probs >= 0.5))
 
 
 def val_probs(m: XECGModule, dm: CPSCDataModule) -> tuple[torch.Tensor, torch.Tensor]:
@@ -294,24 +279,27 @@ def test_training_metrics_from_one_update_per_epoch_equal_one_per_step():
         torch.testing.assert_close(value, expected[name], msg=name)
 
 
-def test_compile_option_compiles_the_network_once_in_place(tiny_data, monkeypatch):
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compile_option_compiles_the_network_once_in_place(tiny_data, monkeypatch, mode):
     compiled = []
     original = torch.nn.Module.compile
 
     def compile_eagerly(self, **kwargs):  # torch.compile's tracing, without code generation
-        compiled.append(kwargs)
+        compiled.append(dict(kwargs))
+        kwargs.pop("mode", None)  # (torch takes no mode beside a backend)
         original(self, backend="eager", **kwargs)
 
     monkeypatch.setattr(torch.nn.Module, "compile", compile_eagerly)
     dm = datamodule(tiny_data, "bucket")
-    m = module(compile=True)
+    m = module(compile=True, compile_mode=mode)
     names = list(m.state_dict())
     trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0,
                         accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(m, datamodule=dm)
     m.configure_model()  # every Trainer entry calls it again
-    assert compiled == [{"dynamic": True}]  # bucket: a new length every batch
+    # bucket: a new length every batch; a mode other than torch's default is passed on
+    assert compiled == [{"dynamic": True, **({} if mode == "default" else {"mode": mode})}]
     generic = {mod.length_generic for mod in m.net.modules() if hasattr(mod, "length_generic")}
     assert generic == {True}  # layers that keep the length symbolic (tests/test_compile.py)
     assert list(m.state_dict()) == names  # checkpoints are those of the plain network
@@ -369,3 +357,88 @@ def test_compiled_for_one_length_one_graph_serves_every_batch_size(monkeypatch, 
             m(torch.randn(batch, NUM_LEADS, 972), mask)
     assert counters["stats"]["unique_graphs"] == 1
     torch._dynamo.reset()
+
+
+class HostReads(L.Callback):
+    """Records, inside training and validation steps after the first (the loader's next batch
+    and every per-step hook included, epoch ends not), each op whose result the host has to wait
+    for on an accelerator: a tensor read as a Python number or bool (``.item()``, ``if t``),
+    or a shape that depends on the data (``nonzero``, boolean indexing, ``unique``). On a GPU
+    each one stalls the step until the device catches up."""
+
+    OPS = ("_local_scalar_dense", "is_nonzero", "equal", "nonzero", "masked_select", "unique",
+           "_unique2", "unique_consecutive", "argwhere")
+
+    def __init__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        reads = self.reads = []
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                name = func.overloadpacket.__name__
+                bool_index = name == "index" and any(
+                    isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] or ())
+                if name in HostReads.OPS or bool_index:
+                    import traceback
+
+                    reads.append((name, traceback.extract_stack()[:-1]))
+                return func(*args, **(kwargs or {}))
+
+        self.mode, self.active = Mode(), False
+
+    def _enter(self, trainer, index: int) -> None:
+        if index >= 1 and not trainer.sanity_checking and not self.active:
+            self.mode.__enter__()
+            self.active = True
+
+    def _exit(self) -> None:
+        if self.active:
+            self.mode.__exit__(None, None, None)
+            self.active = False
+
+    def on_train_batch_start(self, trainer, pl_module, batch, index):
+        self._enter(trainer, index)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, index):
+        if index == trainer.num_training_batches - 1:  # before validation and the epoch's end
+            self._exit()
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, index, dataloader_idx=0):
+        self._enter(trainer, index)
+
+    def on_validation_epoch_end(self, trainer, pl_module):  # called before the module's
+        self._exit()
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_training_and_validation_steps_never_wait_for_the_device(tiny_config, tmp_path, policy):
+    """A step of ``xecg train`` (its callbacks, progress bar, the GPU's trimmed 16-bit transfer)
+    asks the device nothing between two logging steps: a host-device sync per step is a fixed
+    cost that a GPU step of 24 ms cannot hide (issue 11). Two reads are the CPU's own and are
+    let through: the mask check that a GPU batch skips (``check_input``, which on a GPU trusts
+    the loader's ``padded``), and single-tensor Adam's step counter (on a GPU Adam's foreach
+    path keeps it on the host)."""
+    from xecg.lightning_cli import fit_and_test
+
+    probe = HostReads()
+    config = tiny_config(tmp_path, experiment={"name": "sync", "runs_dir": str(tmp_path / "runs"),
+                                               "wandb": False},
+                         trainer={"max_epochs": 1, "accelerator": "cpu", "devices": 1,
+                                  "precision": "bf16-mixed", "log_every_n_steps": 1000,
+                                  "enable_progress_bar": True, "enable_model_summary": False},
+                         data={"policy": policy, "length": 972 if policy == "crop" else 4000,
+                               "batch_size": 8, "num_workers": 0, "pad_on_device": True,
+                               "half_transfer": True})
+    fit_and_test(["--config", str(config)], callbacks=[probe])
+    assert not probe.active
+    waits, cpu_only = [], 0
+    for name, stack in probe.reads:
+        if any(f.name == "check_input" or "/torch/optim/" in f.filename for f in stack):
+            cpu_only += 1
+        else:
+            ours = [f for f in stack if "/xecg/" in f.filename or "/lightning/" in f.filename]
+            waits.append(f"{name} at " + " <- ".join(f"{Path(f.filename).name}:{f.lineno}"
+                                                     for f in reversed(ours[-6:])))
+    assert cpu_only, "the probe saw no step"  # it watched the steps: the CPU's own reads are there
+    assert not waits, "\n".join(waits)

@@ -23,6 +23,10 @@ Stage = Literal["train", "val", "test"]
 
 
 Scheduler = Literal["none", "cosine", "plateau"]
+# torch.compile's modes: "reduce-overhead" replays each step as CUDA graphs (one launch for the
+# step's kernels: the remedy for a step bound by the host), "max-autotune" also times kernel
+# choices (longer compiles).
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 #: Lightning's instantiator for hparams that hold ``class_path``/``init_args`` dicts: with it,
 #: ``XECGModule.load_from_checkpoint(path)`` rebuilds the injected network and loss.
 _INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
@@ -84,6 +88,9 @@ class XECGModule(L.LightningModule):
         compile: compile the network with ``torch.compile`` when a Trainer sets the model up
             (``configure_model``); with dynamic lengths under the ``bucket`` policy. Pays off on a
             GPU (the first steps wait for the compiler); checkpoints are the same either way.
+        compile_mode: torch.compile's ``mode`` when ``compile`` is on: ``default``, or
+            ``reduce-overhead`` (CUDA graphs: each step's kernels launched as one graph, a new
+            graph per batch shape), ``max-autotune``, ``max-autotune-no-cudagraphs``.
     """
 
     def __init__(
@@ -99,9 +106,11 @@ class XECGModule(L.LightningModule):
         init_from: str | None = None,
         compile: bool = False,
         window_aggregation: Aggregation = "mean",
+        compile_mode: CompileMode = "default",
     ):
         super().__init__()
         check_choice("scheduler", scheduler, Scheduler)
+        check_choice("compile_mode", compile_mode, CompileMode)
         check_choice("window_aggregation", window_aggregation, Aggregation)
         self.net = net
         # The pretrained network's band-pass: fine-tuning data should go through the same.
@@ -136,10 +145,9 @@ class XECGModule(L.LightningModule):
         # records get the same before any window is cut (`prepare_signal`).
         self.bandpass: tuple[float, float] | None = None
         self.last_metrics: dict[str, dict[str, float]] = {}
-        self._val_outputs: list[tuple[Tensor, Tensor]] = []
-        # Per-step accumulators, logged once in a while (see `_step`): the training epoch's
-        # (probs, target) rows, and per stage the loss terms' sums and the records they cover.
-        self._train_rows: list[tuple[Tensor, Tensor]] = []
+        # Per-step accumulators, read at epoch ends or once in a while (see `_step`): per stage
+        # the epoch's (probs, target) rows, the loss terms' sums and the records they cover.
+        self._rows: dict[str, list[tuple[Tensor, Tensor]]] = {}
         self._loss_sums: dict[str, tuple[Tensor, int]] = {}
 
     def forward(self, x: Tensor, mask: Tensor | None = None):
@@ -179,7 +187,10 @@ class XECGModule(L.LightningModule):
         if self.hparams.get("compile") and getattr(self.net, "_compiled_call_impl", None) is None:
             bucket = self.eval_windows.get("policy") == "bucket"
             use_length_generic_layers(self.net, bucket)
-            self.net.compile(dynamic=True if bucket else None)
+            mode = self.hparams.get("compile_mode", "default")
+            # mode only when asked: torch takes no mode beside an explicit backend (tests)
+            self.net.compile(dynamic=True if bucket else None,
+                             **({} if mode == "default" else {"mode": mode}))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["xecg_eval_windows"] = dict(self.eval_windows)
@@ -192,10 +203,12 @@ class XECGModule(L.LightningModule):
     # ----------------------------------------------------------------------------- steps
     # Per step, only tensor arithmetic on the device: Lightning's `self.log` costs milliseconds of
     # Python per value (and a host-device sync when a progress-bar value is read back), and a
-    # torchmetrics update several more, which made a fit 13% slower than a plain loop at width
-    # 0.25 on a CPU. So the loss terms are summed on the device and logged as means: in training
-    # every `log_every_n_steps` (the mean since the last logged step, as a CPU tensor), in
-    # evaluation once per epoch; training metrics see the epoch's rows once, at its end.
+    # torchmetrics update several more (which made a fit 13% slower than a plain loop at width
+    # 0.25 on a CPU), and its input checks read the batch back (`unique`, `if`): a host-device
+    # sync per step (tests/test_module.py, `HostReads`). So the loss terms are summed on the
+    # device and logged as means: in training every `log_every_n_steps` (the mean since the last
+    # logged step, as a CPU tensor), in evaluation once per epoch; each stage's metrics see the
+    # epoch's rows once, at its end (the same states as one update per step).
     def _step(self, batch: dict[str, Tensor], stage: Stage) -> Tensor:
         out = self(batch["x"], batch_mask(batch))
         y = batch["y"]
@@ -205,14 +218,9 @@ class XECGModule(L.LightningModule):
         probs = out.probs
         if group is not None:
             probs = self._per_record(probs, group, y.shape[0])
-        probs = probs.detach().float()
-        if stage == "train":
-            self._train_rows.append((probs, y.detach()))
-        else:
-            thresholds = self.thresholds if stage == "test" else self.hparams.threshold
-            self._metrics(stage).update(probs, y, thresholds)
-        if stage == "val":
-            self._val_outputs.append((probs, y.detach()))
+        # A copy: under CUDA graphs (compile_mode reduce-overhead) the network's outputs live in
+        # the graph's memory, which its next replay overwrites.
+        self._rows.setdefault(stage, []).append((probs.detach().float().clone(), y.detach()))
         self._add_loss(stage, terms, y.shape[0])
         if stage == "train" and self._logs_this_step():
             self._log_loss("train", sync_dist=False)
@@ -270,6 +278,7 @@ class XECGModule(L.LightningModule):
         probs = out.probs
         if batch.get("group") is not None:
             probs = self._per_record(probs, batch["group"], batch["y"].shape[0])
+        probs = probs.clone()  # CUDA graphs reuse the output's memory (see `_step`)
         return {"index": batch["index"], "probs": probs, "labels": probs >= self.thresholds}
 
     def _per_record(self, probs: Tensor, group: Tensor, records: int) -> Tensor:
@@ -279,9 +288,22 @@ class XECGModule(L.LightningModule):
                                   self.hparams.get("window_aggregation", "mean"))
 
     # ------------------------------------------------------------------------ epoch ends
-    def _epoch_end(self, stage: Stage) -> dict[str, Tensor]:
+    def _epoch_rows(self, stage: Stage) -> tuple[Tensor, Tensor] | None:
+        """The stage's ``(probs, target)`` rows since its epoch began (``N x 9`` each, this
+        process's records), or None; the next epoch starts empty."""
+        rows = self._rows.pop(stage, None)
+        if not rows:
+            return None
+        return torch.cat([p for p, _ in rows]), torch.cat([t for _, t in rows])
+
+    def _epoch_end(self, stage: Stage, rows: tuple[Tensor, Tensor] | None) -> dict[str, Tensor]:
+        """Update the stage's metrics with the epoch's ``rows`` (test: at the tuned thresholds;
+        else at ``threshold``), log them and the mean losses, and return them."""
         if stage != "train":
             self._log_loss(stage, sync_dist=True)
+        if rows is not None:
+            thresholds = self.thresholds if stage == "test" else self.hparams.threshold
+            self._metrics(stage).update(*rows, thresholds)
         values = self._metrics(stage).compute()
         # New states must be ordinary tensors: `trainer.validate` runs under inference mode, and
         # states made there cannot be updated in place by a later fit's validation (no_grad).
@@ -300,27 +322,25 @@ class XECGModule(L.LightningModule):
         self._loss_sums.pop("train", None)
 
     def on_train_epoch_start(self) -> None:
-        self._train_rows.clear()
+        self._rows.pop("train", None)
+
+    def on_validation_epoch_start(self) -> None:
+        self._rows.pop("val", None)
+
+    def on_test_epoch_start(self) -> None:
+        self._rows.pop("test", None)
 
     def on_train_epoch_end(self) -> None:
-        rows = self._train_rows
-        if rows:  # one update for the epoch (the same states as one per step)
-            self.train_metrics.update(torch.cat([p for p, _ in rows]),
-                                      torch.cat([t for _, t in rows]), self.hparams.threshold)
-            rows.clear()
-        self._epoch_end("train")
+        self._epoch_end("train", self._epoch_rows("train"))
 
     def on_validation_epoch_end(self) -> None:
-        values = self._epoch_end("val")
+        rows = self._epoch_rows("val")
+        values = self._epoch_end("val", rows)
         if not self.trainer.sanity_checking:
             self.best_val_micro_f1.update(values["micro_f1"])
             self.log("val/micro_f1_best", self.best_val_micro_f1.compute(), prog_bar=True)
-            if self.hparams.tune_thresholds and self._val_outputs:
-                probs = torch.cat([p for p, _ in self._val_outputs])
-                target = torch.cat([t for _, t in self._val_outputs])
-                self.thresholds.copy_(tune_thresholds(self._gather_rows(probs),
-                                                      self._gather_rows(target)))
-        self._val_outputs.clear()
+            if self.hparams.tune_thresholds and rows is not None:
+                self.thresholds.copy_(tune_thresholds(*(self._gather_rows(r) for r in rows)))
 
     def _gather_rows(self, rows: Tensor) -> Tensor:
         """``rows`` (N x ...) of every process, concatenated. Processes may hold different N (the
@@ -335,7 +355,7 @@ class XECGModule(L.LightningModule):
         return torch.cat([g[:n] for g, n in zip(gathered, counts.tolist())])
 
     def on_test_epoch_end(self) -> None:
-        self._epoch_end("test")
+        self._epoch_end("test", self._epoch_rows("test"))
 
     # ------------------------------------------------------------------------ optimiser
     def configure_optimizers(self):

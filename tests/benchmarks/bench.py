@@ -120,6 +120,25 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def train_step(net, loss_fn, opt, device: str, bf16: bool):
+    """A plain loop's training step: ``step(x, y, mask) -> loss`` runs ``net`` and ``loss_fn``
+    (under bf16 autocast when ``bf16``), backward and ``opt``. The one step of the plain
+    contenders here and of ``compile_lengths.py``."""
+    import torch
+
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=bf16)
+
+    def step(x, y, mask=None):
+        with autocast:
+            loss = loss_fn(net(x, mask), y).total
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return step
+
+
 def _peak_memory(device: str) -> dict[str, float]:
     out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "peak_rss_child_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
@@ -135,7 +154,8 @@ def _module(c: dict):
     from xecg.models import XECGNet
     from xecg.module import XECGModule
 
-    kwargs = {"compile": True} if c.get("compile") else {}
+    kwargs = {"compile": True, "compile_mode": c.get("compile_mode", "default")} \
+        if c.get("compile") else {}
     # As smoke.yaml (`make train`) configures it.
     return XECGModule(XECGNet(width=c["width"]), XECGLoss(gamma=0.01), lr=0.002,
                       scheduler="cosine", tune_thresholds=True,
@@ -297,8 +317,9 @@ def case_fit(c: dict) -> dict:
         opt = torch.optim.Adam(module.parameters(), lr=module.hparams.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c["epochs"])
         loader = dm.train_dataloader()
-        autocast = torch.autocast(device, dtype=torch.bfloat16,
-                                  enabled=c["precision"].startswith("bf16"))
+        # the forward and loss of XECGModule's step
+        step = train_step(module, module.criterion, opt, device,
+                          bf16=c["precision"].startswith("bf16"))
         for epoch in range(c["epochs"]):
             loader.sampler.set_epoch(epoch)
             epoch_start()
@@ -306,12 +327,7 @@ def case_fit(c: dict) -> dict:
                 batch = restore_padding({k: v.to(device, non_blocking=True)
                                          if isinstance(v, torch.Tensor) else v
                                          for k, v in batch.items()})  # as Lightning's hook
-                with autocast:  # the forward and loss of XECGModule's step
-                    loss = module.criterion(module(batch["x"], batch_mask(batch)),
-                                            batch["y"]).total
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                step(batch["x"], batch["y"], batch_mask(batch))
                 after_step()
             sched.step()
             epoch_end()
@@ -467,22 +483,13 @@ def case_step(c: dict) -> dict:
     y = (torch.rand(B, NUM_CLASSES, device=device) < 0.2).float()
     lengths = torch.from_numpy(cpsc_lengths(B, seed=2, scale=c.get("scale", 1)).clip(max=T))
     mask = (torch.arange(T) < lengths[:, None]).to(device) if c["mask"] else None
-    autocast = torch.autocast(device, dtype=torch.bfloat16,
-                              enabled=c["precision"].startswith("bf16"))
-
-    def step() -> None:
-        with autocast:
-            loss = loss_fn(net(x, mask), y).total
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
+    step = train_step(net, loss_fn, opt, device, bf16=c["precision"].startswith("bf16"))
     for _ in range(c["warmup"]):
-        step()
+        step(x, y, mask)
     _sync(device)
     t = time.perf_counter()
     for _ in range(c["steps"]):
-        step()
+        step(x, y, mask)
     _sync(device)
     seconds = time.perf_counter() - t
     return {"steps_per_s": c["steps"] / seconds, "records_per_s": c["steps"] * B / seconds,

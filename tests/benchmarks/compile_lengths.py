@@ -21,8 +21,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from bench import train_step  # noqa: E402
 from torch._dynamo.utils import counters  # noqa: E402
 
 from xecg.classes import NUM_CLASSES, NUM_LEADS  # noqa: E402
@@ -47,9 +49,9 @@ def main() -> None:
     net = XECGNet(width=a.width).to(dev)
     use_length_generic_layers(net, not a.native)
     net.compile(dynamic=True, mode=a.mode)
-    loss_fn = XECGLoss(gamma=0.01)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     bf16 = dev == "cuda"
+    step = train_step(net, XECGLoss(gamma=0.01), torch.optim.Adam(net.parameters(), lr=1e-3),
+                      dev, bf16)
     print(f"torch {torch.__version__} on {dev}"
           f"{' ' + torch.cuda.get_device_name() if dev == 'cuda' else ''}, width {a.width}, "
           f"{'bf16' if bf16 else 'fp32'}, {'native' if a.native else 'length-generic'} layers, "
@@ -66,17 +68,13 @@ def main() -> None:
                 if dev == "cuda":
                     torch.cuda.synchronize()
                 t = time.perf_counter()
-                with torch.autocast(dev, dtype=torch.bfloat16, enabled=bf16):
-                    loss = loss_fn(net(x, mask), y).total
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                step(x, y, mask)
                 if dev == "cuda":
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - t)
-            step = statistics.median(times[1:])
+            median = statistics.median(times[1:])
             print(f"length {T:>6} batch {B:>3}: first step {times[0]:8.2f} s, then "
-                  f"{1000 * step:7.1f} ms ({B * T / step / 1e6:6.1f} M samples/s), "
+                  f"{1000 * median:7.1f} ms ({B * T / median / 1e6:6.1f} M samples/s), "
                   f"graphs so far {counters['stats']['unique_graphs']}", flush=True)
 
 

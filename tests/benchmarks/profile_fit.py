@@ -5,6 +5,7 @@ CPU and device-kernel milliseconds per step), ``ops.txt`` (ops by host and by de
 ``trace.json.gz`` (open in https://ui.perfetto.dev), and prints the summaries.
 
     python tests/benchmarks/profile_fit.py --device cuda --compile --out $OUT     # a lent GPU
+    python tests/benchmarks/profile_fit.py --device cuda --compile --compile-mode reduce-overhead
     python tests/benchmarks/profile_fit.py --records 96 --start 2 --steps 2       # CPU check
 
 A step whose wall time is well over its device time is bound by the host (the loop, kernel
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
                    default=["lightning", "plain"])
     p.add_argument("--policy", choices=("pad", "bucket", "crop"), default="pad")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile-mode", default="default",
+                   help="model.compile_mode with --compile (reduce-overhead: CUDA graphs)")
     p.add_argument("--records", type=int, default=None, help="default 1,024 (CPU: 128)")
     p.add_argument("--start", type=int, default=20, help="steps before profiling")
     p.add_argument("--steps", type=int, default=10, help="steps profiled")
@@ -56,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
            "workers": a.workers if a.workers is not None else (8 if gpu else 0),
            "precision": a.precision or ("bf16-mixed" if gpu else "32-true"),
            "epochs": math.ceil((a.start + a.steps + 1) / steps_per_epoch), "warmup": 1,
-           "compile": a.compile, "bucket_multiple": a.bucket_multiple, "policy": a.policy,
+           "compile": a.compile, "compile_mode": a.compile_mode,
+           "bucket_multiple": a.bucket_multiple, "policy": a.policy,
            "length": bench.PAPER_LENGTH // scale if a.policy != "crop" else 2880,
            "mask_padding": a.policy != "pad",  # pad as the paper runs it: no mask
            "half_transfer": {"auto": None, "on": True, "off": False}[a.half_transfer]}
