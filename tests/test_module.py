@@ -411,7 +411,7 @@ class HostReads(L.Callback):
         self._exit()
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("policy", ["crop", "bucket"])  # pad: bucket at one length
 def test_training_and_validation_steps_never_wait_for_the_device(tiny_config, tmp_path, policy):
     """A step of ``xecg train`` (its callbacks, progress bar, the GPU's trimmed 16-bit transfer)
     asks the device nothing between two logging steps: a host-device sync per step is a fixed

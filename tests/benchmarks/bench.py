@@ -307,7 +307,7 @@ def case_fit(c: dict) -> dict:
             _sync(device)
             end, end_cpu = time.perf_counter(), time.process_time()
     else:
-        from xecg.data.datamodule import restore_padding
+        from xecg.data.datamodule import restore_batch
         from xecg.module import batch_mask
 
         module.to(device)
@@ -324,7 +324,7 @@ def case_fit(c: dict) -> dict:
             loader.sampler.set_epoch(epoch)
             epoch_start()
             for batch in loader:
-                batch = restore_padding({k: v.to(device, non_blocking=True)
+                batch = restore_batch({k: v.to(device, non_blocking=True)
                                          if isinstance(v, torch.Tensor) else v
                                          for k, v in batch.items()})  # as Lightning's hook
                 step(batch["x"], batch["y"], batch_mask(batch))

@@ -17,7 +17,7 @@ is False), and for crop evaluation ``group`` int64 ``W``
 (the batch row of each window's record); otherwise W = B. Padding is 0 after normalisation.
 With ``pad_on_device`` (the default on an accelerator) the loader leaves out the zeros that all
 windows share and says how many in ``trimmed`` (before, after); the DataModule's
-``on_after_batch_transfer`` (:func:`restore_padding`) puts them back on the device, so the model
+``on_after_batch_transfer`` (:func:`restore_batch`) puts them back on the device, so the model
 sees the same batch either way. With ``half_transfer`` (the default under 16-bit mixed precision
 on an accelerator) ``x`` travels as the 16-bit type that the network's first convolution casts
 it to anyway, and is float32 again on the device: half the bytes through shared memory, pinning
@@ -327,7 +327,7 @@ class WindowDataset(Dataset):
         lead = trail = 0
         if self.trim:
             # Leave out the zeros every window shares at its start and end (padding to 72,000
-            # is mostly zeros); restore_padding puts them back on the device.
+            # is mostly zeros); restore_batch puts them back on the device.
             n = lengths[plan.rows]
             lead = int(np.clip(-starts, 0, T).min())
             trail = int(np.clip(T - (n - starts), 0, T).min())
@@ -365,7 +365,7 @@ class WindowDataset(Dataset):
         return batch
 
 
-def restore_padding(batch: dict[str, Any]) -> dict[str, Any]:
+def restore_batch(batch: dict[str, Any]) -> dict[str, Any]:
     """Puts back what a loader left out for the transfer, on whatever device the batch is on:
     float32 for a 16-bit ``x`` (``half_transfer``), and the shared zeros of a trimming loader
     (``trimmed``: samples before and after). ``x`` ``W x 12 x T`` and ``mask`` ``W x T`` as the
@@ -584,7 +584,7 @@ class CPSCDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Lightning calls this with each batch on the device: the trimmed zeros go back there."""
-        return restore_padding(batch)
+        return restore_batch(batch)
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         if self.store is None:
