@@ -280,7 +280,8 @@ def test_training_metrics_from_one_update_per_epoch_equal_one_per_step():
 
 
 @pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
-def test_compile_option_compiles_the_network_once_in_place(tiny_data, monkeypatch, mode):
+def test_compile_option_compiles_the_network_once_in_place(tiny_data, monkeypatch, mode,
+                                                           caplog):
     compiled = []
     original = torch.nn.Module.compile
 
@@ -290,6 +291,7 @@ def test_compile_option_compiles_the_network_once_in_place(tiny_data, monkeypatc
         original(self, backend="eager", **kwargs)
 
     monkeypatch.setattr(torch.nn.Module, "compile", compile_eagerly)
+    caplog.set_level("INFO")
     dm = datamodule(tiny_data, "bucket")
     m = module(compile=True, compile_mode=mode)
     names = list(m.state_dict())
@@ -304,6 +306,9 @@ def test_compile_option_compiles_the_network_once_in_place(tiny_data, monkeypatc
     assert generic == {True}  # layers that keep the length symbolic (tests/test_compile.py)
     assert list(m.state_dict()) == names  # checkpoints are those of the plain network
     assert not module(compile=False).hparams.compile
+    # The still progress bar is explained, once.
+    said = [r.getMessage() for r in caplog.records if "model.compile" in r.getMessage()]
+    assert len(said) == 1 and f"mode {mode}" in said[0] and "bucket" in said[0], said
 
 
 def test_a_trainer_restores_trimmed_padding(tiny_data):

@@ -7,7 +7,7 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MaxMetric
 
@@ -188,6 +188,12 @@ class XECGModule(L.LightningModule):
             bucket = self.eval_windows.get("policy") == "bucket"
             use_length_generic_layers(self.net, bucket)
             mode = self.hparams.get("compile_mode", "default")
+            # The progress bar stands still while inductor compiles: say why, once.
+            rank_zero_info(f"model.compile: torch.compile (mode {mode}"
+                           f"{', symbolic lengths for bucket' if bucket else ''}) compiles the "
+                           "network at the first training step and again at the first "
+                           "validation step (eval mode): 1-2 minutes each on an H100 at the "
+                           "paper's width")
             # mode only when asked: torch takes no mode beside an explicit backend (tests)
             self.net.compile(dynamic=True if bucket else None,
                              **({} if mode == "default" else {"mode": mode}))
