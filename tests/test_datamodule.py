@@ -18,9 +18,12 @@ from xecg.data.datamodule import (
     BatchPlanner,
     CPSCDataModule,
     SyntheticOptions,
+    _numpy_bits,
     aggregate_by_group,
     average_by_group,
+    round_to_16bit,
 )
+from xecg.data.loader import ThreadLoader
 from xecg.data.record import Record
 from xecg.data.splits import load_split, make_split, save_split
 from xecg.data.store import Store, StoreWriter
@@ -244,16 +247,63 @@ def test_same_seed_same_batches_other_seed_other_crops(store, monkeypatch):
 
 @pytest.mark.parametrize("policy", POLICIES)
 def test_workers_do_not_change_batches(store, policy):
-    # Workers build batches in fresh shared memory and skip writing its zeros (the padding).
-    def train(workers):
+    """Worker processes build batches in fresh shared memory and skip writing its zeros (the
+    padding); threads (``worker_kind: thread``) build them concurrently in this process. Each
+    gives the main process's batches, in its order, epoch after epoch, in training and
+    evaluation."""
+    def run(workers, kind="process"):
         dm = CPSCDataModule(store, policy=policy, length=1500, batch_size=24, seed=2,
-                            num_workers=workers, bucket_multiple=243)
+                            num_workers=workers, bucket_multiple=243, worker_kind=kind)
         dm.setup()
-        return [(b["x"], b["mask"]) for b in batches(dm, "train", epoch=1)]
+        assert isinstance(dm.train_dataloader(), ThreadLoader) == (kind == "thread")
+        return [b for split, epoch in (("train", 1), ("train", 2), ("val", 0))
+                for b in batches(dm, split, epoch)]
 
-    serial, parallel = train(0), train(2)
-    assert len(serial) == len(parallel)
-    assert all(torch.equal(a, b) for s, p in zip(serial, parallel) for a, b in zip(s, p))
+    serial = run(0)
+    for other in (run(2), run(2, "thread"), run(3, "thread")):
+        assert len(serial) == len(other)
+        for a, b in zip(serial, other):
+            assert a.keys() == b.keys()
+            for k in a:
+                assert (torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor)
+                        else a[k] == b[k]), k
+
+
+def test_thread_loader_raises_a_batchs_error_and_leaves_no_thread_behind(store):
+    """An error while building a batch reaches the consumer at that batch (after the batches
+    before it); an epoch left early or failed stops the loader's threads."""
+    import threading
+
+    dm = CPSCDataModule(store, policy="crop", length=1500, batch_size=4, num_workers=2,
+                        worker_kind="thread")
+    dm.setup()
+    loader = dm.train_dataloader()
+    build = loader.dataset.__getitem__
+    plans = list(loader.sampler)
+
+    def faulty(plan):
+        if plan is plans[3]:
+            raise OSError("record A0042.mat: truncated signal")
+        return build(plan)
+
+    loader.sampler = plans  # the same plans, listed, so the faulty one can be recognised
+    loader.dataset.__getitem__ = faulty
+    before = {t for t in threading.enumerate() if t.name.startswith("xecg-loader")}
+    got = []
+    with pytest.raises(OSError, match="A0042.mat: truncated"):
+        for batch in loader:
+            got.append(batch)
+    assert len(got) == 3
+    for _batch in loader:  # left after one batch
+        break
+    del _batch
+    import gc
+
+    gc.collect()  # the abandoned generator closes, and with it its pool
+    after = {t for t in threading.enumerate() if t.name.startswith("xecg-loader")}
+    assert after <= before
+    with pytest.raises(ValueError, match="worker_kind"):
+        CPSCDataModule(store, worker_kind="fibers")
 
 
 def test_state_dict_carries_training_statistics(tmp_path, store, records):
@@ -317,8 +367,10 @@ class _Mean(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def test_lightning_fit_and_predict(tmp_path, store):
-    dm = CPSCDataModule(store, policy="crop", length=1500, batch_size=8, seed=0)
+@pytest.mark.parametrize("kind", ["process", "thread"])
+def test_lightning_fit_and_predict(tmp_path, store, kind):
+    dm = CPSCDataModule(store, policy="crop", length=1500, batch_size=8, seed=0,
+                        num_workers=0 if kind == "process" else 2, worker_kind=kind)
     model = _Mean()
     trainer = L.Trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=0, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False,
@@ -539,14 +591,15 @@ def test_aggregate_by_group_takes_each_records_mean_or_strongest_window():
         assert torch.equal(got[:, k], (peak if c in ("PAC", "PVC") else mean)[:, k]), c
 
 
-@pytest.mark.parametrize("workers", [0, 1])
+@pytest.mark.parametrize("workers, kind", [(0, "process"), (1, "process"), (2, "thread")])
 @pytest.mark.parametrize("policy", ["pad", "bucket"])
-def test_half_transfer_gives_x_rounded_to_the_autocast_type(store, policy, workers):
+def test_half_transfer_gives_x_rounded_to_the_autocast_type(store, policy, workers, kind):
     """``half_transfer``: ``x`` travels as bf16 (under bf16-mixed) and is float32 again after
     the transfer, equal to the plain batch rounded to bf16, which is what autocast gives the
-    first convolution (tests/test_models.py); everything else is the plain batch."""
+    first convolution (tests/test_models.py); everything else is the plain batch. Threads each
+    round through a float32 buffer of their own."""
     kw = dict(policy=policy, length=max(LENGTHS) + 100, batch_size=8, num_workers=workers,
-              pad_on_device=True)
+              pad_on_device=True, worker_kind=kind)
     plain, half = (CPSCDataModule(store, half_transfer=flag, **kw) for flag in (False, True))
     for dm in (plain, half):
         dm.setup()
@@ -574,3 +627,22 @@ def test_half_transfer_default_and_checks(store):
     dm.trainer = L.Trainer(accelerator="cpu", precision="32-true", logger=False)
     with pytest.raises(ConfigError, match="half_transfer needs a 16-bit precision"):
         dm.setup()  # a Trainer calls setup first: the run stops before it starts anything
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_round_to_16bit_rounds_as_torch(dtype):
+    """The loader rounds x to 16 bits in NumPy (no torch op in a loader thread): bit for bit
+    what torch's ``.to(dtype)`` gives, ties to even, signed zeros, subnormals and infinities."""
+    rng = np.random.default_rng(0)
+    n = 50_000
+    scale = 10.0 ** rng.uniform(-6 if dtype == torch.float16 else -40, 4, n)
+    values = (rng.standard_normal(n) * scale).astype(np.float32)
+    ties = ((rng.integers(0, 2**31, n, dtype=np.uint32) & 0x7F7F0000) | 0x8000).view(np.float32)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, 1.0, -1.0, 1e-45, 3.0e38], np.float32)
+    x = np.concatenate([values, ties, -ties, special])
+    if dtype == torch.float16:
+        x = x[np.abs(x) < 65504]  # (larger ones overflow in both; NumPy warns)
+    out = torch.empty(len(x), dtype=dtype)
+    round_to_16bit(x, _numpy_bits(out))
+    expected = torch.from_numpy(x).to(dtype)
+    assert torch.equal(out.view(torch.int16), expected.view(torch.int16))

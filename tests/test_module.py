@@ -416,8 +416,10 @@ class HostReads(L.Callback):
         self._exit()
 
 
-@pytest.mark.parametrize("policy", ["crop", "bucket"])  # pad: bucket at one length
-def test_training_and_validation_steps_never_wait_for_the_device(tiny_config, tmp_path, policy):
+# crop (make train's policy) with loader threads, bucket (the mask; pad is bucket at one length)
+@pytest.mark.parametrize("policy, workers", [("crop", 2), ("bucket", 0)])
+def test_training_and_validation_steps_never_wait_for_the_device(tiny_config, tmp_path, policy,
+                                                                 workers):
     """A step of ``xecg train`` (its callbacks, progress bar, the GPU's trimmed 16-bit transfer)
     asks the device nothing between two logging steps: a host-device sync per step is a fixed
     cost that a GPU step of 24 ms cannot hide (issue 11). Two reads are the CPU's own and are
@@ -433,8 +435,8 @@ def test_training_and_validation_steps_never_wait_for_the_device(tiny_config, tm
                                   "precision": "bf16-mixed", "log_every_n_steps": 1000,
                                   "enable_progress_bar": True, "enable_model_summary": False},
                          data={"policy": policy, "length": 972 if policy == "crop" else 4000,
-                               "batch_size": 8, "num_workers": 0, "pad_on_device": True,
-                               "half_transfer": True})
+                               "batch_size": 8, "num_workers": workers, "worker_kind": "thread",
+                               "pad_on_device": True, "half_transfer": True})
     fit_and_test(["--config", str(config)], callbacks=[probe])
     assert not probe.active
     waits, cpu_only = [], 0

@@ -169,7 +169,8 @@ def _datamodule(c: dict, split: str | None):
                         batch_size=c["batch"], num_workers=c["workers"],
                         bucket_multiple=c.get("bucket_multiple", 972), seed=0,
                         pad_on_device=c["device"] != "cpu",  # the CLI's default per device
-                        half_transfer=c.get("half_transfer"))
+                        half_transfer=c.get("half_transfer"),
+                        worker_kind=c.get("worker_kind", "process"))
     dm.setup()
     return dm
 
@@ -393,7 +394,9 @@ def case_loader(c: dict) -> dict:
     ``c["precision"]``: the trainer's precision the DataModule sees (``half_transfer`` follows
     it; ``c["half_transfer"]`` sets it). ``c["copy"]``: this process copies each batch's ``x``
     into one reused buffer, as pinning does on a GPU (where ``pin_memory`` does it, in a thread
-    of this process); ``main_ms_per_window`` is this process's CPU time per window."""
+    of this process); ``main_ms_per_window`` is this process's CPU time per window.
+    ``c["worker_kind"]`` ``thread``: the workers are threads of this process, which build each
+    batch where it is used (pinned, on a GPU): no copy, and all the CPU time is this process's."""
     import gc
 
     import torch
@@ -403,7 +406,9 @@ def case_loader(c: dict) -> dict:
     dm = CPSCDataModule(c["store"], split=str(Path(c["store"]) / "all-train.json"),
                         policy=c.get("policy", "crop"), length=c["length"],
                         batch_size=c["batch"], num_workers=c["workers"], seed=0,
-                        pad_on_device=c.get("trim", False), half_transfer=c.get("half_transfer"))
+                        pad_on_device=c.get("trim", False), half_transfer=c.get("half_transfer"),
+                        worker_kind=c.get("worker_kind", "process"))
+    threads = dm.worker_kind == "thread"
     dm.setup()
     _attach_trainer(dm, {"device": "cpu", "precision": c.get("precision", "32-true")})
     loader = dm.train_dataloader()
@@ -414,7 +419,7 @@ def case_loader(c: dict) -> dict:
         loader.sampler.set_epoch(epoch)
         for batch in loader:
             windows += batch["x"].shape[0]
-            if c.get("copy") and not dm.pin_memory:
+            if c.get("copy") and not dm.pin_memory and not threads:
                 x = batch["x"].reshape(-1)
                 if buffer is None or buffer.numel() < x.numel() or buffer.dtype != x.dtype:
                     buffer = torch.empty(max(x.numel(), 2**24), dtype=x.dtype)
@@ -425,7 +430,7 @@ def case_loader(c: dict) -> dict:
     gc.collect()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
-    cpu = cpu if c["workers"] else own
+    cpu = cpu if c["workers"] and not threads else own
     return {"windows": windows, "windows_per_s": windows / wall,
             "windows_per_cpu_s": windows / cpu if cpu > 0 else None,
             "main_ms_per_window": 1000 * own / windows, **_peak_memory("cpu")}
@@ -829,7 +834,9 @@ def bench_loader_transfer(runner: Runner, a) -> dict:
            "epochs": 1 if a.quick else 2, "workers": workers, "trim": True, "copy": True,
            "precision": "bf16-mixed", "store": str(store)}
     runs = rounds(runner, {"float32": {**cfg, "half_transfer": False},
-                           "bf16": {**cfg, "half_transfer": True}}, a.rounds)
+                           "bf16": {**cfg, "half_transfer": True},
+                           "bf16_threads": {**cfg, "half_transfer": True,
+                                            "worker_kind": "thread"}}, a.rounds)
     shutil.rmtree(store)
     out: dict[str, Any] = {"config": {k: v for k, v in cfg.items() if k not in ("case", "store")}
                            | {"records": n}}
@@ -839,6 +846,8 @@ def bench_loader_transfer(runner: Runner, a) -> dict:
                                                              for r in rs)}
     out["main_time_ratio"] = out["float32"]["main_ms_per_window"] / out["bf16"][
         "main_ms_per_window"]
+    # threads against worker processes, both bf16: windows/s delivered to the training loop
+    out["threads_speedup"] = out["bf16_threads"]["windows_per_s"] / out["bf16"]["windows_per_s"]
     return out
 
 
@@ -1023,15 +1032,18 @@ def table(results: dict) -> str:
         cfg = r["config"]
         notes.append(f"loader_transfer: pad {cfg['length']:,} (pad_on_device), batch 32, "
                      f"{cfg['workers']} workers, {cfg['records']:,} records x {cfg['epochs']} "
-                     "epochs; the main process copies each x as pinning does; main-process CPU "
-                     "ms per record")
-        for name in ("float32", "bf16"):
+                     "epochs; the main process copies each x from worker processes as pinning "
+                     "does; main-process CPU ms per record (with threads: all of the work)")
+        for name in ("float32", "bf16", "bf16_threads"):
+            if name not in r:  # results from before bf16_threads
+                continue
             v = r[name]
-            rows.append(("loader_transfer", f"x as {name}",
-                         f"{v['windows_per_s']:,.0f} records/s, main "
-                         f"{v['main_ms_per_window']:.2f} ms per record", _mem(v),
-                         "1" if name == "float32" else f"{r['main_time_ratio']:.2f}x less "
-                         "main-process time"))
+            ratio = {"float32": "1", "bf16": f"{r['main_time_ratio']:.2f}x less main-process time",
+                     "bf16_threads": f"{r.get('threads_speedup', 0):.2f}x the records/s of bf16 "
+                     "worker processes"}[name]
+            label = "x as bf16, worker threads" if name == "bf16_threads" else f"x as {name}"
+            rows.append(("loader_transfer", label, f"{v['windows_per_s']:,.0f} records/s, main "
+                         f"{v['main_ms_per_window']:.2f} ms per record", _mem(v), ratio))
     if r := _measured(results, "loader"):
         cfg = r["config"]
         notes.append(f"loader: {cfg['length']:,}-sample crops, batch {cfg['batch']}, "

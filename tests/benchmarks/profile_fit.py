@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None, help="default 8 (CPU: 0)")
     p.add_argument("--precision", default=None, help="default bf16-mixed (CPU: 32-true)")
     p.add_argument("--bucket-multiple", type=int, default=972)
+    p.add_argument("--worker-kind", choices=("process", "thread"), default="process",
+                   help="data.worker_kind: loader worker processes or threads")
     p.add_argument("--half-transfer", choices=("auto", "on", "off"), default="auto",
                    help="data.half_transfer (auto: on under 16-bit precision on a GPU)")
     p.add_argument("--out", type=Path, default=Path("profile"))
@@ -63,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
            "bucket_multiple": a.bucket_multiple, "policy": a.policy,
            "length": bench.PAPER_LENGTH // scale if a.policy != "crop" else 2880,
            "mask_padding": a.policy != "pad",  # pad as the paper runs it: no mask
-           "half_transfer": {"auto": None, "on": True, "off": False}[a.half_transfer]}
+           "half_transfer": {"auto": None, "on": True, "off": False}[a.half_transfer],
+           "worker_kind": a.worker_kind}
     summaries = {}
     with tempfile.TemporaryDirectory(prefix="xecg-profile-") as tmp:
         store = bench.random_store(Path(tmp) / "store", bench.cpsc_lengths(records, seed=2,

@@ -167,5 +167,5 @@ def test_gpu_window_script_runs_its_cpu_path(tmp_path):
     with tarfile.open(tmp_path / "window.tgz") as tar:
         names = {Path(n).as_posix().lstrip("./") for n in tar.getnames()}
     for path in ("profile-half/lightning/summary.json", "profile-half/plain/ops.txt",
-                 "profile-cudagraphs/plain/summary.json", "profile-float32/lightning/summary.json"):
+                 "profile-cudagraphs/plain/summary.json", "profile-threads/lightning/summary.json"):
         assert path in names, names

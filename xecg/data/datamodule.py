@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -43,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from xecg.classes import CLASS_INDEX, EPISODIC, NUM_CLASSES, NUM_LEADS
 from xecg.data.filters import check_band, filtered_store
+from xecg.data.loader import ThreadLoader
 from xecg.data.splits import SPLITS, default_seed, load_split, make_split, save_split
 from xecg.data.store import Store, is_store
 from xecg.data.synthetic import (
@@ -55,6 +57,9 @@ from xecg.data.synthetic import (
 from xecg.errors import ConfigError
 
 Policy = Literal["pad", "crop", "bucket"]
+#: What builds batches when ``num_workers`` > 0: DataLoader worker processes, or threads of the
+#: training process (:class:`~xecg.data.loader.ThreadLoader`).
+WorkerKind = Literal["process", "thread"]
 #: How a record's windows make its probabilities (:func:`aggregate_by_group`).
 Aggregation = Literal["mean", "max", "episodic"]
 POLICIES: tuple[str, ...] = get_args(Policy)
@@ -269,12 +274,39 @@ def fill_window(x: np.ndarray, mask: np.ndarray, block: np.ndarray, start: int,
     mask[p:q] = True
 
 
+def _numpy_bits(t: torch.Tensor) -> np.ndarray:
+    """A NumPy view of a float16 tensor, or of a bfloat16 tensor's bits as uint16 (NumPy has
+    no bfloat16)."""
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(np.uint16)
+    return t.numpy()
+
+
+def round_to_16bit(x: np.ndarray, out: np.ndarray) -> None:
+    """Round float32 ``x`` to nearest even into ``out`` of the same shape: float16, or uint16
+    holding bfloat16 bits (the upper half of the float32 bits), as torch's ``.to()`` rounds
+    (tests). In NumPy, outside the GIL: a torch op called from a loader thread would start an
+    intra-op thread team of its own beside the training's."""
+    if out.dtype == np.float16:
+        np.copyto(out, x, casting="same_kind")
+        return
+    bits = np.ascontiguousarray(x).view(np.uint32)
+    up = (bits >> 16) & 1  # ties go to the even neighbour
+    up += 0x7FFF
+    up += bits
+    up >>= 16
+    np.copyto(out, up, casting="unsafe")
+
+
 def _chunks(a: np.ndarray, size: int) -> list[np.ndarray]:
     return [a[i:i + size] for i in range(0, len(a), size)]
 
 
-def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor, bool]:
-    """A tensor for a batch, and whether it already holds zeros. In the main process NumPy's
+def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype,
+                  pin: bool = False) -> tuple[torch.Tensor, bool]:
+    """A tensor for a batch, and whether it already holds zeros. With ``pin`` (a thread of
+    :class:`~xecg.data.loader.ThreadLoader` feeding a GPU), pinned memory from torch's caching
+    host allocator, reused batch after batch. Otherwise in the main process NumPy's
     uninitialised memory (huge pages: filling it is about twice as fast as torch.empty's); in a
     worker, a new shared-memory object, so passing the batch to the main process copies nothing
     (as torch's default_collate does). The kernel hands out new shared memory zero-filled, so
@@ -284,6 +316,8 @@ def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Ten
     long as it likes); on a VM its page faults cost more than cutting the windows (README
     "Benchmarks"), which is why a CPU trains with ``num_workers=0``."""
     if get_worker_info() is None:
+        if pin:
+            return torch.empty(shape, dtype=dtype, pin_memory=True), False
         if dtype not in _NUMPY_DTYPES:  # a 16-bit x in transit: NumPy has no bfloat16
             return torch.empty(shape, dtype=dtype), False
         return torch.from_numpy(np.empty(shape, dtype=_NUMPY_DTYPES[dtype])), False
@@ -294,15 +328,18 @@ def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Ten
 class WindowDataset(Dataset):
     """Turns a :class:`BatchPlan` into a batch dict (see the module docstring), normalised per
     lead with ``mean``/``std`` (12,). Opens the store lazily, so workers map it themselves.
-    ``x_dtype``: ``x``'s type in the batch (float32, or a 16-bit type for ``half_transfer``)."""
+    ``x_dtype``: ``x``'s type in the batch (float32, or a 16-bit type for ``half_transfer``).
+    ``pin``: build batches in pinned memory (threads of a ThreadLoader for a GPU). Safe to call
+    from several threads at once."""
 
     def __init__(self, store: Store, mean: np.ndarray, std: np.ndarray, trim: bool = False,
-                 x_dtype: torch.dtype = torch.float32):
+                 x_dtype: torch.dtype = torch.float32, pin: bool = False):
         self.path = store.path
         self._store: Store | None = store
         self.trim = trim
         self.x_dtype = x_dtype
-        self._scratch: np.ndarray | None = None  # float32 windows before a 16-bit x
+        self.pin = pin
+        self._local = threading.local()  # per thread: float32 windows before a 16-bit x
         self.mean = np.asarray(mean, np.float32).reshape(NUM_LEADS, 1)
         self.inv_std = (1.0 / np.asarray(std, np.float32)).reshape(NUM_LEADS, 1)
 
@@ -314,7 +351,17 @@ class WindowDataset(Dataset):
 
     def __getstate__(self) -> dict:
         # A pickled memmap would carry the whole signal array; workers reopen the store instead.
-        return {**self.__dict__, "_store": None, "_scratch": None}
+        return {**self.__dict__, "_store": None, "_local": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _local=threading.local())
+
+    def _scratch(self, size: int) -> np.ndarray:
+        """This thread's float32 buffer of at least ``size`` values."""
+        buf = getattr(self._local, "buf", None)
+        if buf is None or buf.size < size:
+            buf = self._local.buf = np.empty(size, np.float32)
+        return buf[:size]
 
     def __len__(self) -> int:
         return len(self.store)
@@ -335,23 +382,22 @@ class WindowDataset(Dataset):
                 lead, trail = 0, 0
             starts, T = starts + lead, T - lead - trail
         shape = (len(plan.rows), NUM_LEADS, T)
-        if self.x_dtype == torch.float32:
-            x_t, zeroed = _batch_tensor(shape, torch.float32)
-            x = x_t.numpy()
-        else:  # cut in float32 into this process's own buffer, then one rounding pass below
-            size = math.prod(shape)
-            if self._scratch is None or self._scratch.size < size:
-                self._scratch = np.empty(size, np.float32)
-            x, zeroed = self._scratch[:size].reshape(shape), False
-        mask_t, mask_zeroed = _batch_tensor((len(plan.rows), T), torch.bool)
+        x_t, zeroed = _batch_tensor(shape, self.x_dtype, self.pin)
+        mask_t, mask_zeroed = _batch_tensor((len(plan.rows), T), torch.bool, self.pin)
         zeroed = zeroed and mask_zeroed
         mask = mask_t.numpy()
+        half = self.x_dtype != torch.float32
+        # A 16-bit x: each window is cut in float32 into this thread's buffer, then rounded.
+        x = _numpy_bits(x_t) if half else x_t.numpy()
+        window = self._scratch(NUM_LEADS * T).reshape(NUM_LEADS, T) if half else None
         for w, (row, s) in enumerate(zip(plan.rows.tolist(), starts.tolist())):
             o, n = int(offsets[row]), int(lengths[row])
             block = signals[NUM_LEADS * o:NUM_LEADS * (o + n)].reshape(NUM_LEADS, n)
-            fill_window(x[w], mask[w], block, s, self.mean, self.inv_std, zeroed)
-        if self.x_dtype != torch.float32:
-            x_t = _batch_tensor(shape, self.x_dtype)[0].copy_(torch.from_numpy(x))
+            if half:
+                fill_window(window, mask[w], block, s, self.mean, self.inv_std)
+                round_to_16bit(window, x[w])
+            else:
+                fill_window(x[w], mask[w], block, s, self.mean, self.inv_std, zeroed)
         # `index` first: Lightning infers the logged batch size from the first tensor (records).
         batch = {"index": torch.from_numpy(plan.records.astype(np.int64)),
                  "x": x_t, "y": torch.from_numpy(store.labels[plan.records]), "mask": mask_t,
@@ -391,6 +437,9 @@ class CPSCDataModule(L.LightningDataModule):
     training split only and travel in checkpoints through :meth:`state_dict`. ``bandpass``
     ``[low, high]`` Hz: train and evaluate on a zero-phase band-passed copy of the store
     (:mod:`xecg.data.filters`); the checkpoint keeps the band for new records.
+    ``worker_kind``: with ``num_workers`` > 0, DataLoader worker processes (``process``) or as
+    many threads of this process (``thread``: batches built straight into pinned memory,
+    nothing received or copied again; :mod:`xecg.data.loader`). The batches are the same.
 
     Distributed (Lightning DDP, any ``use_distributed_sampler``): ``batch_size`` is per process;
     each process trains on its share of one global plan drawn from ``(seed, epoch)`` (padded with
@@ -406,10 +455,13 @@ class CPSCDataModule(L.LightningDataModule):
                  bucket_multiple: int = 972, normalize: bool = True, seed: int | None = None,
                  source: str | None = None, synthetic: SyntheticOptions | None = None,
                  pad_on_device: bool | None = None, half_transfer: bool | None = None,
-                 bandpass: tuple[float, float] | None = None):
+                 bandpass: tuple[float, float] | None = None, worker_kind: WorkerKind = "process"):
         super().__init__()
         if policy not in POLICIES:
             raise ValueError(f"unknown length policy {policy!r}; choose one of {POLICIES}")
+        if worker_kind not in get_args(WorkerKind):
+            raise ValueError(f"unknown worker_kind {worker_kind!r}; choose one of "
+                             f"{get_args(WorkerKind)}")
         for name, value in (("length", length), ("batch_size", batch_size),
                             ("bucket_multiple", bucket_multiple),
                             ("eval_batch_size", eval_batch_size or 1)):
@@ -425,6 +477,7 @@ class CPSCDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
+        self.worker_kind = worker_kind
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.pad_on_device = pad_on_device
         self.half_transfer = half_transfer
@@ -586,7 +639,7 @@ class CPSCDataModule(L.LightningDataModule):
         """Lightning calls this with each batch on the device: the trimmed zeros go back there."""
         return restore_batch(batch)
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
+    def _loader(self, split: str, train: bool) -> DataLoader | ThreadLoader:
         if self.store is None:
             self.setup()
         num_replicas, rank = self._replica()
@@ -600,18 +653,23 @@ class CPSCDataModule(L.LightningDataModule):
         dataset = WindowDataset(self.store, self.mean, self.std, trim=self._trim(),
                                 x_dtype=self._x_dtype())
         workers = self._workers()
+        if self.worker_kind == "thread" and workers > 0:
+            # Threads build each batch where it is consumed: in pinned memory for a GPU, so
+            # there is nothing to receive or copy again (xecg/data/loader.py).
+            dataset.pin = self.pin_memory
+            return ThreadLoader(dataset, planner, threads=workers)
         # batch_size=None: the planner yields whole batches and each worker builds one at a time.
         return DataLoader(dataset, batch_size=None, sampler=planner, num_workers=workers,
                           pin_memory=self.pin_memory, persistent_workers=workers > 0)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | ThreadLoader:
         return self._loader("train", train=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | ThreadLoader:
         return self._loader("val", train=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | ThreadLoader:
         return self._loader("test", train=False)
 
-    def predict_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> DataLoader | ThreadLoader:
         return self._loader("test", train=False)
