@@ -39,15 +39,16 @@ fi
     $PY -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"
     git log --oneline -1 2>/dev/null
     # 1. Where a compiled padded step's time goes (Lightning and a plain loop, x as bf16).
-    step 200 $PY tests/benchmarks/profile_fit.py --compile --no-trace "${small[@]}" \
+    step 180 $PY tests/benchmarks/profile_fit.py --compile --no-trace "${small[@]}" \
         --device "$DEVICE" --out "$work/profile-half"
     # 2. The Lightning fit of 1 with loader threads (data.worker_kind thread): batches built in
     #    pinned memory, nothing for the main process to receive or copy.
     step 100 $PY tests/benchmarks/profile_fit.py --compile --no-trace "${small[@]}" \
         --device "$DEVICE" --worker-kind thread --mode lightning --out "$work/profile-threads"
-    # 3. The same with CUDA graphs (model.compile_mode reduce-overhead): one launch per step.
-    step 150 $PY tests/benchmarks/profile_fit.py --compile --compile-mode reduce-overhead \
-        --no-trace "${small[@]}" --device "$DEVICE" --out "$work/profile-cudagraphs"
+    # 3. The Lightning fit of 1 with CUDA graphs (model.compile_mode reduce-overhead): one
+    #    launch for a step's kernels.
+    step 110 $PY tests/benchmarks/profile_fit.py --compile --compile-mode reduce-overhead \
+        --no-trace "${small[@]}" --device "$DEVICE" --mode lightning --out "$work/profile-cudagraphs"
     # 4. A compiled bucketed Lightning fit (buckets of 9,720 samples, as bench.py compiles
     #    them): its step, and why torch compiled again. On a CPU each compile takes minutes.
     [[ $DEVICE == cuda ]] && step 200 env TORCH_LOGS=recompiles $PY tests/benchmarks/profile_fit.py \

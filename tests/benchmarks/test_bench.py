@@ -35,8 +35,11 @@ def test_quick_run_writes_the_comparisons_as_json(tmp_path):
     assert bvp["real_fraction"]["bucket"] > 3 * bvp["real_fraction"]["pad"]
     transfer = results["loader_transfer"]  # float32 x against bf16 x, copied as pinning does
     assert transfer["config"]["length"] == bench.PAPER_LENGTH // 10
-    for name in ("float32", "bf16"):
+    for name in ("float32", "bf16", "bf16_threads"):
         assert transfer[name]["windows_per_s"] > 0 and transfer[name]["main_ms_per_window"] > 0
+    assert transfer["threads_speedup"] == pytest.approx(
+        transfer["bf16_threads"]["windows_per_s"] / transfer["bf16"]["windows_per_s"])
+    assert "worker threads" in bench.table(results)
     assert "loader" not in results and "prepare" not in results
     assert "lightning_vs_plain" in bench.table(results)
 
@@ -167,5 +170,6 @@ def test_gpu_window_script_runs_its_cpu_path(tmp_path):
     with tarfile.open(tmp_path / "window.tgz") as tar:
         names = {Path(n).as_posix().lstrip("./") for n in tar.getnames()}
     for path in ("profile-half/lightning/summary.json", "profile-half/plain/ops.txt",
-                 "profile-cudagraphs/plain/summary.json", "profile-threads/lightning/summary.json"):
+                 "profile-cudagraphs/lightning/summary.json",
+                 "profile-threads/lightning/summary.json"):
         assert path in names, names
