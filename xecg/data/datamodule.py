@@ -657,7 +657,10 @@ class CPSCDataModule(L.LightningDataModule):
             # Threads build each batch where it is consumed: in pinned memory for a GPU, so
             # there is nothing to receive or copy again (xecg/data/loader.py).
             dataset.pin = self.pin_memory
-            return ThreadLoader(dataset, planner, threads=workers)
+            device = self.trainer.strategy.root_device if self.trainer is not None else None
+            return ThreadLoader(dataset, planner, threads=workers,
+                                cuda_device=device.index if self.pin_memory and device is not None
+                                and device.type == "cuda" else None)
         # batch_size=None: the planner yields whole batches and each worker builds one at a time.
         return DataLoader(dataset, batch_size=None, sampler=planner, num_workers=workers,
                           pin_memory=self.pin_memory, persistent_workers=workers > 0)

@@ -22,29 +22,40 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import torch
 from torch.utils.data import Dataset, Sampler
 
 
 class ThreadLoader:
     """Iterates ``dataset[plan]`` for each plan of ``sampler``, built by ``threads`` threads with
     up to ``prefetch`` batches a thread ahead of the consumer. ``sampler`` keeps its name (and
-    ``set_epoch``) so that Lightning sets each epoch's shuffle as it does for a DataLoader."""
+    ``set_epoch``) so that Lightning sets each epoch's shuffle as it does for a DataLoader.
+    ``cuda_device``: the GPU the batches go to, made each thread's current device (as
+    DataLoader's pinning thread does), so that pinning in a DDP rank's thread opens no CUDA
+    context on GPU 0."""
 
     batch_sampler = None  # as a DataLoader with batch_size=None: Lightning looks for both
 
-    def __init__(self, dataset: Dataset, sampler: Sampler, threads: int, prefetch: int = 2):
+    def __init__(self, dataset: Dataset, sampler: Sampler, threads: int, prefetch: int = 2,
+                 cuda_device: int | None = None):
         if threads < 1 or prefetch < 1:
             raise ValueError(f"threads and prefetch must be at least 1, got {threads}, "
                              f"{prefetch}")
         self.dataset, self.sampler = dataset, sampler
         self.threads, self.prefetch = threads, prefetch
+        self.cuda_device = cuda_device
+
+    def _start_thread(self) -> None:
+        if self.cuda_device is not None:
+            torch.cuda.set_device(self.cuda_device)
 
     def __len__(self) -> int:
         return len(self.sampler)
 
     def __iter__(self) -> Iterator[Any]:
         plans = iter(self.sampler)
-        pool = ThreadPoolExecutor(self.threads, thread_name_prefix="xecg-loader")
+        pool = ThreadPoolExecutor(self.threads, thread_name_prefix="xecg-loader",
+                                  initializer=self._start_thread)
         pending: deque[Future] = deque(pool.submit(self.dataset.__getitem__, plan) for plan in
                                        itertools.islice(plans, self.threads * self.prefetch))
         try:
