@@ -515,12 +515,14 @@ def test_lightning_ddp_shards_records_and_advances_epochs(tmp_path, tiny_data):
     """Two CPU processes (gloo), use_distributed_sampler=False as the CLI sets it: each rank
     runs exactly its planner shard (Lightning did not re-wrap it, set_epoch reached it), ranks
     see disjoint records, and thresholds are tuned on every validation record although the
-    ranks hold different numbers of them."""
+    ranks hold different numbers of them. Batches come from loader threads (``worker_kind``),
+    each rank its own (the CLI's DDP tests load in the main process)."""
     split = load_split(tiny_data.split)
     split["val"] = split["val"][:-1]  # 40 and 39 records per rank: 4 and 3 batches of 13
     save_split(split, tmp_path / "split.json")
     dm = CPSCDataModule(str(tiny_data.store), split=str(tmp_path / "split.json"), policy="crop",
-                        length=972, batch_size=16, eval_batch_size=13, seed=5)
+                        length=972, batch_size=16, eval_batch_size=13, seed=5, num_workers=2,
+                        worker_kind="thread")
     model = _GatherCounter(net=XECGNet(width=0.125), tune_thresholds=True)
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=2,
                         use_distributed_sampler=False,
