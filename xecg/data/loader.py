@@ -3,12 +3,13 @@
 A DataLoader worker is a process: each batch it builds goes into a new shared-memory object
 (its pages faulted in by the worker, and again by the main process that reads them), and with
 ``pin_memory`` the main process copies it once more into pinned memory. For a batch padded to
-72,000 samples that receiving and copying is most of the main process's time (README
-"Benchmarks": about 1 ms per record in float32, a cap near 1,000 records/s whatever the number of
-workers). Cutting windows is NumPy slicing and arithmetic, which runs outside the GIL, so
-threads cut them as fast as processes do, into memory that is reused (pinned memory from torch's
-caching host allocator when ``pin_memory``, which also keeps a block until its copy to the
-device is done): nothing is shared, faulted in twice or copied again.
+72,000 samples that receiving and copying is most of the main process's time: about 1 ms per
+record in float32 on this project's CPU (README "Benchmarks", ``loader_transfer``), which would
+cap a GPU's epoch near 1,000 records/s whatever the number of workers. Cutting windows is
+NumPy slicing and arithmetic, which runs outside the GIL, so threads cut them as fast as
+processes do, into memory that is reused (pinned memory from torch's caching host allocator
+when ``pin_memory``, which also keeps a block until its copy to the device is done): nothing is
+shared, faulted in twice or copied again.
 
 The batches and their order are exactly those of a ``DataLoader`` over the same sampler (tests):
 the plans come from the main thread, and batches are yielded in plan order.
