@@ -226,7 +226,8 @@ class XECGModule(L.LightningModule):
             probs = self._per_record(probs, group, y.shape[0])
         # A copy: under CUDA graphs (compile_mode reduce-overhead) the network's outputs live in
         # the graph's memory, which its next replay overwrites.
-        self._rows.setdefault(stage, []).append((probs.detach().float().clone(), y.detach()))
+        self._rows.setdefault(stage, []).append((probs.detach().to(torch.float32, copy=True),
+                                                 y.detach()))
         self._add_loss(stage, terms, y.shape[0])
         if stage == "train" and self._logs_this_step():
             self._log_loss("train", sync_dist=False)

@@ -326,8 +326,8 @@ def case_fit(c: dict) -> dict:
             epoch_start()
             for batch in loader:
                 batch = restore_batch({k: v.to(device, non_blocking=True)
-                                         if isinstance(v, torch.Tensor) else v
-                                         for k, v in batch.items()})  # as Lightning's hook
+                                       if isinstance(v, torch.Tensor) else v
+                                       for k, v in batch.items()})  # as Lightning's hook
                 step(batch["x"], batch["y"], batch_mask(batch))
                 after_step()
             sched.step()
@@ -1039,7 +1039,7 @@ def table(results: dict) -> str:
                 continue
             v = r[name]
             ratio = {"float32": "1", "bf16": f"{r['main_time_ratio']:.2f}x less main-process time",
-                     "bf16_threads": f"{r.get('threads_speedup', 0):.2f}x the records/s of bf16 "
+                     "bf16_threads": f"{r['threads_speedup']:.2f}x the records/s of bf16 "
                      "worker processes"}[name]
             label = "x as bf16, worker threads" if name == "bf16_threads" else f"x as {name}"
             rows.append(("loader_transfer", label, f"{v['windows_per_s']:,.0f} records/s, main "

@@ -275,8 +275,8 @@ def fill_window(x: np.ndarray, mask: np.ndarray, block: np.ndarray, start: int,
 
 
 def _numpy_bits(t: torch.Tensor) -> np.ndarray:
-    """A NumPy view of a float16 tensor, or of a bfloat16 tensor's bits as uint16 (NumPy has
-    no bfloat16)."""
+    """A NumPy view of a tensor; of a bfloat16 tensor, its bits as uint16 (NumPy has no
+    bfloat16)."""
     if t.dtype == torch.bfloat16:
         return t.view(torch.int16).numpy().view(np.uint16)
     return t.numpy()
@@ -388,7 +388,7 @@ class WindowDataset(Dataset):
         mask = mask_t.numpy()
         half = self.x_dtype != torch.float32
         # A 16-bit x: each window is cut in float32 into this thread's buffer, then rounded.
-        x = _numpy_bits(x_t) if half else x_t.numpy()
+        x = _numpy_bits(x_t)
         window = self._scratch(NUM_LEADS * T).reshape(NUM_LEADS, T) if half else None
         for w, (row, s) in enumerate(zip(plan.rows.tolist(), starts.tolist())):
             o, n = int(offsets[row]), int(lengths[row])
@@ -650,17 +650,17 @@ class CPSCDataModule(L.LightningDataModule):
                                self.batch_size if train else self.eval_batch_size, train=train,
                                seed=self._loader_seed(), bucket_multiple=self.bucket_multiple,
                                num_replicas=num_replicas, rank=rank)
-        dataset = WindowDataset(self.store, self.mean, self.std, trim=self._trim(),
-                                x_dtype=self._x_dtype())
         workers = self._workers()
-        if self.worker_kind == "thread" and workers > 0:
-            # Threads build each batch where it is consumed: in pinned memory for a GPU, so
-            # there is nothing to receive or copy again (xecg/data/loader.py).
-            dataset.pin = self.pin_memory
+        threads = self.worker_kind == "thread" and workers > 0
+        # Threads build each batch where it is consumed: in pinned memory for a GPU, so there is
+        # nothing to receive or copy again (xecg/data/loader.py).
+        dataset = WindowDataset(self.store, self.mean, self.std, trim=self._trim(),
+                                x_dtype=self._x_dtype(), pin=threads and self.pin_memory)
+        if threads:
             device = self.trainer.strategy.root_device if self.trainer is not None else None
+            cuda = device is not None and device.type == "cuda" and self.pin_memory
             return ThreadLoader(dataset, planner, threads=workers,
-                                cuda_device=device.index if self.pin_memory and device is not None
-                                and device.type == "cuda" else None)
+                                cuda_device=device.index if cuda else None)
         # batch_size=None: the planner yields whole batches and each worker builds one at a time.
         return DataLoader(dataset, batch_size=None, sampler=planner, num_workers=workers,
                           pin_memory=self.pin_memory, persistent_workers=workers > 0)

@@ -62,7 +62,7 @@ class ThreadLoader:
         try:
             while pending:
                 batch = pending.popleft().result()  # a thread's error is raised here, as is
-                for plan in itertools.islice(plans, 1):
+                if (plan := next(plans, None)) is not None:
                     pending.append(pool.submit(self.dataset.__getitem__, plan))
                 yield batch
         finally:  # the epoch ended, failed or was left early: no thread outlives it
