@@ -315,15 +315,15 @@ def test_compile_option_compiles_the_network_once_in_place(tiny_data, monkeypatc
     assert compiled == [{"dynamic": None}]
 
 
-def test_a_trainer_restores_trimmed_padding(tiny_data):
+def test_a_trainer_restores_packed_batches(tiny_data):
     """``pad_on_device`` (the default on a GPU): Lightning calls the DataModule's
     ``on_after_batch_transfer`` on every batch, so validation gives exactly the metrics of
-    untrimmed batches (here on a CPU, where the default is off)."""
+    unpacked batches (here on a CPU, where the default is off)."""
     results = []
     for trim in (False, True):
         dm = datamodule(tiny_data, policy="pad", pad_on_device=trim)
         dm.length = 4000  # longer than the records: batches share leading zeros
-        assert trim == any("trimmed" in b for b in dm.val_dataloader())
+        assert trim == all("spans" in b for b in dm.val_dataloader())
         trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
                             enable_model_summary=False, limit_val_batches=3)
         results.append(trainer.validate(module(), datamodule=dm, verbose=False)[0])

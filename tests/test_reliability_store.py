@@ -333,3 +333,31 @@ def test_a_store_naming_a_path_does_not_open(store):
     (store / "records.csv").write_text("\n".join(rows) + "\n")
     with pytest.raises(XECGError, match="record id '../../escape' holds a path separator"):
         Store(store)
+
+
+def test_a_store_cut_short_during_training_stops_with_its_name_not_sigbus(store, tmp_path):
+    """A copy over a store that a run is reading truncates the mapped file in place; reading a
+    lost page would kill the process with SIGBUS (with loader threads: the training itself, with
+    no word of why). The loader checks the mapped size before each batch and raises a
+    StoreError naming the file. In a subprocess, where SIGBUS would show as the exit status.
+    (The check narrows the window, no more: a truncation while a batch is being read still ends
+    in SIGBUS, so the test truncates once the thread has built the batches it prefetches.)"""
+    script = (
+        "import os, sys, time\n"
+        "from xecg.data.datamodule import CPSCDataModule\n"
+        f"dm = CPSCDataModule({str(store)!r}, policy='pad', length=4000, batch_size=1,\n"
+        "                     num_workers=1, worker_kind='thread')\n"
+        "dm.setup()\n"
+        "batches = iter(dm.train_dataloader())\n"
+        "next(batches)\n"
+        "time.sleep(1)\n"
+        f"os.truncate({str(store / 'signals.f32')!r}, 0)\n"
+        "for b in batches:\n"
+        "    float(b['x'].sum())\n"
+        "print('read every batch')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=xecg_env(), timeout=120, cwd=tmp_path)
+    assert done.returncode == 1, (done.returncode, done.stderr[-2000:])  # not -SIGBUS
+    assert "StoreError" in done.stderr and "signals.f32 was truncated while it was being read" \
+        in done.stderr and str(store) in done.stderr
+    assert "read every batch" not in done.stdout

@@ -406,7 +406,8 @@ def case_loader(c: dict) -> dict:
     dm = CPSCDataModule(c["store"], split=str(Path(c["store"]) / "all-train.json"),
                         policy=c.get("policy", "crop"), length=c["length"],
                         batch_size=c["batch"], num_workers=c["workers"], seed=0,
-                        pad_on_device=c.get("trim", False), half_transfer=c.get("half_transfer"),
+                        pad_on_device=c.get("pad_on_device", False),
+                        half_transfer=c.get("half_transfer"),
                         worker_kind=c.get("worker_kind", "process"))
     threads = dm.worker_kind == "thread"
     dm.setup()
@@ -418,7 +419,7 @@ def case_loader(c: dict) -> dict:
     for epoch in range(c["epochs"]):
         loader.sampler.set_epoch(epoch)
         for batch in loader:
-            windows += batch["x"].shape[0]
+            windows += len(batch["index"])  # (training: one window per record)
             if c.get("copy") and not dm.pin_memory and not threads:
                 x = batch["x"].reshape(-1)
                 if buffer is None or buffer.numel() < x.numel() or buffer.dtype != x.dtype:
@@ -806,8 +807,8 @@ def bench_model_only(runner: Runner, a) -> dict:
     loaders = {name: runner({"case": "loader", "device": a.device, "policy": "pad",
                              "length": base["length"],
                              "batch": 32, "epochs": 2, "workers": a.workers,
-                             "store": str(store), "trim": trim})
-               for name, trim in (("loader_pad", False), ("loader_pad_trimmed", True))}
+                             "store": str(store), "pad_on_device": on_device})
+               for name, on_device in (("loader_pad", False), ("loader_pad_on_device", True))}
     shutil.rmtree(store)
     out: dict[str, Any] = {"config": {k: v for k, v in base.items() if k != "case"}}
     for name, rs in runs.items():
@@ -831,7 +832,8 @@ def bench_loader_transfer(runner: Runner, a) -> dict:
                          fs=500.0 / scale)
     workers = a.workers or 2
     cfg = {"case": "loader", "policy": "pad", "length": PAPER_LENGTH // scale, "batch": 32,
-           "epochs": 1 if a.quick else 2, "workers": workers, "trim": True, "copy": True,
+           "epochs": 1 if a.quick else 2, "workers": workers, "pad_on_device": True,
+           "copy": True,
            "precision": "bf16-mixed", "store": str(store)}
     runs = rounds(runner, {"float32": {**cfg, "half_transfer": False},
                            "bf16": {**cfg, "half_transfer": True},
@@ -1022,9 +1024,9 @@ def table(results: dict) -> str:
         notes.append(f"model_only: XECGNet width {cfg['width']}, batch {cfg['batch']}, "
                      f"{cfg['length']:,} samples, {cfg['precision']}: the network alone on a batch "
                      f"already on the device; loader_pad: the loader alone, pad policy, "
-                     f"{r['loader_pad']['workers']} workers; _trimmed: pad_on_device (the "
-                     "shared zeros left out, restored on the device)")
-        for name in ("no_mask", "masked", "loader_pad", "loader_pad_trimmed"):
+                     f"{r['loader_pad']['workers']} workers; _on_device: pad_on_device (the "
+                     "records' samples only, the windows rebuilt on the device)")
+        for name in ("no_mask", "masked", "loader_pad", "loader_pad_on_device"):
             v = r[name]
             rows.append(("model_only", name, f"{v['records_per_s']:,.0f} records/s", _mem(v),
                          f"{v['records_per_s'] / r['no_mask']['records_per_s']:.2f}x"))

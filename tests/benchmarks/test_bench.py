@@ -62,8 +62,8 @@ def test_gpu_plan_has_a_cpu_path_for_checking_it(tmp_path, monkeypatch):
     # model_only: the network alone with and without the mask, the loader alone on padded
     # batches with and without pad_on_device; the padded epoch runs as the paper (no mask).
     assert {c["mask"] for c in seen if c["case"] == "step"} == {False, True}
-    assert {c["trim"] for c in seen if c["case"] == "loader" and c.get("policy") == "pad"} == \
-        {False, True}
+    assert {c["pad_on_device"] for c in seen
+            if c["case"] == "loader" and c.get("policy") == "pad"} == {False, True}
     assert {c.get("mask_padding", True) for c in seen
             if c["case"] == "fit" and c["mode"] == "lightning" and c["policy"] == "pad"
             and c["length"] == bench.PAPER_LENGTH // 10 and c["compile"] is False} >= {False}

@@ -15,13 +15,15 @@ Records shorter than a window are zero-padded at the start (pad, crop). Every ba
 ``mask`` bool ``W x T`` (True on real samples), ``padded`` (a Python bool: whether any mask value
 is False), and for crop evaluation ``group`` int64 ``W``
 (the batch row of each window's record); otherwise W = B. Padding is 0 after normalisation.
-With ``pad_on_device`` (the default on an accelerator) the loader leaves out the zeros that all
-windows share and says how many in ``trimmed`` (before, after); the DataModule's
-``on_after_batch_transfer`` (:func:`restore_batch`) puts them back on the device, so the model
-sees the same batch either way. With ``half_transfer`` (the default under 16-bit mixed precision
-on an accelerator) ``x`` travels as the 16-bit type that the network's first convolution casts
-it to anyway, and is float32 again on the device: half the bytes through shared memory, pinning
-and the host-device copy, and the same input to the network.
+With ``pad_on_device`` (the default on an accelerator) the loader sends only the records'
+samples: ``x`` ``12 x N`` holds the windows' samples one window after another, ``spans`` int64
+``W x 2`` where each window's samples go in its ``T`` (``length``) samples, and no ``mask``; the
+DataModule's ``on_after_batch_transfer`` (:func:`restore_batch`) rebuilds ``x`` and ``mask`` on
+the device, so the model sees the same batch either way. With ``half_transfer`` (the default
+under 16-bit mixed precision on an accelerator) ``x`` travels as the 16-bit type that the
+network's first convolution casts it to anyway, and is float32 again on the device: half the
+bytes through shared memory, pinning and the host-device copy, and the same input to the
+network.
 
 All randomness (order, crop positions, buckets) is drawn in the main process from
 ``(seed, epoch)``, so batches do not depend on the number or timing of workers.
@@ -255,18 +257,23 @@ def eval_windows(n: int, policy: Policy, length: int, bucket_multiple: int
     return np.r_[np.arange(0, n - length, length), n - length].astype(np.int64), length
 
 
+def window_spans(starts: np.ndarray, n: np.ndarray, T: int) -> np.ndarray:
+    """Windows of ``T`` samples that begin at ``starts`` (W,) in records of ``n`` (W,) samples:
+    ``W x 2`` int64, the positions in each window that its record's samples fill (``[p, q)``;
+    the record's samples ``[starts + p, starts + q)``)."""
+    starts = np.asarray(starts, np.int64)
+    p = np.clip(-starts, 0, T)
+    return np.stack([p, np.maximum(np.clip(np.asarray(n) - starts, 0, T), p)], axis=1)
+
+
 def fill_window(x: np.ndarray, mask: np.ndarray, block: np.ndarray, start: int,
                 mean: np.ndarray, inv_std: np.ndarray, zeroed: bool = False) -> None:
     """Write the window of ``block`` (``12 x n`` mV) that begins at sample ``start`` into
     ``x`` (``12 x T``, normalised: ``(block - mean) * inv_std``, zeros outside the record) and
     ``mask`` (``T``, True on the record's samples). ``mean``, ``inv_std``: ``12 x 1``.
     ``zeroed``: ``x`` and ``mask`` already hold zeros, so the padding is not written."""
-    T, n = x.shape[1], block.shape[1]
-    a, b = max(start, 0), min(start + T, n)
-    p, q = a - start, b - start  # where the record's samples [a, b) go in the window
-    out = x[:, p:q]
-    np.subtract(block[:, a:b], mean, out=out)
-    out *= inv_std
+    [[p, q]] = window_spans([start], [block.shape[1]], x.shape[1]).tolist()
+    normalise(block[:, start + p:start + q], mean, inv_std, x[:, p:q])
     if not zeroed:
         x[:, :p] = 0.0
         x[:, q:] = 0.0
@@ -274,7 +281,14 @@ def fill_window(x: np.ndarray, mask: np.ndarray, block: np.ndarray, start: int,
     mask[p:q] = True
 
 
-def _numpy_bits(t: torch.Tensor) -> np.ndarray:
+def normalise(samples: np.ndarray, mean: np.ndarray, inv_std: np.ndarray,
+              out: np.ndarray) -> None:
+    """``out = (samples - mean) * inv_std``, ``12 x k`` each; ``mean``, ``inv_std``: ``12 x 1``."""
+    np.subtract(samples, mean, out=out)
+    out *= inv_std
+
+
+def numpy_bits(t: torch.Tensor) -> np.ndarray:
     """A NumPy view of a tensor; of a bfloat16 tensor, its bits as uint16 (NumPy has no
     bfloat16)."""
     if t.dtype == torch.bfloat16:
@@ -285,17 +299,18 @@ def _numpy_bits(t: torch.Tensor) -> np.ndarray:
 def round_to_16bit(x: np.ndarray, out: np.ndarray) -> None:
     """Round float32 ``x`` to nearest even into ``out`` of the same shape: float16, or uint16
     holding bfloat16 bits (the upper half of the float32 bits), as torch's ``.to()`` rounds
-    (tests). In NumPy, outside the GIL: a torch op called from a loader thread would start an
-    intra-op thread team of its own beside the training's."""
+    (tests). ``x`` (contiguous) is scratch: a bfloat16 rounding overwrites it, so that nothing
+    is allocated. In NumPy, outside the GIL: a torch op called from a loader thread would start
+    an intra-op thread team of its own beside the training's."""
     if out.dtype == np.float16:
         np.copyto(out, x, casting="same_kind")
         return
-    bits = np.ascontiguousarray(x).view(np.uint32)
-    up = (bits >> 16) & 1  # ties go to the even neighbour
-    up += 0x7FFF
-    up += bits
-    up >>= 16
-    np.copyto(out, up, casting="unsafe")
+    bits = x.view(np.uint32)
+    np.right_shift(bits, 16, out=out, casting="unsafe")
+    out &= 1  # the last kept bit: a tie goes to the even neighbour
+    bits += 0x7FFF
+    bits += out
+    np.right_shift(bits, 16, out=out, casting="unsafe")
 
 
 def _chunks(a: np.ndarray, size: int) -> list[np.ndarray]:
@@ -328,15 +343,16 @@ def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype,
 class WindowDataset(Dataset):
     """Turns a :class:`BatchPlan` into a batch dict (see the module docstring), normalised per
     lead with ``mean``/``std`` (12,). Opens the store lazily, so workers map it themselves.
+    ``pack``: batches of the records' samples only (``pad_on_device``; :func:`restore_batch`).
     ``x_dtype``: ``x``'s type in the batch (float32, or a 16-bit type for ``half_transfer``).
     ``pin``: build batches in pinned memory (threads of a ThreadLoader for a GPU). Safe to call
     from several threads at once."""
 
-    def __init__(self, store: Store, mean: np.ndarray, std: np.ndarray, trim: bool = False,
+    def __init__(self, store: Store, mean: np.ndarray, std: np.ndarray, pack: bool = False,
                  x_dtype: torch.dtype = torch.float32, pin: bool = False):
         self.path = store.path
         self._store: Store | None = store
-        self.trim = trim
+        self.pack = pack
         self.x_dtype = x_dtype
         self.pin = pin
         self._local = threading.local()  # per thread: float32 windows before a 16-bit x
@@ -366,64 +382,100 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return len(self.store)
 
-    def __getitem__(self, plan: BatchPlan) -> dict[str, torch.Tensor]:
-        store, T = self.store, plan.length
+    def __getitem__(self, plan: BatchPlan) -> dict[str, Any]:
+        store = self.store
+        store.check_mapped()  # a clear error, not SIGBUS, if the store was cut short meanwhile
         signals = np.asarray(store.signals)  # plain ndarray view: no memmap wrapping per slice
         offsets, lengths = store.offsets[plan.records], store.lengths[plan.records]
-        starts = plan.starts
-        lead = trail = 0
-        if self.trim:
-            # Leave out the zeros every window shares at its start and end (padding to 72,000
-            # is mostly zeros); restore_batch puts them back on the device.
-            n = lengths[plan.rows]
-            lead = int(np.clip(-starts, 0, T).min())
-            trail = int(np.clip(T - (n - starts), 0, T).min())
-            if lead + trail >= T:
-                lead, trail = 0, 0
-            starts, T = starts + lead, T - lead - trail
-        shape = (len(plan.rows), NUM_LEADS, T)
-        x_t, zeroed = _batch_tensor(shape, self.x_dtype, self.pin)
-        mask_t, mask_zeroed = _batch_tensor((len(plan.rows), T), torch.bool, self.pin)
-        zeroed = zeroed and mask_zeroed
-        mask = mask_t.numpy()
+        spans = window_spans(plan.starts, lengths[plan.rows], plan.length)
+        # (record's first sample, count) of each window, in store samples
+        blocks = [(NUM_LEADS * int(offsets[row]), int(lengths[row]))
+                  for row in plan.rows.tolist()]
         half = self.x_dtype != torch.float32
+        if self.pack:
+            batch = self._packed(signals, blocks, plan.starts.tolist(), spans, plan.length, half)
+        else:
+            batch = self._padded(signals, blocks, plan, half)
+        # `index` first: Lightning infers the logged batch size from the first tensor (records).
+        batch = {"index": torch.from_numpy(plan.records.astype(np.int64)), **batch,
+                 "y": torch.from_numpy(store.labels[plan.records]),
+                 # A host-side bool (not moved to the device): without padding the model skips
+                 # the mask, decided here so that no step waits on the accelerator to find out.
+                 "padded": bool((spans[:, 1] - spans[:, 0] < plan.length).any())}
+        if plan.grouped:
+            batch["group"] = torch.from_numpy(plan.rows.astype(np.int64))
+        return batch
+
+    def _padded(self, signals: np.ndarray, blocks: list[tuple[int, int]], plan: BatchPlan,
+                half: bool) -> dict[str, torch.Tensor]:
+        """``x`` ``W x 12 x T`` and ``mask`` ``W x T``: each window whole, zeros around it."""
+        T = plan.length
+        x_t, zeroed = _batch_tensor((len(blocks), NUM_LEADS, T), self.x_dtype, self.pin)
+        mask_t, mask_zeroed = _batch_tensor((len(blocks), T), torch.bool, self.pin)
+        zeroed = zeroed and mask_zeroed
+        x, mask = numpy_bits(x_t), mask_t.numpy()
         # A 16-bit x: each window is cut in float32 into this thread's buffer, then rounded.
-        x = _numpy_bits(x_t)
         window = self._scratch(NUM_LEADS * T).reshape(NUM_LEADS, T) if half else None
-        for w, (row, s) in enumerate(zip(plan.rows.tolist(), starts.tolist())):
-            o, n = int(offsets[row]), int(lengths[row])
-            block = signals[NUM_LEADS * o:NUM_LEADS * (o + n)].reshape(NUM_LEADS, n)
+        for w, ((o, n), s) in enumerate(zip(blocks, plan.starts.tolist())):
+            block = signals[o:o + NUM_LEADS * n].reshape(NUM_LEADS, n)
             if half:
                 fill_window(window, mask[w], block, s, self.mean, self.inv_std)
                 round_to_16bit(window, x[w])
             else:
                 fill_window(x[w], mask[w], block, s, self.mean, self.inv_std, zeroed)
-        # `index` first: Lightning infers the logged batch size from the first tensor (records).
-        batch = {"index": torch.from_numpy(plan.records.astype(np.int64)),
-                 "x": x_t, "y": torch.from_numpy(store.labels[plan.records]), "mask": mask_t,
-                 # A host-side bool (not moved to the device): without padding the model skips
-                 # the mask, decided here so that no step waits on the accelerator to find out.
-                 "padded": bool(lead or trail) or not bool(mask.all())}
-        if lead or trail:
-            batch["trimmed"] = (lead, trail)
-        if plan.grouped:
-            batch["group"] = torch.from_numpy(plan.rows.astype(np.int64))
-        return batch
+        return {"x": x_t, "mask": mask_t}
+
+    def _packed(self, signals: np.ndarray, blocks: list[tuple[int, int]], starts: list[int],
+                spans: np.ndarray, T: int, half: bool) -> dict[str, Any]:
+        """``x`` ``12 x N``: the windows' record samples one window after another (a batch
+        padded to 72,000 samples is mostly zeros: sending only the samples spares building,
+        copying and moving them), ``spans`` ``W x 2`` and ``length`` T for
+        :func:`restore_batch`."""
+        counts = spans[:, 1] - spans[:, 0]
+        N = int(counts.sum())
+        x_t, _ = _batch_tensor((NUM_LEADS, N), self.x_dtype, self.pin)
+        x = numpy_bits(x_t)
+        # A 16-bit x: the samples are normalised in float32 into this thread's buffer, then
+        # rounded at once.
+        out = self._scratch(NUM_LEADS * N).reshape(NUM_LEADS, N) if half else x
+        col = 0
+        for (o, n), s, (p, q) in zip(blocks, starts, spans.tolist()):
+            block = signals[o:o + NUM_LEADS * n].reshape(NUM_LEADS, n)
+            normalise(block[:, s + p:s + q], self.mean, self.inv_std, out[:, col:col + q - p])
+            col += q - p
+        if half:
+            round_to_16bit(out, x)
+        return {"x": x_t, "spans": torch.from_numpy(spans), "length": T}
 
 
 def restore_batch(batch: dict[str, Any]) -> dict[str, Any]:
     """Puts back what a loader left out for the transfer, on whatever device the batch is on:
-    float32 for a 16-bit ``x`` (``half_transfer``), and the shared zeros of a trimming loader
-    (``trimmed``: samples before and after). ``x`` ``W x 12 x T`` and ``mask`` ``W x T`` as the
-    plain loader would give them."""
-    if batch["x"].dtype != torch.float32:
-        batch["x"] = batch["x"].float()
-    if "trimmed" not in batch:
-        return batch
-    lead, trail = batch.pop("trimmed")
-    batch["x"] = torch.nn.functional.pad(batch["x"], (lead, trail))
-    batch["mask"] = torch.nn.functional.pad(batch["mask"], (lead, trail), value=False)
+    float32 for a 16-bit ``x`` (``half_transfer``), and the windows around a packing loader's
+    samples (``pad_on_device``: ``x`` ``12 x N`` and ``spans``). ``x`` ``W x 12 x T`` and ``mask``
+    ``W x T`` as the plain loader would give them."""
+    x = batch["x"].float()  # a no-op for float32
+    if "spans" in batch:
+        spans, T = batch.pop("spans"), batch.pop("length")
+        x, batch["mask"] = unpack_windows(x, spans, T)
+    batch["x"] = x
     return batch
+
+
+def unpack_windows(x: torch.Tensor, spans: torch.Tensor, T: int) -> tuple[torch.Tensor,
+                                                                          torch.Tensor]:
+    """Windows from a packing loader: ``x`` ``C x N`` (the windows' samples, one window after
+    another) and ``spans`` int64 ``W x 2`` (where each window's samples go) -> ``x`` ``W x C x
+    T`` with zeros elsewhere and ``mask`` ``W x T``. A few kernels on the batch's device, none of
+    which makes the host wait for it (the output sizes are known on the host)."""
+    begin, end = spans.unbind(1)
+    counts = end - begin
+    window = torch.repeat_interleave(counts, output_size=x.shape[1])  # N: each sample's window
+    first = torch.cumsum(counts, 0) - counts  # where each window's samples begin in x
+    t = torch.arange(x.shape[1], device=x.device) - first[window] + begin[window]
+    out = x.new_zeros((spans.shape[0], x.shape[0], T))
+    out[window, :, t] = x.t()
+    positions = torch.arange(T, device=x.device)
+    return out, (positions >= begin[:, None]) & (positions < end[:, None])
 
 
 class CPSCDataModule(L.LightningDataModule):
@@ -604,7 +656,7 @@ class CPSCDataModule(L.LightningDataModule):
         share = (os.cpu_count() or 1) // max(1, self.trainer.num_devices)
         return max(0, min(8, share - 1))
 
-    def _trim(self) -> bool:
+    def _pack(self) -> bool:
         """``pad_on_device``, or when None: on an accelerator. A batch padded to 72,000 samples is
         mostly zeros; building, copying and moving them made the loader the bottleneck of a
         padded epoch on an H100 (README "Benchmarks"); on a CPU there is no copy to save."""
@@ -636,7 +688,8 @@ class CPSCDataModule(L.LightningDataModule):
         return trainer is not None and trainer.accelerator.__class__.__name__ != "CPUAccelerator"
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Lightning calls this with each batch on the device: the trimmed zeros go back there."""
+        """Lightning calls this with each batch on the device: a packed batch's windows are
+        rebuilt there (:func:`restore_batch`)."""
         return restore_batch(batch)
 
     def _loader(self, split: str, train: bool) -> DataLoader | ThreadLoader:
@@ -654,7 +707,7 @@ class CPSCDataModule(L.LightningDataModule):
         threads = self.worker_kind == "thread" and workers > 0
         # Threads build each batch where it is consumed: in pinned memory for a GPU, so there is
         # nothing to receive or copy again (xecg/data/loader.py).
-        dataset = WindowDataset(self.store, self.mean, self.std, trim=self._trim(),
+        dataset = WindowDataset(self.store, self.mean, self.std, pack=self._pack(),
                                 x_dtype=self._x_dtype(), pin=threads and self.pin_memory)
         if threads:
             device = self.trainer.strategy.root_device if self.trainer is not None else None

@@ -352,9 +352,26 @@ class Store:
         self._index = {rid: i for i, rid in enumerate(self.ids)}
         self._check_index()
         n = int(self.meta["num_samples"])
+        self._mapped_bytes = n * _COLUMN_BYTES
         self.signals = (np.memmap(self.path / "signals.f32", dtype=np.float32, mode="r",
                                   shape=(n * NUM_LEADS,))
                         if n else np.zeros(0, np.float32))
+
+    def check_mapped(self) -> None:
+        """Raise :class:`StoreError` if the mapped signals.f32 has shrunk since it was opened: a
+        copy over a store being read truncates it in place, and reading a lost page kills the
+        process with SIGBUS (a loader thread's, the training's). One ``fstat``: the loader calls
+        it before each batch, so this narrows the window, no more: a truncation while a batch is
+        being read still ends in SIGBUS. (A store written again by ``xecg prepare`` is a new
+        file: what is mapped stays whole.)"""
+        mapped = getattr(self.signals, "_mmap", None)  # numpy's mmap of signals.f32, if any
+        if mapped is None:
+            return
+        size = mapped.size()  # the mapped file's size now (fstat), not the path's
+        if size < self._mapped_bytes:
+            raise _damaged(self.path, f"signals.f32 was truncated while it was being read "
+                           f"({size:,} bytes, {self._mapped_bytes:,} when opened): something "
+                           "wrote over the store during the run", self.meta)
 
     @property
     def checksummed(self) -> bool:
