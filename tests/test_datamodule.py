@@ -21,6 +21,7 @@ from xecg.data.datamodule import (
     aggregate_by_group,
     average_by_group,
     numpy_bits,
+    restore_batch,
     round_to_16bit,
 )
 from xecg.data.loader import ThreadLoader
@@ -573,6 +574,23 @@ def test_pad_on_device_restores_the_same_batches(store, policy):
                     assert torch.equal(a[k], b[k]), (split, k)
     # pad: every window starts with zeros; bucket: ends with them unless the longest fills it.
     assert shrunk > 0 or policy == "crop"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (gpu_window.sh)")
+@pytest.mark.parametrize("policy", ["pad", "crop", "bucket"])
+def test_packed_batches_unpack_on_a_gpu_as_on_the_cpu(store, policy):
+    """What ``pad_on_device`` sends is rebuilt on the GPU (repeat_interleave, index_put) into
+    the very windows the CPU rebuilds, and bfloat16 ``x`` into the same float32 values."""
+    dm = CPSCDataModule(store, pad_on_device=True, half_transfer=True, policy=policy,
+                        length=max(LENGTHS) + 100, batch_size=8)
+    dm.trainer = L.Trainer(accelerator="cpu", precision="bf16-mixed", logger=False)
+    dm.setup()
+    for b in batches(dm, "train") + batches(dm, "val"):
+        cpu = restore_batch(dict(b))
+        gpu = restore_batch({k: v.cuda() if isinstance(v, torch.Tensor) else v
+                             for k, v in b.items()})
+        assert torch.equal(cpu["x"], gpu["x"].cpu()) and torch.equal(cpu["mask"],
+                                                                     gpu["mask"].cpu())
 
 
 def test_aggregate_by_group_takes_each_records_mean_or_strongest_window():
