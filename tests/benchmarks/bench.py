@@ -853,6 +853,37 @@ def bench_loader_transfer(runner: Runner, a) -> dict:
     return out
 
 
+def bench_ddp_balance(a) -> dict:
+    """How evenly DDP processes share each step's work under ``bucket`` (``step_balance``: mean
+    over most samples per step, summed over an epoch; a step's time taken as its samples), for
+    2, 4 and 8 processes over 5,225 CPSC-like lengths, batch 32, buckets of 972: the planner's
+    shards against the one-process plan dealt out in its shuffled order (what the planner did
+    before 2026-11-27). Plans only: no data, no training, seconds."""
+    from xecg.data.datamodule import BatchPlanner, step_balance
+
+    n = 600 if a.quick else 5225
+    lengths = cpsc_lengths(n, seed=3, scale=1)
+    indices = np.arange(n)
+    out: dict[str, Any] = {"config": {"records": n, "batch": 32, "bucket_multiple": 972,
+                                      "epochs": 3}}
+
+    def plans(world: int, rank: int, epoch: int) -> list:
+        p = BatchPlanner(indices, lengths, "bucket", 0, 32, train=True, seed=0,
+                         bucket_multiple=972, num_replicas=world, rank=rank)
+        p.set_epoch(epoch)
+        return list(p)
+
+    for world in (2, 4, 8):
+        planned, dealt = [], []
+        for epoch in range(3):
+            one = plans(1, 0, epoch)
+            planned.append(step_balance([plans(world, r, epoch) for r in range(world)]))
+            dealt.append(step_balance([one[r::world] for r in range(world)]))
+        out[f"processes_{world}"] = {"planner": statistics.mean(planned),
+                                     "shuffled": statistics.mean(dealt)}
+    return out
+
+
 def bench_loader(runner: Runner, a) -> dict:
     n = 200 if a.quick else 1000
     rng = np.random.default_rng(3)
@@ -1046,6 +1077,16 @@ def table(results: dict) -> str:
             label = "x as bf16, worker threads" if name == "bf16_threads" else f"x as {name}"
             rows.append(("loader_transfer", label, f"{v['windows_per_s']:,.0f} records/s, main "
                          f"{v['main_ms_per_window']:.2f} ms per record", _mem(v), ratio))
+    if r := _measured(results, "ddp_balance"):
+        cfg = r["config"]
+        notes.append(f"ddp_balance: bucket, {cfg['records']:,} CPSC-like lengths, batch "
+                     f"{cfg['batch']}, mean of {cfg['epochs']} epochs; the share of each step's "
+                     "longest work that the processes' mean work is (1 = no process waits)")
+        for k, v in r.items():
+            if k.startswith("processes_"):
+                rows.append(("ddp_balance", f"{k.split('_')[1]} processes",
+                             f"{v['planner']:.2f} (batches dealt in shuffled order: "
+                             f"{v['shuffled']:.2f})", "", f"{v['planner'] / v['shuffled']:.2f}x"))
     if r := _measured(results, "loader"):
         cfg = r["config"]
         notes.append(f"loader: {cfg['length']:,}-sample crops, batch {cfg['batch']}, "
@@ -1084,9 +1125,9 @@ def save(results: dict, path: Path) -> None:
 
 
 ALL = ("lightning_vs_plain", "lightning_overhead", "bucket_vs_pad", "bucket_vs_pad_compiled",
-       "model_only", "loader_transfer", "loader", "prepare")
+       "model_only", "loader_transfer", "loader", "prepare", "ddp_balance")
 DEFAULT_CPU = ("lightning_vs_plain", "lightning_overhead", "bucket_vs_pad", "loader_transfer",
-               "loader", "prepare")
+               "loader", "prepare", "ddp_balance")
 # A GPU machine is lent for minutes: compiling is a second call (README "Benchmarks").
 DEFAULT_GPU = ("loader_transfer", "lightning_vs_plain", "bucket_vs_pad")
 
@@ -1211,6 +1252,8 @@ def main(argv: list[str] | None = None) -> int:
             steps.append(("loader", lambda: bench_loader(runner, a)))
         if "prepare" in a.only:
             steps.append(("prepare", lambda: bench_prepare(runner, a)))
+        if "ddp_balance" in a.only:
+            steps.append(("ddp_balance", lambda: bench_ddp_balance(a)))
         for name, fn in steps:
             print(f"{name} ...", flush=True)
             t = time.perf_counter()

@@ -17,7 +17,8 @@ import bench  # noqa: E402
 def test_quick_run_writes_the_comparisons_as_json(tmp_path):
     out = tmp_path / "results.json"
     code = bench.main(["--quick", "--in-process", "--no-validation", "--only",
-                       "lightning_vs_plain", "bucket_vs_pad", "loader_transfer", "--out",
+                       "lightning_vs_plain", "bucket_vs_pad", "loader_transfer", "ddp_balance",
+                       "--out",
                        str(out), "--wfdb", str(tmp_path / "absent")])
     assert code == 0
     results = json.loads(out.read_text())
@@ -40,6 +41,11 @@ def test_quick_run_writes_the_comparisons_as_json(tmp_path):
     assert transfer["threads_speedup"] == pytest.approx(
         transfer["bf16_threads"]["windows_per_s"] / transfer["bf16"]["windows_per_s"])
     assert "worker threads" in bench.table(results)
+    # DDP under bucket: each step's batches are of similar work, unlike the shuffled deal
+    for world in (2, 4, 8):
+        balance = results["ddp_balance"][f"processes_{world}"]
+        assert 0 < balance["shuffled"] < balance["planner"] <= 1
+    assert "8 processes" in bench.table(results)
     assert "loader" not in results and "prepare" not in results
     assert "lightning_vs_plain" in bench.table(results)
 

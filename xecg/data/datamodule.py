@@ -155,9 +155,10 @@ class BatchPlanner(Sampler):
     rank when initialised, else one). Training: every process draws the same global plans from
     ``(seed, epoch)`` and takes batches ``rank, rank + R, ...`` of them, the list first padded to a
     multiple of R by repeating its first batches, so every process takes the same number of
-    steps. Evaluation: records are dealt out ``rank, rank + R, ...`` before batching, so each goes
-    to exactly one process (records repeat only when there are fewer than R) and batch counts
-    differ by at most one.
+    steps; under ``bucket`` the R batches of a step have similar lengths, so that no process
+    waits long for another. Evaluation: records are dealt out ``rank, rank + R, ...`` before
+    batching (by length for ``bucket``), so each goes to exactly one process (records repeat
+    only when there are fewer than R) and batch counts differ by at most one.
 
     The Trainer must run with ``use_distributed_sampler=False`` (xecg's CLI sets it): otherwise
     Lightning wraps this sampler in a ``DistributedSamplerWrapper`` that shards plans its own
@@ -209,7 +210,17 @@ class BatchPlanner(Sampler):
         batches = []
         for chunk in _chunks(order, self.batch_size * _BUCKET_CHUNK_BATCHES):
             batches += _chunks(self._by_length(chunk), self.batch_size)
-        return [batches[i] for i in rng.permutation(len(batches))]
+        R = self.num_replicas
+        if R == 1:
+            return [batches[i] for i in rng.permutation(len(batches))]
+        # DDP waits for the slowest process at every step, so the R batches of a step (dealt
+        # out rank, rank + R, ...) should be equal work: R batches of similar work make each
+        # step, and the steps are shuffled. The least work is repeated to fill the last step
+        # (instead of __iter__ repeating the first batches, whatever their length).
+        m = self.bucket_multiple
+        batches.sort(key=lambda b: len(b) * -(-int(self.lengths[b].max()) // m))
+        steps = _chunks(batches[:-len(batches) % R] + batches, R)
+        return [b for i in rng.permutation(len(steps)) for b in steps[i]]
 
     def _eval_records(self) -> np.ndarray:
         """This process's evaluation records, in order (by length for ``bucket``)."""
@@ -239,6 +250,15 @@ class BatchPlanner(Sampler):
         # crop, training: one random window (start padded if too short)
         starts = rng.integers(0, np.maximum(n - L_, 0) + 1) + np.minimum(n - L_, 0)
         return BatchPlan(records, rows, starts, L_)
+
+
+def step_balance(shards: list[list[BatchPlan]]) -> float:
+    """How evenly the processes' shards (each a list of :class:`BatchPlan`, step by step) share
+    the work of each step: the sum over steps of the mean samples a process computes (windows x
+    length) over the sum of the most any computes. DDP's efficiency when a step takes time in
+    proportion to its samples, as each waits for the slowest; 1.0 is even."""
+    work = np.array([[len(p.rows) * p.length for p in step] for step in zip(*shards)], float)
+    return float(work.mean(axis=1).sum() / work.max(axis=1).sum())
 
 
 def eval_windows(n: int, policy: Policy, length: int, bucket_multiple: int
