@@ -982,6 +982,11 @@ def _difference(r: dict, key: str, sfx: str = "") -> str:
     return f"{r['difference' + sfx][key]:+.3f}" + ("" if se is None else f" +- {se:.3f}")
 
 
+def _by_prefix(r: dict, prefix: str) -> list[tuple[str, Any]]:
+    """``(rest of the key, value)`` for the keys of ``r`` that start with ``prefix``."""
+    return [(k[len(prefix):], v) for k, v in r.items() if k.startswith(prefix)]
+
+
 def _measured(results: dict, key: str) -> dict | None:
     """``results[key]`` when that comparison ran and did not fail (failures are listed apart)."""
     r = results.get(key)
@@ -1082,21 +1087,18 @@ def table(results: dict) -> str:
         notes.append(f"ddp_balance: bucket, {cfg['records']:,} CPSC-like lengths, batch "
                      f"{cfg['batch']}, mean of {cfg['epochs']} epochs; the share of each step's "
                      "longest work that the processes' mean work is (1 = no process waits)")
-        for k, v in r.items():
-            if k.startswith("processes_"):
-                rows.append(("ddp_balance", f"{k.split('_')[1]} processes",
-                             f"{v['planner']:.2f} (batches dealt in shuffled order: "
-                             f"{v['shuffled']:.2f})", "", f"{v['planner'] / v['shuffled']:.2f}x"))
+        rows += [("ddp_balance", f"{world} processes", f"{v['planner']:.2f} (batches dealt in "
+                  f"shuffled order: {v['shuffled']:.2f})", "",
+                  f"{v['planner'] / v['shuffled']:.2f}x")
+                 for world, v in _by_prefix(r, "processes_")]
     if r := _measured(results, "loader"):
         cfg = r["config"]
         notes.append(f"loader: {cfg['length']:,}-sample crops, batch {cfg['batch']}, "
                      f"{cfg['records']:,} records x {cfg['epochs']} epochs; per CPU-second of "
                      "the loading processes")
-        for k, v in r.items():
-            if k.startswith("workers_"):
-                rows.append(("loader", k.replace("_", "="),
-                             f"{v['windows_per_s']:,.0f} windows/s "
-                             f"({v['windows_per_cpu_s']:,.0f} per CPU-s)", _mem(v), ""))
+        for workers, v in _by_prefix(r, "workers_"):
+            rows.append(("loader", f"workers={workers}", f"{v['windows_per_s']:,.0f} windows/s "
+                         f"({v['windows_per_cpu_s']:,.0f} per CPU-s)", _mem(v), ""))
     r = results.get("prepare")
     if r and "skipped" in r:
         notes.append(f"prepare: skipped, {r['skipped']}")
