@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import resource
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -66,14 +68,101 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_data,
     assert message.startswith("non-finite training loss (nan) at epoch 1, step 4 (batch 1 of "
                               "the epoch); records in the batch: " + ", ".join(module.bad_ids))
     assert len(module.bad_ids) == 16 and "\n" not in message
+    assert "; the optimiser took no step from it; " in message
     assert f"the last good checkpoint is {last}" in message
     # last.ckpt is the end of epoch 0, and the weights never saw the NaN.
     saved = torch.load(last, map_location="cpu", weights_only=True)
     assert (saved["epoch"], saved["global_step"]) == (0, 3)
     weights = [v for v in saved["state_dict"].values() if v.is_floating_point()]
     assert all(torch.isfinite(v).all() for v in weights)
+    # No step waited for the verdict: the epoch ran to its end (steps 5 and 6 trained on) and
+    # the guard read the verdicts back there, before validation and any checkpoint. Adam (fused)
+    # skipped step 4 on the device: 5 of its 6 steps were taken, and no weight is NaN.
+    assert trainer.global_step == 6
+    (opt,) = trainer.optimizers
+    assert {int(state["step"]) for state in opt.state.values()} == {5}
     assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+class UnfusedNaNAt(NaNAt):
+    """The same with an optimiser that cannot skip a step on the device (a user's own)."""
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, fused=False)
+
+
+def test_with_an_unfused_optimiser_the_guard_stops_before_the_step(tiny_data, tmp_path):
+    """Without ``found_inf`` the guard reads each loss before its backward (a sync per step) and
+    stops at once."""
+    dm = CPSCDataModule(str(tiny_data.store), split=str(tiny_data.split), length=972,
+                        batch_size=16, num_workers=0)
+    module = UnfusedNaNAt(XECGNet(width=0.125), lr=3e-3, nan_step=4)
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=3, limit_train_batches=3,
+                        limit_val_batches=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0,
+                        enable_checkpointing=False, callbacks=[NonFiniteLossGuard()])
+    with pytest.raises(NonFiniteLossError, match=r"^non-finite training loss \(nan\) at epoch 1, "
+                       r"step 4 .*; training stopped before this step changed the weights; "):
+        trainer.fit(module, datamodule=dm)
     assert trainer.global_step == 4
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+DDP_NAN_SCRIPT = """
+import json, sys
+import lightning as L, torch
+from xecg.data.datamodule import CPSCDataModule
+from xecg.guards import NonFiniteLossError, NonFiniteLossGuard
+from xecg.models import XECGNet
+from xecg.module import XECGModule
+
+class NaNOnRank1(XECGModule):
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        return loss * float("nan") if self.global_step == 1 and self.global_rank == 1 else loss
+
+store, split, out = sys.argv[1:4]
+L.seed_everything(0)
+dm = CPSCDataModule(store, split=split, length=972, batch_size=8, num_workers=0)
+module = NaNOnRank1(XECGNet(width=0.125), lr=3e-3)
+trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=1,
+                    limit_train_batches=3, limit_val_batches=0, logger=False,
+                    enable_progress_bar=False, enable_model_summary=False,
+                    enable_checkpointing=False, use_distributed_sampler=False,
+                    callbacks=[NonFiniteLossGuard()])
+try:
+    trainer.fit(module, datamodule=dm)
+    message = None
+except NonFiniteLossError as err:
+    message = str(err)
+(opt,) = trainer.optimizers
+with open(f"{out}/rank{trainer.global_rank}.json", "w") as f:
+    json.dump({"message": message, "step": trainer.global_step,
+               "adam_steps": sorted({int(s["step"]) for s in opt.state.values()}),
+               "weights": [float(p.double().sum()) for p in module.parameters()]}, f)
+"""
+
+
+def test_a_nan_on_one_ddp_rank_stops_every_rank_with_no_step_taken(tiny_data, tmp_path):
+    """Two gloo processes, a NaN loss on rank 1 at step 1: every process skips that step (the
+    verdict is all-reduced on the device, so the replicas stay equal) and both stop at the
+    epoch's end, rank 1 naming its records, rank 0 naming the other process."""
+    script = tmp_path / "ddp_nan.py"
+    script.write_text(DDP_NAN_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), str(tiny_data.store),
+                           str(tiny_data.split), str(tmp_path)], cwd=tmp_path, env=xecg_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["message"].startswith("another process's training loss was not finite at "
+                                          "epoch 0, step 1 (batch 1 of the epoch); the optimiser "
+                                          "took no step from it")
+    assert ranks[1]["message"].startswith("non-finite training loss (nan) at epoch 0, step 1 "
+                                          "(batch 1 of the epoch); records in the batch: ")
+    for r in ranks:
+        assert r["step"] == 3 and r["adam_steps"] == [2]  # 3 steps run, step 1 skipped
+    assert ranks[0]["weights"] == ranks[1]["weights"]  # the replicas stayed equal
+    assert all(math.isfinite(w) for w in ranks[0]["weights"])
 
 
 def test_a_diverging_run_stops_with_one_line_from_the_command(tiny_config, tmp_path, capfd):

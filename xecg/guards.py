@@ -4,7 +4,7 @@
   to a temporary file in its own folder, flushes it to disk and renames it over the old one, so
   ``last.ckpt`` is whole whenever the process dies, and a full disk leaves the previous one.
 - :class:`NonFiniteLossGuard` (a default callback of every ``xecg train|fit`` run) stops training
-  at the first batch whose loss is NaN or infinite, before that loss reaches the weights, with
+  at the first batch whose loss is NaN or infinite, with no step taken from it, with
   :class:`NonFiniteLossError`: one line naming the epoch, the step and the batch's record ids.
   Nothing is checkpointed after it, so ``last.ckpt`` stays the last good state.
 - :func:`load_module` loads a checkpoint for inference with ``torch.load(weights_only=True)``:
@@ -73,39 +73,107 @@ class CheckpointError(XECGError):
 
 
 class NonFiniteLossGuard(L.Callback):
-    """Stops training at the first non-finite loss, before its backward pass and optimiser step.
+    """Stops training at the first non-finite loss, with no step taken from it.
 
     Raises :class:`NonFiniteLossError` naming the epoch, the global step (optimiser steps done
     before this batch), the batch within the epoch and the record ids of the batch (its
-    ``index`` entries are store positions; the DataModule's store names them). Lightning writes
-    no checkpoint when a fit stops with an exception, so ``last.ckpt`` keeps the state of the end
-    of the last complete epoch. Under DDP every process learns of a non-finite loss on any of
-    them (one boolean all-reduce per step) and all stop together.
+    ``index`` entries are store positions; the DataModule's store names them). Under DDP every
+    process learns of a non-finite loss on any of them and all stop together.
+
+    With a fused optimiser (``XECGModule``'s Adam) nothing waits for the device at each step:
+    the batch's verdict goes to the optimiser as ``found_inf``, so a non-finite step changes no
+    weight and no optimiser state, decided on the device (as torch's GradScaler skips a step),
+    and the verdicts are read back every ``every`` steps, before validation, before any
+    checkpoint is written and at the end of training. The run then stops at the first bad step
+    of those; the finite steps after it have trained on, and nothing was saved in between. Any
+    other optimiser: the loss is read before each backward (a host-device sync per step).
+    Lightning writes no checkpoint when a fit stops with an exception, so ``last.ckpt`` keeps
+    the last good state.
     """
 
-    def __init__(self):
+    def __init__(self, every: int = 50):
+        self.every = every
         self._batch = None
         self._batch_idx = -1
+        # Not yet read back: each backward's (loss, own verdict, epoch, global step, batch of
+        # the epoch, the batch's index), and each optimiser step's (any process's verdict, the
+        # step's last backward); verdicts are 0/1 float tensors on the device.
+        self._backwards: list[tuple] = []
+        self._steps: list[tuple] = []
+        self._window: torch.Tensor | None = None  # the verdict of the backwards since the last step
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._batch, self._batch_idx = batch, batch_idx
 
     def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
-        finite = bool(torch.isfinite(loss.detach()).all())
-        everywhere = trainer.strategy.reduce_boolean_decision(finite, all=True)
-        if everywhere:
+        loss = loss.detach()
+        own = (~torch.isfinite(loss).all()).float()
+        index = self._batch.get("index") if isinstance(self._batch, dict) else None
+        entry = (loss, own, trainer.current_epoch, trainer.global_step, self._batch_idx, index)
+        if trainer.optimizers and all(_fused(o) for o in trainer.optimizers):
+            self._window = own if self._window is None else torch.maximum(self._window, own)
+            self._backwards.append(entry)
+        elif not trainer.strategy.reduce_boolean_decision(not bool(own), all=True):
+            self._stop(trainer, entry, deferred=False)  # read now: a sync per step
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if self._window is None:
             return
-        value = loss.detach().float().cpu()
-        where = (f"epoch {trainer.current_epoch}, step {trainer.global_step} "
-                 f"(batch {self._batch_idx} of the epoch)")
-        if finite:
+        anywhere, self._window = self._window.clone(), None
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # queued on the device like the gradients' all-reduce: every process skips the step
+            # or none does, so the replicas stay equal
+            torch.distributed.all_reduce(anywhere, op=torch.distributed.ReduceOp.MAX)
+        optimizer.found_inf = anywhere  # fused Adam makes no update where it is 1
+        self._steps.append((anywhere, self._backwards[-1]))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if len(self._backwards) >= self.every:
+            self.check(trainer)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self.check(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.check(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.check(trainer)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.check(trainer)  # raising here writes nothing
+
+    def check(self, trainer) -> None:
+        """Read the verdicts not yet read back (one wait for the device) and raise at the first
+        non-finite loss, this process's or, failing that, another's."""
+        backwards, steps = self._backwards, self._steps
+        self._backwards, self._steps = [], []
+        for verdicts, entries in (([e[1] for e in backwards], backwards),
+                                  ([a for a, _ in steps], [e for _, e in steps])):
+            if verdicts:
+                flags = torch.stack(verdicts).cpu()
+                if flags.any():
+                    self._stop(trainer, entries[int(flags.argmax())], deferred=True)
+
+    def _stop(self, trainer, entry: tuple, deferred: bool) -> None:
+        loss, own, epoch, step, batch_idx, index = entry
+        where = f"epoch {epoch}, step {step} (batch {batch_idx} of the epoch)"
+        if not bool(own):
             what = f"another process's training loss was not finite at {where}"
         else:
-            shown = "nan" if torch.isnan(value).any() else "inf"
+            shown = "nan" if torch.isnan(loss).any() else "inf"
             what = (f"non-finite training loss ({shown}) at {where}; records in the batch: "
-                    f"{_record_ids(trainer, self._batch)}")
-        raise NonFiniteLossError(f"{what}; training stopped before this step changed the "
-                                 f"weights; {_last_checkpoint(trainer)}")
+                    f"{_record_ids(trainer, {'index': index})}")
+        how = ("the optimiser took no step from it" if deferred else
+               "training stopped before this step changed the weights")
+        raise NonFiniteLossError(f"{what}; {how}; {_last_checkpoint(trainer)}")
+
+
+def _fused(optimizer) -> bool:
+    """Whether ``optimizer`` takes ``found_inf`` (a fused torch optimiser), so a step can be
+    skipped on the device."""
+    return bool(getattr(optimizer, "_step_supports_amp_scaling", False)) and all(
+        g.get("fused") for g in optimizer.param_groups)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

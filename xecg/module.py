@@ -366,8 +366,11 @@ class XECGModule(L.LightningModule):
 
     # ------------------------------------------------------------------------ optimiser
     def configure_optimizers(self):
+        # fused: one kernel for all parameters, and the form that skips a step on the device
+        # when told to (found_inf), so that NonFiniteLossGuard never makes a step wait for it.
+        fused = all(p.device.type in ("cpu", "cuda") for p in self.parameters()) or None
         opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr,
-                               weight_decay=self.hparams.weight_decay)
+                               weight_decay=self.hparams.weight_decay, fused=fused)
         if self.hparams.scheduler == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(
                 opt, T_max=max(1, self.trainer.max_epochs or 1))
