@@ -75,7 +75,12 @@ def test_one_checkpoint_validated_by_one_and_two_processes_agrees(runs):
     one, two = val_metrics(runs["val1"]), val_metrics(runs["val2"])
     assert set(one) == set(two) and {"micro_f1", "auroc", "cpsc_f1"} <= set(one)
     for key in one:
-        assert math.isclose(one[key], two[key], rel_tol=0, abs_tol=1e-6), (key, one[key], two[key])
+        # AUROC ranks the records: a probability that differs in its last bit between the two
+        # runs' batch sizes (oneDNN picks its convolution by batch size) can swap two records,
+        # which moves a macro AUROC over 80 records by about 1e-4 (measured: 1.25e-4 once the
+        # module's Adam was fused and its weights changed); the thresholded metrics stay equal.
+        tol = 1e-3 if key == "auroc" else 1e-6
+        assert math.isclose(one[key], two[key], rel_tol=0, abs_tol=tol), (key, one[key], two[key])
     # The fit's own last validation saw the same weights as this checkpoint.
     assert val_metrics(runs["fit1"])["auroc"] == pytest.approx(one["auroc"], abs=1e-6)
 
@@ -93,11 +98,13 @@ def test_a_two_process_fit_matches_one_process(runs):
     steps, CPU, one thread per process; gloo and these kernels are deterministic, so the numbers
     repeat): weights differ by up to 0.016; micro-F1 and every F1 agree exactly, AUROC differs
     by 0.029 (macro over 9 classes of 80 records: the most sensitive metric), the CPSC scores by
-    less. Tolerance 0.06 on every metric: twice the largest measured difference, for other CPUs'
-    kernels. What it catches: a rank that starts from other weights or trains on other records
-    (the same run with seed 1 moves the F1s by up to 0.24). What it cannot see at this size:
-    per-rank BatchNorm statistics (without sync_batchnorm AUROC differed by 0.005, inside the
-    rounding noise); tests/test_sync_batchnorm.py checks the synchronised layer itself."""
+    less. With the fused Adam of 2026-11-27: weights by up to 0.026, AUROC by 0.020, the F1s and
+    CPSC scores equal. Tolerance 0.06 on every metric: twice the largest measured difference,
+    for other CPUs' kernels. What it catches: a rank that starts from other weights or trains on
+    other records (the same run with seed 1 moves the F1s by up to 0.24). What it cannot see at
+    this size: per-rank BatchNorm statistics (without sync_batchnorm AUROC differed by 0.005,
+    inside the rounding noise); tests/test_sync_batchnorm.py checks the synchronised layer
+    itself."""
     one, two = val_metrics(runs["fit1"]), val_metrics(runs["fit2"])
     keys = [k for k in one if not k.startswith("expl_")]
     assert {"micro_f1", "auroc", "cpsc_f1"} <= set(keys) and set(keys) <= set(two)

@@ -315,7 +315,8 @@ def case_fit(c: dict) -> dict:
         module.configure_model()
         module.train()
         _attach_trainer(dm, c)
-        opt = torch.optim.Adam(module.parameters(), lr=module.hparams.lr)
+        # the module's optimiser (XECGModule.configure_optimizers: fused)
+        opt = torch.optim.Adam(module.parameters(), lr=module.hparams.lr, fused=True)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c["epochs"])
         loader = dm.train_dataloader()
         # the forward and loss of XECGModule's step
