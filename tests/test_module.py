@@ -457,3 +457,16 @@ def test_training_and_validation_steps_never_wait_for_the_device(tiny_config, tm
                                                      for f in reversed(ours[-6:])))
     assert probe.train_steps > 0, "the probe saw no step"
     assert not waits, "\n".join(waits)
+
+
+def test_adam_is_fused_except_under_float16():
+    """The fused Adam skips a non-finite step on the device (NonFiniteLossGuard); under float16
+    GradScaler's unscaling inside a fused step would rule out Lightning's gradient clipping, so
+    there the Adam is torch's default (and the guard reads each loss)."""
+    from types import SimpleNamespace
+
+    m = XECGModule(XECGNet(width=0.0625), XECGLoss(), scheduler="none")
+    for precision, fused in (("32-true", True), ("bf16-mixed", True), ("16-mixed", None)):
+        m._trainer = SimpleNamespace(precision=precision, max_epochs=1)
+        assert m.configure_optimizers().defaults["fused"] is fused, precision
+    m._trainer = None

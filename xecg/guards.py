@@ -83,7 +83,7 @@ class NonFiniteLossGuard(L.Callback):
     With a fused optimiser (``XECGModule``'s Adam) nothing waits for the device at each step:
     the batch's verdict goes to the optimiser as ``found_inf``, so a non-finite step changes no
     weight and no optimiser state, decided on the device (as torch's GradScaler skips a step),
-    and the verdicts are read back every ``every`` steps, before validation, before any
+    and the verdicts are read back every ``every`` backwards, before validation, before any
     checkpoint is written and at the end of training. The run then stops at the first bad step
     of those; the finite steps after it have trained on, and nothing was saved in between. Any
     other optimiser: the loss is read before each backward (a host-device sync per step).
@@ -146,14 +146,14 @@ class NonFiniteLossGuard(L.Callback):
     def check(self, trainer) -> None:
         """Read the verdicts not yet read back (one wait for the device) and raise at the first
         non-finite loss, this process's or, failing that, another's."""
-        backwards, steps = self._backwards, self._steps
+        # this process's verdict of each backward, then every process's of each step
+        entries = self._backwards + [e for _, e in self._steps]
+        verdicts = [e[1] for e in self._backwards] + [a for a, _ in self._steps]
         self._backwards, self._steps = [], []
-        for verdicts, entries in (([e[1] for e in backwards], backwards),
-                                  ([a for a, _ in steps], [e for _, e in steps])):
-            if verdicts:
-                flags = torch.stack(verdicts).cpu()
-                if flags.any():
-                    self._stop(trainer, entries[int(flags.argmax())], deferred=True)
+        if verdicts:
+            flags = torch.stack(verdicts).cpu()
+            if flags.any():
+                self._stop(trainer, entries[int(flags.argmax())], deferred=True)
 
     def _stop(self, trainer, entry: tuple, deferred: bool) -> None:
         loss, own, epoch, step, batch_idx, index = entry

@@ -368,7 +368,11 @@ class XECGModule(L.LightningModule):
     def configure_optimizers(self):
         # fused: one kernel for all parameters, and the form that skips a step on the device
         # when told to (found_inf), so that NonFiniteLossGuard never makes a step wait for it.
-        fused = all(p.device.type in ("cpu", "cuda") for p in self.parameters()) or None
+        # Not under float16 with its GradScaler: a fused Adam unscales the gradients inside its
+        # step, and Lightning's gradient clipping cannot work with that.
+        fp16 = str(getattr(self._trainer, "precision", "")).startswith("16")
+        fused = (not fp16 and all(p.device.type in ("cpu", "cuda")
+                                  for p in self.parameters())) or None
         opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr,
                                weight_decay=self.hparams.weight_decay, fused=fused)
         if self.hparams.scheduler == "cosine":
