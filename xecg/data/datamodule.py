@@ -219,7 +219,8 @@ class BatchPlanner(Sampler):
         # (instead of __iter__ repeating the first batches, whatever their length).
         m = self.bucket_multiple
         batches.sort(key=lambda b: len(b) * -(-int(self.lengths[b].max()) // m))
-        steps = _chunks(batches[:-len(batches) % R] + batches, R)
+        missing = -len(batches) % R  # batches short of a whole last step
+        steps = _chunks(batches[:missing] + batches, R)
         return [b for i in rng.permutation(len(steps)) for b in steps[i]]
 
     def _eval_records(self) -> np.ndarray:
