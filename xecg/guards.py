@@ -163,7 +163,7 @@ class NonFiniteLossGuard(L.Callback):
         else:
             shown = "nan" if torch.isnan(loss).any() else "inf"
             what = (f"non-finite training loss ({shown}) at {where}; records in the batch: "
-                    f"{_record_ids(trainer, {'index': index})}")
+                    f"{_record_ids(trainer, index)}")
         how = ("the optimiser took no step from it" if deferred else
                "training stopped before this step changed the weights")
         raise NonFiniteLossError(f"{what}; {how}; {_last_checkpoint(trainer)}")
@@ -223,8 +223,8 @@ def use_atomic_checkpoints(trainer) -> None:
         strategy.checkpoint_io = AtomicCheckpointIO()
 
 
-def _record_ids(trainer, batch) -> str:
-    index = batch.get("index") if isinstance(batch, dict) else None
+def _record_ids(trainer, index) -> str:
+    """The store ids of a batch's ``index`` (store positions), at most MAX_IDS of them."""
     if index is None:
         return "unknown (the batch has no 'index')"
     positions = [int(i) for i in torch.as_tensor(index).reshape(-1).tolist()]

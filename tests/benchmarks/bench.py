@@ -874,12 +874,12 @@ def bench_ddp_balance(a) -> dict:
         p.set_epoch(epoch)
         return list(p)
 
+    one = [plans(1, 0, epoch) for epoch in range(3)]  # the one-process plan of each epoch
     for world in (2, 4, 8):
         planned, dealt = [], []
         for epoch in range(3):
-            one = plans(1, 0, epoch)
             planned.append(step_balance([plans(world, r, epoch) for r in range(world)]))
-            dealt.append(step_balance([one[r::world] for r in range(world)]))
+            dealt.append(step_balance([one[epoch][r::world] for r in range(world)]))
         out[f"processes_{world}"] = {"planner": statistics.mean(planned),
                                      "shuffled": statistics.mean(dealt)}
     return out

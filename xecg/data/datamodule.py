@@ -288,12 +288,16 @@ def window_spans(starts: np.ndarray, n: np.ndarray, T: int) -> np.ndarray:
 
 
 def fill_window(x: np.ndarray, mask: np.ndarray, block: np.ndarray, start: int,
-                mean: np.ndarray, inv_std: np.ndarray, zeroed: bool = False) -> None:
+                mean: np.ndarray, inv_std: np.ndarray, zeroed: bool = False,
+                span: tuple[int, int] | None = None) -> None:
     """Write the window of ``block`` (``12 x n`` mV) that begins at sample ``start`` into
     ``x`` (``12 x T``, normalised: ``(block - mean) * inv_std``, zeros outside the record) and
     ``mask`` (``T``, True on the record's samples). ``mean``, ``inv_std``: ``12 x 1``.
-    ``zeroed``: ``x`` and ``mask`` already hold zeros, so the padding is not written."""
-    [[p, q]] = window_spans([start], [block.shape[1]], x.shape[1]).tolist()
+    ``zeroed``: ``x`` and ``mask`` already hold zeros, so the padding is not written. ``span``:
+    the window's row of :func:`window_spans`, when the caller has it for the whole batch."""
+    if span is None:
+        [span] = window_spans([start], [block.shape[1]], x.shape[1]).tolist()
+    p, q = span
     normalise(block[:, start + p:start + q], mean, inv_std, x[:, p:q])
     if not zeroed:
         x[:, :p] = 0.0
@@ -409,14 +413,14 @@ class WindowDataset(Dataset):
         signals = np.asarray(store.signals)  # plain ndarray view: no memmap wrapping per slice
         offsets, lengths = store.offsets[plan.records], store.lengths[plan.records]
         spans = window_spans(plan.starts, lengths[plan.rows], plan.length)
-        # (record's first sample, count) of each window, in store samples
-        blocks = [(NUM_LEADS * int(offsets[row]), int(lengths[row]))
-                  for row in plan.rows.tolist()]
+        # each window's record, 12 x n (a view of the store)
+        blocks = [signals[NUM_LEADS * o:NUM_LEADS * (o + n)].reshape(NUM_LEADS, n)
+                  for o, n in zip(offsets[plan.rows].tolist(), lengths[plan.rows].tolist())]
         half = self.x_dtype != torch.float32
-        if self.pack:
-            batch = self._packed(signals, blocks, plan.starts.tolist(), spans, plan.length, half)
-        else:
-            batch = self._padded(signals, blocks, plan, half)
+        build = self._packed if self.pack else self._padded
+        batch = build(blocks, plan.starts.tolist(), spans.tolist(), plan.length, half)
+        if self.pack:  # where restore_batch puts the samples back
+            batch.update(spans=torch.from_numpy(spans), length=plan.length)
         # `index` first: Lightning infers the logged batch size from the first tensor (records).
         batch = {"index": torch.from_numpy(plan.records.astype(np.int64)), **batch,
                  "y": torch.from_numpy(store.labels[plan.records]),
@@ -427,46 +431,41 @@ class WindowDataset(Dataset):
             batch["group"] = torch.from_numpy(plan.rows.astype(np.int64))
         return batch
 
-    def _padded(self, signals: np.ndarray, blocks: list[tuple[int, int]], plan: BatchPlan,
-                half: bool) -> dict[str, torch.Tensor]:
+    def _padded(self, blocks: list[np.ndarray], starts: list[int], spans: list[list[int]],
+                T: int, half: bool) -> dict[str, torch.Tensor]:
         """``x`` ``W x 12 x T`` and ``mask`` ``W x T``: each window whole, zeros around it."""
-        T = plan.length
         x_t, zeroed = _batch_tensor((len(blocks), NUM_LEADS, T), self.x_dtype, self.pin)
         mask_t, mask_zeroed = _batch_tensor((len(blocks), T), torch.bool, self.pin)
         zeroed = zeroed and mask_zeroed
         x, mask = numpy_bits(x_t), mask_t.numpy()
         # A 16-bit x: each window is cut in float32 into this thread's buffer, then rounded.
         window = self._scratch(NUM_LEADS * T).reshape(NUM_LEADS, T) if half else None
-        for w, ((o, n), s) in enumerate(zip(blocks, plan.starts.tolist())):
-            block = signals[o:o + NUM_LEADS * n].reshape(NUM_LEADS, n)
+        for w, (block, s, span) in enumerate(zip(blocks, starts, spans)):
             if half:
-                fill_window(window, mask[w], block, s, self.mean, self.inv_std)
+                fill_window(window, mask[w], block, s, self.mean, self.inv_std, span=span)
                 round_to_16bit(window, x[w])
             else:
-                fill_window(x[w], mask[w], block, s, self.mean, self.inv_std, zeroed)
+                fill_window(x[w], mask[w], block, s, self.mean, self.inv_std, zeroed, span)
         return {"x": x_t, "mask": mask_t}
 
-    def _packed(self, signals: np.ndarray, blocks: list[tuple[int, int]], starts: list[int],
-                spans: np.ndarray, T: int, half: bool) -> dict[str, Any]:
+    def _packed(self, blocks: list[np.ndarray], starts: list[int], spans: list[list[int]],
+                T: int, half: bool) -> dict[str, Any]:
         """``x`` ``12 x N``: the windows' record samples one window after another (a batch
         padded to 72,000 samples is mostly zeros: sending only the samples spares building,
-        copying and moving them), ``spans`` ``W x 2`` and ``length`` T for
-        :func:`restore_batch`."""
-        counts = spans[:, 1] - spans[:, 0]
-        N = int(counts.sum())
+        copying and moving them)."""
+        N = sum(q - p for p, q in spans)
         x_t, _ = _batch_tensor((NUM_LEADS, N), self.x_dtype, self.pin)
         x = numpy_bits(x_t)
         # A 16-bit x: the samples are normalised in float32 into this thread's buffer, then
         # rounded at once.
         out = self._scratch(NUM_LEADS * N).reshape(NUM_LEADS, N) if half else x
         col = 0
-        for (o, n), s, (p, q) in zip(blocks, starts, spans.tolist()):
-            block = signals[o:o + NUM_LEADS * n].reshape(NUM_LEADS, n)
+        for block, s, (p, q) in zip(blocks, starts, spans):
             normalise(block[:, s + p:s + q], self.mean, self.inv_std, out[:, col:col + q - p])
             col += q - p
         if half:
             round_to_16bit(out, x)
-        return {"x": x_t, "spans": torch.from_numpy(spans), "length": T}
+        return {"x": x_t}
 
 
 def restore_batch(batch: dict[str, Any]) -> dict[str, Any]:
