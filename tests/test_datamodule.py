@@ -601,6 +601,28 @@ def test_packed_batches_unpack_on_a_gpu_as_on_the_cpu(store, policy):
                                                                      gpu["mask"].cpu())
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (gpu_window.sh)")
+@pytest.mark.parametrize("pack", [False, True])
+def test_thread_batches_are_pinned_whole_on_a_gpu_as_on_the_cpu(store, pack):
+    """Loader threads feeding a GPU build every tensor of a batch in pinned memory (a copy
+    from pageable memory, even of ``y``, may make the host wait for the GPU's queue), and the
+    batches are the CPU's."""
+    kwargs = dict(pad_on_device=pack, policy="bucket", batch_size=8, num_workers=2)
+    dm = CPSCDataModule(store, worker_kind="thread", pin_memory=True, **kwargs)
+    dm.trainer = L.Trainer(accelerator="gpu", devices=1, logger=False)
+    dm.setup()
+    ref = CPSCDataModule(store, **{**kwargs, "num_workers": 0})
+    ref.setup()
+    got, want = list(dm.train_dataloader()), list(ref.train_dataloader())
+    assert len(got) == len(want)
+    for b, r in zip(got, want):
+        tensors = {k: v for k, v in b.items() if isinstance(v, torch.Tensor)}
+        assert {"x", "y", "index"} <= set(tensors)
+        assert all(v.is_pinned() for v in tensors.values()), \
+            {k: v.is_pinned() for k, v in tensors.items()}
+        assert all(torch.equal(v, r[k]) for k, v in tensors.items())
+
+
 def test_aggregate_by_group_takes_each_records_mean_or_strongest_window():
     values = torch.tensor([[0.1, 0.9], [0.5, 0.2], [0.3, 0.4], [0.8, 0.1]])
     group = torch.tensor([0, 0, 1, 0])
