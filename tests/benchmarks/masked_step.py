@@ -1,8 +1,11 @@
-"""CPU cost of the padding mask in one training step of XECGNet: ``python
-tests/benchmarks/masked_step.py [--width W --batch B --length T]`` prints the median CPU-ms of a
-forward and backward step (the xECGNet loss) without and with a mask (random lengths from a third
-of T to T), one thread. Run it with ``PYTHONPATH`` at another checkout to compare versions of the
-masked layers (README "Benchmarks")."""
+"""Cost of the padding mask in one training step of XECGNet: ``python
+tests/benchmarks/masked_step.py [--width W --batch B --length T]`` prints, without and with a mask
+(random lengths from a third of T to T), the median CPU-ms of a forward and backward step (the
+xECGNet loss, one thread) and how many megabytes its ops write into new tensors and in place.
+The megabytes are exact and the same on any machine: on a GPU, where eager elementwise kernels are
+bound by memory, they are what the mask costs; the CPU milliseconds depend on the machine and its
+load. Run it with ``PYTHONPATH`` at another checkout to compare versions of the masked layers
+(README "Benchmarks")."""
 
 from __future__ import annotations
 
@@ -10,13 +13,38 @@ import argparse
 import time
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from xecg.losses import XECGLoss
 from xecg.models import XECGNet
 
 
+class Written(TorchDispatchMode):
+    """Bytes the ops write: ``new`` (outputs in new storage) and ``in_place`` (outputs in an
+    input's storage, by ops named ``..._``); views write nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.new = self.in_place = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs))
+                  if isinstance(t, torch.Tensor)}
+        for t in tree_leaves(out):
+            if not isinstance(t, torch.Tensor):
+                continue
+            size = t.numel() * t.element_size()
+            if t.untyped_storage().data_ptr() not in inputs:
+                self.new += size
+            elif func.overloadpacket.__name__.endswith("_"):
+                self.in_place += size
+        return out
+
+
 def step_cpu_ms(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-                mask: torch.Tensor | None, repeats: int) -> float:
+                mask: torch.Tensor | None, repeats: int) -> tuple[float, Written]:
     loss = XECGLoss()
     for _ in range(2):  # warm-up
         loss(net(x, mask), y).total.backward()
@@ -25,7 +53,9 @@ def step_cpu_ms(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
         start = time.process_time()
         loss(net(x, mask), y).total.backward()
         times.append(time.process_time() - start)
-    return 1000 * sorted(times)[len(times) // 2]
+    with Written() as written:
+        loss(net(x, mask), y).total.backward()
+    return 1000 * sorted(times)[len(times) // 2], written
 
 
 def main() -> None:
@@ -41,11 +71,15 @@ def main() -> None:
     y = (torch.rand(a.batch, 9) < 0.2).float()
     mask = torch.arange(a.length)[None] < torch.randint(a.length // 3, a.length + 1, (a.batch, 1))
     net = XECGNet(width=a.width).train()
-    plain = step_cpu_ms(net, x, y, None, a.repeats)
-    masked = step_cpu_ms(net, x, y, mask, a.repeats)
+    plain, plain_w = step_cpu_ms(net, x, y, None, a.repeats)
+    masked, masked_w = step_cpu_ms(net, x, y, mask, a.repeats)
     print(f"XECGNet width {a.width}, batch {a.batch}, {a.length} samples, one thread: "
           f"{plain:.0f} CPU-ms per step without a mask, {masked:.0f} with one "
           f"({masked / plain:.2f}x)")
+    mb = 2 ** 20
+    print(f"written per step: {plain_w.new / mb:,.0f} MB new + {plain_w.in_place / mb:,.0f} MB in "
+          f"place without a mask, {masked_w.new / mb:,.0f} + {masked_w.in_place / mb:,.0f} MB with "
+          f"one ({(masked_w.new + masked_w.in_place) / (plain_w.new + plain_w.in_place):.2f}x)")
 
 
 if __name__ == "__main__":

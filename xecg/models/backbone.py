@@ -137,26 +137,31 @@ def _masked_norm(bn: _BatchNorm, x: Tensor, mask: Tensor | None,
     (group, size), of every process in the group; updates ``bn``'s running statistics.
     Statistics in float32, also under bf16 autocast, as BatchNorm does."""
     x3 = x if x.dim() == 3 else x.unsqueeze(-1)  # B x C -> B x C x 1
-    x32 = x3.float()
-    w = torch.ones_like(x32[:, :1]) if mask is None else mask.unsqueeze(1).to(x32.dtype)
-    y, mean, var, n = _MaskedBatchNormFunction.apply(x32, w, bn.weight, bn.bias, bn.eps,
+    # w is float32, so the function's arithmetic on a 16-bit x is float32 from its first op.
+    w = (torch.ones_like(x3[:, :1], dtype=torch.float32) if mask is None
+         else mask.unsqueeze(1).to(torch.float32))
+    y, mean, var, n = _MaskedBatchNormFunction.apply(x3, w, bn.weight, bn.bias, bn.eps,
                                                      *(sync or (None, 1)))
     _update_running_stats(bn, mean, var, n)
-    return y.to(x.dtype).reshape(x.shape)
+    return y.reshape(x.shape)
 
 
 class MaskedBatchNorm1d(nn.BatchNorm1d):
     """BatchNorm1d whose training-mode statistics count only valid positions of a ``B x T``
-    mask (True = real); without a mask, or in eval mode, it is plain BatchNorm1d.
+    mask (True = real); without a mask it is plain BatchNorm1d, and in eval mode plain
+    BatchNorm1d with padded positions set to zero.
 
-    ``forward(x: B x C x T, mask: B x T | None) -> B x C x T``. Under
+    ``forward(x: B x C x T, mask: B x T | None) -> B x C x T``, zero at padded positions when
+    a mask is given (so the layers after it need not mask again). Under
     ``nn.SyncBatchNorm.convert_sync_batchnorm`` (what ``Trainer(sync_batchnorm=True)`` runs)
     it becomes a :class:`MaskedSyncBatchNorm1d`, not a plain ``SyncBatchNorm``.
     """
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        if mask is None or not self.training:
+        if mask is None:
             return super().forward(x)
+        if not self.training:
+            return apply_mask(super().forward(x), mask)
         return _masked_norm(self, x, mask)
 
 
@@ -180,13 +185,19 @@ class _MaskedBatchNormFunction(torch.autograd.Function):
     def forward(ctx, x: Tensor, w: Tensor, weight: Tensor | None, bias: Tensor | None,
                 eps: float, group: dist.ProcessGroup | None, world_size: int
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """x: ``B x C x T`` float32; w: ``B x 1 x T`` float32, 1 at valid positions.
-        Returns y ``B x C x T`` and the global mean ``C``, biased variance ``C`` and valid
-        count (scalar, at least 1)."""
+        """x: ``B x C x T`` (float32, or 16-bit under autocast); w: ``B x 1 x T`` float32, 1
+        at valid positions. Returns y ``B x C x T`` in x's type (zero at padded positions)
+        and the global mean ``C``, biased variance ``C`` and valid count (scalar, at least 1),
+        all computed in float32."""
+        # Two float32 B x C x T tensors are kept (xc, which becomes xhat in place, and y) and
+        # two freed at once; every other step works in place: on a GPU each elementwise kernel
+        # is a pass over memory, on a CPU each new tensor pays its page faults. (No out=: it
+        # would break a compiled graph.)
         channels = x.shape[1]
         n_local = w.sum()
         mean_local = (x * w).sum((0, 2)) / n_local.clamp_min(1.0)
-        m2_local = ((x - mean_local[:, None]).square() * w).sum((0, 2))
+        xc = (x - mean_local[:, None]).mul_(w)  # centred, zero at padding
+        m2_local = xc.square().sum((0, 2))
         if group is None:
             n = n_local.clamp_min(1.0)
             mean, var = mean_local, m2_local / n
@@ -198,13 +209,12 @@ class _MaskedBatchNormFunction(torch.autograd.Function):
             n = counts.sum().clamp_min(1.0)
             mean = (counts * means).sum(0) / n
             var = (m2s.sum(0) + (counts * (means - mean).square()).sum(0)) / n
+            xc.addcmul_(w, (mean_local - mean)[:, None])  # centred on the global mean
         invstd = torch.rsqrt(var + eps)
-        xhat = (x - mean[:, None]) * invstd[:, None]
-        y = xhat
-        if weight is not None:
-            y = y * weight[:, None]
-        if bias is not None:
-            y = y + bias[:, None]
+        xhat = xc.mul_(invstd[:, None])
+        scale = weight if weight is not None else torch.ones_like(invstd)
+        shift = bias if bias is not None else torch.zeros_like(invstd)
+        y = torch.addcmul(shift[:, None], xhat, scale[:, None]).mul_(w).to(x.dtype)  # 0 at padding
         ctx.save_for_backward(xhat, w, weight, invstd, n)
         ctx.group = group
         ctx.mark_non_differentiable(mean, var, n)
@@ -213,7 +223,9 @@ class _MaskedBatchNormFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y: Tensor, *_: Tensor):
         xhat, w, weight, invstd, n = ctx.saved_tensors
-        sum_dy = grad_y.sum((0, 2))
+        # y = (xhat * weight + bias) * w, and xhat is zero at padding (so is xhat * grad_y's
+        # part there): only valid positions count in either sum.
+        sum_dy = (grad_y * w).sum((0, 2))
         sum_dy_xhat = (grad_y * xhat).sum((0, 2))
         grad_weight = sum_dy_xhat if weight is not None and ctx.needs_input_grad[2] else None
         grad_bias = sum_dy if ctx.needs_input_grad[3] else None
@@ -224,8 +236,11 @@ class _MaskedBatchNormFunction(torch.autograd.Function):
             if ctx.group is not None:
                 dist.all_reduce(sums, group=ctx.group)  # sums of dL/dxhat (and * xhat), all ranks
             sum_h, sum_h_xhat = sums.split(invstd.shape[0])
-            h = grad_y * scale[:, None]
-            grad_x = invstd[:, None] * (h - w / n * (sum_h[:, None] + xhat * sum_h_xhat[:, None]))
+            # dx = w * invstd * (h - (sum h + xhat * sum h xhat) / N), h = dL/dy * weight:
+            # one new tensor, the rest in place.
+            a, b, c = invstd * scale, invstd * sum_h / n, invstd * sum_h_xhat / n
+            grad_x = torch.addcmul(-b[:, None], grad_y, a[:, None])  # float32
+            grad_x = grad_x.addcmul_(xhat, -c[:, None]).mul_(w).to(grad_y.dtype)
         return grad_x, None, grad_weight, grad_bias, None, None, None
 
 
@@ -382,7 +397,8 @@ def use_length_generic_layers(net: nn.Module, on: bool = True) -> None:
 
 class ConvBN(nn.Module):
     """Conv1d (same padding) -> masked BatchNorm -> activation: ``B x c_in x T`` ->
-    ``B x c_out x T``."""
+    ``B x c_out x T``, zero at padded positions when a mask is given (the norm's output is, and
+    both activations keep zeros)."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, bias: bool = True,
                  activation: Activation = "none") -> None:
@@ -423,7 +439,7 @@ class FeatureExtractor(nn.Module):
         run = None if mask is None else mask_run(mask)  # each block's mask comes from it
         for level, layers in enumerate(self.blocks, 1):
             for layer in layers:
-                x = apply_mask(layer(x, mask), mask)
+                x = layer(x, mask)  # zero at padding: what the next convolution must see
             x = max_pool(x, self.length_generic)
             if run is not None:
                 mask = pooled_mask(*run, x.shape[-1], POOL ** level)

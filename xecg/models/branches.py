@@ -25,9 +25,9 @@ from xecg.models.backbone import (
 class Bottleneck(nn.Module):
     """ResNet bottleneck: 1x1 -> out/4, k3 out/4, 1x1 -> out, plus a projection shortcut, ReLU.
 
-    ``B x in_channels x T`` -> ``B x out_channels x T``. The mask zeroes padding before the
-    k=3 convolution (the only one that looks at neighbours); outputs at padded positions are
-    not zeroed: callers pool or mask them.
+    ``B x in_channels x T`` -> ``B x out_channels x T``. With a mask every layer's output is
+    zero at padded positions (:class:`ConvBN`), what the k=3 convolution (the only one that
+    looks at neighbours) must see; so is the block's output where ``x`` is.
     """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
@@ -40,7 +40,7 @@ class Bottleneck(nn.Module):
                          if in_channels != out_channels else None)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        out = self.expand(self.conv(apply_mask(self.reduce(x, mask), mask), mask), mask)
+        out = self.expand(self.conv(self.reduce(x, mask), mask), mask)
         return F.relu(out + (x if self.shortcut is None else self.shortcut(x, mask)))
 
 
