@@ -138,6 +138,26 @@ def test_compile_lengths_runs_as_typed():
     assert 1 <= int(rows[-1][2]) <= 2  # one graph for every length (two on a CPU: README)
 
 
+def test_masked_step_runs_as_typed():
+    """README: ``python tests/benchmarks/masked_step.py``, small. The megabytes it prints are
+    exact: a masked step writes more than an unmasked one (the masked statistics), and less than
+    the 3.36x of the version before 2026-11-27's masked norm."""
+    import os
+    import re
+    import subprocess
+
+    script = Path(bench.__file__).with_name("masked_step.py")
+    root = Path(bench.__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    proc = subprocess.run([sys.executable, str(script), "--width", "0.0625", "--batch", "4",
+                           "--length", "1944", "--repeats", "1"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert re.search(r"\d+ CPU-ms per step without a mask, \d+ with one", proc.stdout)
+    ratio = float(re.search(r"with one \(([\d.]+)x\)\s*$", proc.stdout).group(1))
+    assert 1.2 < ratio < 3.0, proc.stdout
+
+
 @pytest.mark.slow
 def test_profile_fit_runs_as_typed(tmp_path):
     """benchmarks/README: ``profile_fit.py --device cuda --compile --out $OUT``; here its CPU
