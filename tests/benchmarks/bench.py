@@ -175,14 +175,18 @@ def _datamodule(c: dict, split: str | None):
     return dm
 
 
-def _attach_trainer(dm, c: dict) -> None:
-    """The plain loop's DataModule decides as under Lightning (``half_transfer`` follows the
-    trainer's precision and accelerator): a Trainer that is never run."""
+def _attach_trainer(dm, c: dict, module=None) -> None:
+    """The plain loop's DataModule (and ``module``) decide as under Lightning (``half_transfer``
+    and the optimiser follow the trainer's precision and accelerator, the schedule its epochs):
+    a Trainer that is never run."""
     import lightning as L
 
-    dm.trainer = L.Trainer(accelerator=c["device"], devices=1, precision=c["precision"],
-                           logger=False, enable_progress_bar=False, enable_model_summary=False,
-                           enable_checkpointing=False)
+    trainer = L.Trainer(accelerator=c["device"], devices=1, precision=c["precision"],
+                        max_epochs=c.get("epochs"), logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False)
+    dm.trainer = trainer
+    if module is not None:
+        module.trainer = trainer
 
 
 class StepProfile:
@@ -314,10 +318,10 @@ def case_fit(c: dict) -> dict:
         module.to(device)
         module.configure_model()
         module.train()
-        _attach_trainer(dm, c)
-        # the module's optimiser (XECGModule.configure_optimizers: fused)
-        opt = torch.optim.Adam(module.parameters(), lr=module.hparams.lr, fused=True)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c["epochs"])
+        _attach_trainer(dm, c, module)
+        # the module's own optimiser and schedule (fused Adam, cosine over the epochs)
+        configured = module.configure_optimizers()
+        opt, sched = configured["optimizer"], configured["lr_scheduler"]
         loader = dm.train_dataloader()
         # the forward and loss of XECGModule's step
         step = train_step(module, module.criterion, opt, device,
