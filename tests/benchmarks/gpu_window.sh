@@ -52,7 +52,12 @@ fi
     #    launch for a step's kernels.
     step 110 $PY tests/benchmarks/profile_fit.py --compile --compile-mode reduce-overhead \
         --no-trace "${small[@]}" --device "$DEVICE" --mode lightning --out "$work/profile-cudagraphs"
-    # 4. A compiled bucketed Lightning fit (buckets of 9,720 samples, as bench.py compiles
+    # 4. The network alone at 72,000 samples, with and without the padding mask, and the
+    #    loader alone (eager, bf16): what the masked BatchNorm costs since it writes its output
+    #    zero at padding and works in place (0.46x of the unmasked network on 2026-11-26).
+    [[ $DEVICE == cuda ]] && step 90 $PY tests/benchmarks/bench.py --gpu --only model_only \
+        --out "$work/results-gpu-model-only.json"
+    # 5. A compiled bucketed Lightning fit (buckets of 9,720 samples, as bench.py compiles
     #    them): its step, and why torch compiled again. On a CPU each compile takes minutes.
     [[ $DEVICE == cuda ]] && step 200 env TORCH_LOGS=recompiles $PY tests/benchmarks/profile_fit.py \
         --compile --policy bucket --bucket-multiple 9720 --mode lightning --no-trace \
