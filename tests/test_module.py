@@ -368,6 +368,35 @@ def test_compiled_for_one_length_one_graph_serves_every_batch_size(monkeypatch, 
     torch._dynamo.reset()
 
 
+def test_compiled_under_bucket_an_unpadded_batch_needs_no_second_graph(monkeypatch):
+    """bucket: a batch whose records all fill its length (``padded`` False) still gets its mask
+    when the network is compiled, so the masked graph serves it (None would be a new graph);
+    uncompiled, it runs the plain path."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    original = torch.nn.Module.compile
+    monkeypatch.setattr(torch.nn.Module, "compile",
+                        lambda self, **kw: original(self, backend="eager", **kw))
+    for compile_ in (True, False):
+        m = XECGModule(XECGNet(width=0.0625), XECGLoss(gamma=0.01), compile=compile_)
+        m.eval_windows = {"policy": "bucket", "length": 1944, "bucket_multiple": 972}
+        m.configure_model()
+        given = []
+        for length, padded in ((972, True), (1944, True), (1944, False)):
+            mask = torch.arange(length) < (length - 100 if padded else length)
+            batch = {"x": torch.randn(3, NUM_LEADS, length), "y": torch.zeros(3, NUM_CLASSES),
+                     "mask": mask.expand(3, -1), "padded": padded, "index": torch.arange(3)}
+            given.append(m._mask(batch) is not None)
+            with torch.no_grad():
+                m.predict_step(batch, 0)
+        assert given == [True, True, compile_]
+        if compile_:
+            assert counters["stats"]["unique_graphs"] == 1
+    torch._dynamo.reset()
+
+
 class HostReads(L.Callback):
     """Records, inside training and validation steps after the first (the loader's next batch
     and every per-step hook included, epoch ends not), each op whose result the host has to wait

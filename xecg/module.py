@@ -32,10 +32,11 @@ CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotun
 _INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
 
 
-def batch_mask(batch: dict[str, Any]) -> Tensor | None:
+def batch_mask(batch: dict[str, Any], keep: bool = False) -> Tensor | None:
     """The ``B x T`` padding mask to give the model, or None when the loader found no padding
-    (its host-side ``padded`` flag; batches without the flag keep their mask)."""
-    return batch.get("mask") if batch.get("padded", True) else None
+    (its host-side ``padded`` flag; batches without the flag keep their mask). ``keep``: the
+    batch's mask even so (a compiled network would compile a second graph for ``None``)."""
+    return batch.get("mask") if keep or batch.get("padded", True) else None
 
 
 def class_config(obj: object) -> dict[str, Any]:
@@ -215,8 +216,17 @@ class XECGModule(L.LightningModule):
     # device and logged as means: in training every `log_every_n_steps` (the mean since the last
     # logged step, as a CPU tensor), in evaluation once per epoch; each stage's metrics see the
     # epoch's rows once, at its end (the same states as one update per step).
+    def _mask(self, batch: dict[str, Tensor]) -> Tensor | None:
+        """The mask the network gets. A compiled network under ``bucket`` or ``pad``, where
+        nearly every batch is padded, gets it for a batch without padding too: its masked graph
+        serves that batch, where ``None`` would be a second compilation (1-2 minutes on a GPU)
+        for a handful of batches (e.g. the longest records, all cut to ``data.length``)."""
+        keep = (bool(self.hparams.get("compile"))
+                and self.eval_windows.get("policy") in ("bucket", "pad"))
+        return batch_mask(batch, keep)
+
     def _step(self, batch: dict[str, Tensor], stage: Stage) -> Tensor:
-        out = self(batch["x"], batch_mask(batch))
+        out = self(batch["x"], self._mask(batch))
         y = batch["y"]
         group = batch.get("group")
         y_windows = y[group] if group is not None else y
@@ -281,7 +291,7 @@ class XECGModule(L.LightningModule):
         self._step(batch, "test")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        out = self(batch["x"], batch_mask(batch))
+        out = self(batch["x"], self._mask(batch))
         probs = out.probs
         if batch.get("group") is not None:
             probs = self._per_record(probs, batch["group"], batch["y"].shape[0])
