@@ -388,7 +388,7 @@ def test_compiled_under_bucket_an_unpadded_batch_needs_no_second_graph(monkeypat
             mask = torch.arange(length) < (length - 100 if padded else length)
             batch = {"x": torch.randn(3, NUM_LEADS, length), "y": torch.zeros(3, NUM_CLASSES),
                      "mask": mask.expand(3, -1), "padded": padded, "index": torch.arange(3)}
-            given.append(m._mask(batch) is not None)
+            given.append(m.mask_for(batch) is not None)
             with torch.no_grad():
                 m.predict_step(batch, 0)
         assert given == [True, True, compile_]

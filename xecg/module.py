@@ -216,17 +216,18 @@ class XECGModule(L.LightningModule):
     # device and logged as means: in training every `log_every_n_steps` (the mean since the last
     # logged step, as a CPU tensor), in evaluation once per epoch; each stage's metrics see the
     # epoch's rows once, at its end (the same states as one update per step).
-    def _mask(self, batch: dict[str, Tensor]) -> Tensor | None:
-        """The mask the network gets. A compiled network under ``bucket`` or ``pad``, where
-        nearly every batch is padded, gets it for a batch without padding too: its masked graph
-        serves that batch, where ``None`` would be a second compilation (1-2 minutes on a GPU)
-        for a handful of batches (e.g. the longest records, all cut to ``data.length``)."""
+    def mask_for(self, batch: dict[str, Tensor]) -> Tensor | None:
+        """The ``B x T`` mask the network gets for a loader's batch (a loop of one's own calls
+        it too). A compiled network under ``bucket`` or ``pad``, where nearly every batch is
+        padded, gets it for a batch without padding too: its masked graph serves that batch,
+        where ``None`` would be a second compilation (1-2 minutes on a GPU) for a handful of
+        batches (e.g. the longest records, all cut to ``data.length``)."""
         keep = (bool(self.hparams.get("compile"))
                 and self.eval_windows.get("policy") in ("bucket", "pad"))
         return batch_mask(batch, keep)
 
     def _step(self, batch: dict[str, Tensor], stage: Stage) -> Tensor:
-        out = self(batch["x"], self._mask(batch))
+        out = self(batch["x"], self.mask_for(batch))
         y = batch["y"]
         group = batch.get("group")
         y_windows = y[group] if group is not None else y
@@ -291,7 +292,7 @@ class XECGModule(L.LightningModule):
         self._step(batch, "test")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        out = self(batch["x"], self._mask(batch))
+        out = self(batch["x"], self.mask_for(batch))
         probs = out.probs
         if batch.get("group") is not None:
             probs = self._per_record(probs, batch["group"], batch["y"].shape[0])

@@ -313,12 +313,15 @@ def case_fit(c: dict) -> dict:
             end, end_cpu = time.perf_counter(), time.process_time()
     else:
         from xecg.data.datamodule import restore_batch
-        from xecg.module import batch_mask
 
         module.to(device)
+        _attach_trainer(dm, c, module)
+        # as setup("fit") does under Lightning: compile for this policy (symbolic lengths for
+        # bucket only), and the same mask for each batch (mask_for)
+        module.eval_windows = {"policy": dm.policy, "length": dm.length,
+                               "bucket_multiple": dm.bucket_multiple}
         module.configure_model()
         module.train()
-        _attach_trainer(dm, c, module)
         # the module's own optimiser and schedule (fused Adam, cosine over the epochs)
         configured = module.configure_optimizers()
         opt, sched = configured["optimizer"], configured["lr_scheduler"]
@@ -333,7 +336,7 @@ def case_fit(c: dict) -> dict:
                 batch = restore_batch({k: v.to(device, non_blocking=True)
                                        if isinstance(v, torch.Tensor) else v
                                        for k, v in batch.items()})  # as Lightning's hook
-                step(batch["x"], batch["y"], batch_mask(batch))
+                step(batch["x"], batch["y"], module.mask_for(batch))
                 after_step()
             sched.step()
             epoch_end()
