@@ -207,15 +207,6 @@ class XECGModule(L.LightningModule):
         self.eval_windows = dict(checkpoint.get("xecg_eval_windows", self.eval_windows))
         self.bandpass = check_band(checkpoint.get("xecg_bandpass"))
 
-    # ----------------------------------------------------------------------------- steps
-    # Per step, only tensor arithmetic on the device: Lightning's `self.log` costs milliseconds of
-    # Python per value (and a host-device sync when a progress-bar value is read back), and a
-    # torchmetrics update several more (which made a fit 13% slower than a plain loop at width
-    # 0.25 on a CPU), and its input checks read the batch back (`unique`, `if`): a host-device
-    # sync per step (tests/test_module.py, `HostReads`). So the loss terms are summed on the
-    # device and logged as means: in training every `log_every_n_steps` (the mean since the last
-    # logged step, as a CPU tensor), in evaluation once per epoch; each stage's metrics see the
-    # epoch's rows once, at its end (the same states as one update per step).
     def mask_for(self, batch: dict[str, Tensor]) -> Tensor | None:
         """The ``B x T`` mask the network gets for a loader's batch (a loop of one's own calls
         it too). A compiled network under ``bucket`` or ``pad``, where nearly every batch is
@@ -226,6 +217,15 @@ class XECGModule(L.LightningModule):
                 and self.eval_windows.get("policy") in ("bucket", "pad"))
         return batch_mask(batch, keep)
 
+    # ----------------------------------------------------------------------------- steps
+    # Per step, only tensor arithmetic on the device: Lightning's `self.log` costs milliseconds of
+    # Python per value (and a host-device sync when a progress-bar value is read back), and a
+    # torchmetrics update several more (which made a fit 13% slower than a plain loop at width
+    # 0.25 on a CPU), and its input checks read the batch back (`unique`, `if`): a host-device
+    # sync per step (tests/test_module.py, `HostReads`). So the loss terms are summed on the
+    # device and logged as means: in training every `log_every_n_steps` (the mean since the last
+    # logged step, as a CPU tensor), in evaluation once per epoch; each stage's metrics see the
+    # epoch's rows once, at its end (the same states as one update per step).
     def _step(self, batch: dict[str, Tensor], stage: Stage) -> Tensor:
         out = self(batch["x"], self.mask_for(batch))
         y = batch["y"]
