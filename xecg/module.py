@@ -207,6 +207,7 @@ class XECGModule(L.LightningModule):
         self.eval_windows = dict(checkpoint.get("xecg_eval_windows", self.eval_windows))
         self.bandpass = check_band(checkpoint.get("xecg_bandpass"))
 
+    # ----------------------------------------------------------------------------- steps
     def mask_for(self, batch: dict[str, Tensor]) -> Tensor | None:
         """The ``B x T`` mask the network gets for a loader's batch (a loop of one's own calls
         it too). A compiled network under ``bucket`` or ``pad``, where nearly every batch is
@@ -217,7 +218,6 @@ class XECGModule(L.LightningModule):
                 and self.eval_windows.get("policy") in ("bucket", "pad"))
         return batch_mask(batch, keep)
 
-    # ----------------------------------------------------------------------------- steps
     # Per step, only tensor arithmetic on the device: Lightning's `self.log` costs milliseconds of
     # Python per value (and a host-device sync when a progress-bar value is read back), and a
     # torchmetrics update several more (which made a fit 13% slower than a plain loop at width
