@@ -611,7 +611,8 @@ def test_thread_batches_are_pinned_whole_on_a_gpu_as_on_the_cpu(store, pack):
     dm = CPSCDataModule(store, worker_kind="thread", pin_memory=True, **kwargs)
     dm.trainer = L.Trainer(accelerator="gpu", devices=1, logger=False)
     dm.setup()
-    ref = CPSCDataModule(store, **{**kwargs, "num_workers": 0})
+    ref = CPSCDataModule(store, **{**kwargs, "num_workers": 0})  # the main process's batches
+    ref.trainer = dm.trainer
     ref.setup()
     got, want = list(dm.train_dataloader()), list(ref.train_dataloader())
     assert len(got) == len(want)
