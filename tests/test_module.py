@@ -346,9 +346,10 @@ def test_half_transfer_through_a_trainer_gives_the_same_metrics(tiny_data):
     assert results[0] == results[1] and results[0]
 
 
-@pytest.mark.parametrize("mask_padding", [False, True])
-def test_compiled_for_one_length_one_graph_serves_every_batch_size(monkeypatch, mask_padding):
-    """pad: the epoch's last batch is smaller; torch would compile the network again for it."""
+@pytest.fixture
+def eager_compile(monkeypatch):
+    """``nn.Module.compile`` with dynamo's eager backend (traced graphs, no code generation);
+    yields dynamo's counters (``counters["stats"]["unique_graphs"]``)."""
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
@@ -356,6 +357,13 @@ def test_compiled_for_one_length_one_graph_serves_every_batch_size(monkeypatch, 
     original = torch.nn.Module.compile
     monkeypatch.setattr(torch.nn.Module, "compile",
                         lambda self, **kw: original(self, backend="eager", **kw))
+    yield counters
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("mask_padding", [False, True])
+def test_compiled_for_one_length_one_graph_serves_every_batch_size(eager_compile, mask_padding):
+    """pad: the epoch's last batch is smaller; torch would compile the network again for it."""
     m = XECGModule(XECGNet(width=0.0625), XECGLoss(gamma=0.01), compile=True,
                    mask_padding=mask_padding)
     m.eval_windows = {"policy": "pad", "length": 972}
@@ -364,21 +372,13 @@ def test_compiled_for_one_length_one_graph_serves_every_batch_size(monkeypatch, 
         for batch in (4, 3, 5):
             mask = torch.arange(972) < torch.randint(500, 973, (batch, 1))
             m(torch.randn(batch, NUM_LEADS, 972), mask)
-    assert counters["stats"]["unique_graphs"] == 1
-    torch._dynamo.reset()
+    assert eager_compile["stats"]["unique_graphs"] == 1
 
 
-def test_compiled_under_bucket_an_unpadded_batch_needs_no_second_graph(monkeypatch):
+def test_compiled_under_bucket_an_unpadded_batch_needs_no_second_graph(eager_compile):
     """bucket: a batch whose records all fill its length (``padded`` False) still gets its mask
     when the network is compiled, so the masked graph serves it (None would be a new graph);
     uncompiled, it runs the plain path."""
-    from torch._dynamo.utils import counters
-
-    torch._dynamo.reset()
-    counters.clear()
-    original = torch.nn.Module.compile
-    monkeypatch.setattr(torch.nn.Module, "compile",
-                        lambda self, **kw: original(self, backend="eager", **kw))
     for compile_ in (True, False):
         m = XECGModule(XECGNet(width=0.0625), XECGLoss(gamma=0.01), compile=compile_)
         m.eval_windows = {"policy": "bucket", "length": 1944, "bucket_multiple": 972}
@@ -393,8 +393,7 @@ def test_compiled_under_bucket_an_unpadded_batch_needs_no_second_graph(monkeypat
                 m.predict_step(batch, 0)
         assert given == [True, True, compile_]
         if compile_:
-            assert counters["stats"]["unique_graphs"] == 1
-    torch._dynamo.reset()
+            assert eager_compile["stats"]["unique_graphs"] == 1
 
 
 class HostReads(L.Callback):

@@ -163,15 +163,21 @@ class XECGModule(L.LightningModule):
                     torch._dynamo.maybe_mark_dynamic(t, 0)
         return self.net(x, mask)
 
+    def use_data(self, dm) -> None:
+        """Take what the module needs of a set-up ``CPSCDataModule``: its lead statistics,
+        sample rate, windows (what ``compile`` and :meth:`mask_for` decide by) and band. The
+        fit's ``setup`` calls it; so does a loop of one's own before ``configure_model``."""
+        self.lead_mean.copy_(torch.as_tensor(dm.mean))
+        self.lead_std.copy_(torch.as_tensor(dm.std))
+        self.sample_rate.fill_(float(dm.store.fs))
+        self.eval_windows = {"policy": dm.policy, "length": dm.length,
+                             "bucket_multiple": dm.bucket_multiple}
+        self.bandpass = getattr(dm, "bandpass", None)
+
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if stage == "fit" and dm is not None and getattr(dm, "mean", None) is not None:
-            self.lead_mean.copy_(torch.as_tensor(dm.mean))
-            self.lead_std.copy_(torch.as_tensor(dm.std))
-            self.sample_rate.fill_(float(dm.store.fs))
-            self.eval_windows = {"policy": dm.policy, "length": dm.length,
-                                 "bucket_multiple": dm.bucket_multiple}
-            self.bandpass = getattr(dm, "bandpass", None)
+            self.use_data(dm)
             if self._init_from and self._init_band != self.bandpass:
                 rank_zero_warn(f"init_from {self._init_from}: its network was trained on data "
                                f"band-passed to {self._init_band} Hz, this run's data.bandpass is "

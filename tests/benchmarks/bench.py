@@ -318,8 +318,7 @@ def case_fit(c: dict) -> dict:
         _attach_trainer(dm, c, module)
         # as setup("fit") does under Lightning: compile for this policy (symbolic lengths for
         # bucket only), and the same mask for each batch (mask_for)
-        module.eval_windows = {"policy": dm.policy, "length": dm.length,
-                               "bucket_multiple": dm.bucket_multiple}
+        module.use_data(dm)
         module.configure_model()
         module.train()
         # the module's own optimiser and schedule (fused Adam, cosine over the epochs)

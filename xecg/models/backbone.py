@@ -217,23 +217,22 @@ class _MaskedBatchNormFunction(torch.autograd.Function):
         scale = weight if weight is not None else torch.ones_like(invstd)
         shift = bias if bias is not None else torch.zeros_like(invstd)
         y = torch.addcmul(shift[:, None], xhat, scale[:, None]).mul_(w).to(x.dtype)  # 0 at padding
-        ctx.save_for_backward(xhat, w, weight, invstd, n)
+        ctx.save_for_backward(xhat, w, scale, invstd, n)
         ctx.group = group
         ctx.mark_non_differentiable(mean, var, n)
         return y, mean, var, n
 
     @staticmethod
     def backward(ctx, grad_y: Tensor, *_: Tensor):
-        xhat, w, weight, invstd, n = ctx.saved_tensors
+        xhat, w, scale, invstd, n = ctx.saved_tensors
         # y = (xhat * weight + bias) * w, and xhat is zero at padding (so is xhat * grad_y's
         # part there): only valid positions count in either sum.
         sum_dy = (grad_y * w).sum((0, 2))
         sum_dy_xhat = (grad_y * xhat).sum((0, 2))
-        grad_weight = sum_dy_xhat if weight is not None and ctx.needs_input_grad[2] else None
+        grad_weight = sum_dy_xhat if ctx.needs_input_grad[2] else None  # False for no weight
         grad_bias = sum_dy if ctx.needs_input_grad[3] else None
         grad_x = None
         if ctx.needs_input_grad[0]:
-            scale = weight if weight is not None else torch.ones_like(invstd)
             sums = torch.cat([sum_dy * scale, sum_dy_xhat * scale])
             if ctx.group is not None:
                 dist.all_reduce(sums, group=ctx.group)  # sums of dL/dxhat (and * xhat), all ranks
