@@ -98,7 +98,9 @@ def _worker(rank: int, folder: str) -> None:
 
 
 def test_two_processes_match_one_process(tmp_path):
-    mp.start_processes(_worker, args=(str(tmp_path),), nprocs=2, start_method="fork")
+    # spawn, not fork: with a CUDA build of torch, a fork after this process ran autograd
+    # (an earlier test in the same pytest worker) cannot run autograd in the child
+    mp.start_processes(_worker, args=(str(tmp_path),), nprocs=2, start_method="spawn")
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for case in ("masks", "rank1_none"):
         torch.manual_seed(0)
@@ -205,7 +207,7 @@ def test_lightning_ddp_fit_with_masked_sync_batchnorm(tmp_path, sync):
     torch.manual_seed(0)
     model = XECGModule(XECGNet(width=0.125))
     before = model.net.features.blocks[0][0].norm.running_mean.clone()
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_fork", max_steps=2,
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=2,
                         sync_batchnorm=sync, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0, limit_val_batches=0,

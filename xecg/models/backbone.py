@@ -21,6 +21,7 @@ registers the hook that keeps the conversion masked, :func:`_keep_masked_norms`)
 
 from __future__ import annotations
 
+import inspect
 from typing import Literal
 
 import torch
@@ -216,7 +217,14 @@ class _MaskedBatchNormFunction(torch.autograd.Function):
         xhat = xc.mul_(invstd[:, None])
         scale = weight if weight is not None else torch.ones_like(invstd)
         shift = bias if bias is not None else torch.zeros_like(invstd)
-        y = torch.addcmul(shift[:, None], xhat, scale[:, None]).mul_(w).to(x.dtype)  # 0 at padding
+        y = torch.addcmul(shift[:, None], xhat, scale[:, None])  # float32
+        if not torch.compiler.is_compiling():
+            y = y.mul_(w).to(x.dtype)  # 0 at padding; in place spares a new B x C x T tensor
+        else:
+            # torch 2.11's dynamo gives x, weight and bias zero gradients when the output is
+            # written in place or is the alias that a .to() of its own dtype returns (inductor
+            # fuses these ops anyway)
+            y = y * w if x.dtype == y.dtype else (y * w).to(x.dtype)
         ctx.save_for_backward(xhat, w, scale, invstd, n)
         ctx.group = group
         ctx.mark_non_differentiable(mean, var, n)
@@ -245,6 +253,9 @@ class _MaskedBatchNormFunction(torch.autograd.Function):
         return grad_x, None, grad_weight, grad_bias, None, None, None
 
 
+_BATCHNORM_TAKES_BIAS = "bias" in inspect.signature(_BatchNorm.__init__).parameters
+
+
 class MaskedSyncBatchNorm1d(MaskedBatchNorm1d):
     """:class:`MaskedBatchNorm1d` with training-mode statistics over the valid positions of all
     processes in ``process_group`` (default: the whole world).
@@ -262,8 +273,11 @@ class MaskedSyncBatchNorm1d(MaskedBatchNorm1d):
                  affine: bool = True, track_running_stats: bool = True,
                  process_group: dist.ProcessGroup | None = None, device=None, dtype=None, *,
                  bias: bool = True) -> None:
+        # torch 2.13's BatchNorm takes ``bias``, 2.11's does not (an affine layer has one there)
+        # (torch 2.11 is the GPU image's: the README's DDP commands run there)
+        extra = {"bias": bias} if _BATCHNORM_TAKES_BIAS else {}
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device,
-                         dtype, bias=bias)
+                         dtype, **extra)
         self.process_group = process_group
 
     def _sync_group(self) -> tuple[dist.ProcessGroup, int] | None:
