@@ -273,8 +273,11 @@ class MaskedSyncBatchNorm1d(MaskedBatchNorm1d):
                  affine: bool = True, track_running_stats: bool = True,
                  process_group: dist.ProcessGroup | None = None, device=None, dtype=None, *,
                  bias: bool = True) -> None:
-        # torch 2.13's BatchNorm takes ``bias``, 2.11's does not (an affine layer has one there)
-        # (torch 2.11 is the GPU image's: the README's DDP commands run there)
+        # torch 2.13's BatchNorm takes ``bias``; 2.11's (the GPU machines') does not, and there
+        # an affine layer always has one
+        if not (_BATCHNORM_TAKES_BIAS or bias or not affine):
+            raise ValueError(f"bias=False: torch {torch.__version__}'s BatchNorm has no such "
+                             "option (torch 2.13's has)")
         extra = {"bias": bias} if _BATCHNORM_TAKES_BIAS else {}
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device,
                          dtype, **extra)
