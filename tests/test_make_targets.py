@@ -1,7 +1,8 @@
 """`make sim2real` and `make finetune-cv` as a user types them (with REAL, ARGS and FOLDS), in
 a subprocess: the Makefile's own steps (train, find the best checkpoint, `xecg evaluate`; the
 cross-validation script and its summary) run, at a size of seconds. The Makefile's `setup`
-target is this test run's environment (`-o` keeps make from reinstalling it)."""
+target is this test run's environment (`-o` keeps make from reinstalling it). `make test` on
+another torch is checked by what make would run (`-n`)."""
 
 from __future__ import annotations
 
@@ -87,3 +88,19 @@ def test_make_finetune_cv_runs_both_arms_on_every_fold(workdir):
         tested = json.loads((workdir / "runs" / "finetune-cv" / f"finetune-fold{fold}"
                              / "metrics.json").read_text())
         assert "test" in tested
+
+
+def test_make_test_on_another_torch_builds_its_own_environment(tmp_path):
+    """README "Tests": ``make VENV=.venv-2.11 TORCH=torch==2.11.0 test``. Installing that torch
+    takes GBs, so make only prints what it would run (``-n``): a new environment at VENV, the
+    torch that TORCH names installed into it before xecg, and the suite run by its Python."""
+    venv = tmp_path / ".venv-2.11"
+    done = subprocess.run(["make", "-n", "-f", str(ROOT / "Makefile"), f"VENV={venv}",
+                           "TORCH=torch==2.11.0", "test"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    steps = [next(i for i, line in enumerate(lines) if what in line) for what in (
+        f"-m venv {venv}", f"{venv}/bin/python -m pip install -q \"torch==2.11.0\"",
+        f"{venv}/bin/python -m pip install -q -e \".[dev]\"", f"{venv}/bin/python -m pytest")]
+    assert steps == sorted(steps)  # in this order
