@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +14,18 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402
+
+ROOT = Path(bench.__file__).resolve().parents[2]
+
+
+def _run_script(name: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``python tests/benchmarks/NAME ARGS`` as typed, with this checkout's xecg importable;
+    fails the test on a non-zero exit."""
+    proc = subprocess.run([sys.executable, str(Path(bench.__file__).with_name(name)), *args],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
 
 
 def test_quick_run_writes_the_comparisons_as_json(tmp_path):
@@ -126,13 +140,9 @@ def test_compile_lengths_runs_as_typed():
     """README: ``python3 tests/benchmarks/compile_lengths.py --device cuda``; here its CPU path
     with the smallest network (compiling takes about a minute on this CPU)."""
     import re
-    import subprocess
 
-    script = Path(bench.__file__).with_name("compile_lengths.py")
-    proc = subprocess.run([sys.executable, str(script), "--device", "cpu", "--width", "0.0625",
-                           "--batches", "2", "--lengths", "972", "1944", "--steps", "1"],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = _run_script("compile_lengths.py", "--device", "cpu", "--width", "0.0625",
+                       "--batches", "2", "--lengths", "972", "1944", "--steps", "1")
     rows = re.findall(r"length +(\d+) batch +(\d+): .* graphs so far (\d+)", proc.stdout)
     assert [(int(t), int(b)) for t, b, _ in rows] == [(972, 2), (1944, 2)]
     assert 1 <= int(rows[-1][2]) <= 2  # one graph for every length (two on a CPU: README)
@@ -142,17 +152,10 @@ def test_masked_step_runs_as_typed():
     """README: ``python tests/benchmarks/masked_step.py``, small. The megabytes it prints are
     exact: a masked step writes more than an unmasked one (the masked statistics), and less than
     the 3.36x of the version before 2026-11-27's masked norm."""
-    import os
     import re
-    import subprocess
 
-    script = Path(bench.__file__).with_name("masked_step.py")
-    root = Path(bench.__file__).resolve().parents[2]
-    env = dict(os.environ, PYTHONPATH=str(root))
-    proc = subprocess.run([sys.executable, str(script), "--width", "0.0625", "--batch", "4",
-                           "--length", "1944", "--repeats", "1"],
-                          capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = _run_script("masked_step.py", "--width", "0.0625", "--batch", "4", "--length", "1944",
+                       "--repeats", "1", timeout=300)
     assert re.search(r"\d+ CPU-ms per step without a mask, \d+ with one", proc.stdout)
     ratio = float(re.search(r"with one \(([\d.]+)x\)\s*$", proc.stdout).group(1))
     assert 1.2 < ratio < 3.0, proc.stdout
@@ -162,13 +165,8 @@ def test_masked_step_runs_as_typed():
 def test_profile_fit_runs_as_typed(tmp_path):
     """benchmarks/README: ``profile_fit.py --device cuda --compile --out $OUT``; here its CPU
     path, uncompiled: each contender's summary, op tables and trace."""
-    import subprocess
-
-    script = Path(bench.__file__).with_name("profile_fit.py")
-    proc = subprocess.run([sys.executable, str(script), "--records", "96", "--start", "2",
-                           "--steps", "2", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _run_script("profile_fit.py", "--records", "96", "--start", "2", "--steps", "2",
+                "--out", str(tmp_path))
     for mode in ("lightning", "plain"):
         summary = json.loads((tmp_path / mode / "summary.json").read_text())
         assert summary["steps"] == 2 and summary["wall_ms_per_step"] > 0
@@ -182,13 +180,10 @@ def test_gpu_window_script_runs_its_cpu_path(tmp_path):
     """benchmarks/README: ``bash tests/benchmarks/gpu_window.sh`` on a lent GPU; ``DEVICE=cpu``
     runs its steps with the smallest network, CUDA graphs' mode included (inductor leaves them
     out on a CPU); the compiled bucket fit is the GPU's alone."""
-    import os
-    import subprocess
     import tarfile
 
-    root = Path(bench.__file__).resolve().parents[2]
     env = dict(os.environ, DEVICE="cpu", OUT=str(tmp_path), PY=sys.executable, DEADLINE="500")
-    proc = subprocess.run(["bash", "tests/benchmarks/gpu_window.sh"], cwd=root, env=env,
+    proc = subprocess.run(["bash", "tests/benchmarks/gpu_window.sh"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     log = (tmp_path / "window.log").read_text()

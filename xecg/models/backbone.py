@@ -218,13 +218,12 @@ class _MaskedBatchNormFunction(torch.autograd.Function):
         scale = weight if weight is not None else torch.ones_like(invstd)
         shift = bias if bias is not None else torch.zeros_like(invstd)
         y = torch.addcmul(shift[:, None], xhat, scale[:, None])  # float32
-        if not torch.compiler.is_compiling():
-            y = y.mul_(w).to(x.dtype)  # 0 at padding; in place spares a new B x C x T tensor
-        else:
-            # torch 2.11's dynamo gives x, weight and bias zero gradients when the output is
-            # written in place or is the alias that a .to() of its own dtype returns (inductor
-            # fuses these ops anyway)
-            y = y * w if x.dtype == y.dtype else (y * w).to(x.dtype)
+        # 0 at padding. Eagerly in place, which spares a new B x C x T tensor; compiled not,
+        # nor through a .to() of y's own dtype (an alias of it): torch 2.11's dynamo gives x,
+        # weight and bias zero gradients for either (inductor fuses the ops anyway).
+        y = y * w if torch.compiler.is_compiling() else y.mul_(w)
+        if y.dtype != x.dtype:
+            y = y.to(x.dtype)
         ctx.save_for_backward(xhat, w, scale, invstd, n)
         ctx.group = group
         ctx.mark_non_differentiable(mean, var, n)
