@@ -43,7 +43,7 @@ def test_quick_run_writes_the_comparisons_as_json(tmp_path):
         assert lvp[name]["steps_per_s"] > 0 and lvp[name]["peak_rss_mb"] > 0
     assert math.isclose(lvp["ratio"], lvp["lightning"]["steps_per_s"] / lvp["plain"]["steps_per_s"])
     bvp = results["bucket_vs_pad"]
-    assert "divided by 10" in bvp["scaled"] and bvp["config"]["bucket_multiple"] == 243
+    assert "divided by 10" in bvp["scaled"] and bvp["config"]["bucket_multiple"] == 97
     for name in ("pad", "bucket"):
         assert bvp[name]["epoch_s"] > 0 and bvp[name]["first_epoch_s"] > 0
     # Bucketing computes far fewer samples than padding every record to 7,200.
