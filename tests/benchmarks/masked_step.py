@@ -1,11 +1,13 @@
 """Cost of the padding mask in one training step of XECGNet: ``python
 tests/benchmarks/masked_step.py [--width W --batch B --length T]`` prints, without and with a mask
 (random lengths from a third of T to T), the median CPU-ms of a forward and backward step (the
-xECGNet loss, one thread) and how many megabytes its ops write into new tensors and in place.
-The megabytes are exact and the same on any machine: on a GPU, where eager elementwise kernels are
-bound by memory, they are what the mask costs; the CPU milliseconds depend on the machine and its
-load. Run it with ``PYTHONPATH`` at another checkout to compare versions of the masked layers
-(README "Benchmarks")."""
+xECGNet loss, one thread), how many megabytes its ops write into new tensors and in place, and
+how many ops write anything. The megabytes and ops are exact and the same on any machine: on a
+GPU, where eager elementwise kernels are bound by memory, the megabytes are what the mask costs
+in a long step, and the ops (each about one kernel launch) what it costs in a short one (a
+bucketed batch); the CPU milliseconds depend on the machine and its load. Run it with
+``PYTHONPATH`` at another checkout to compare versions of the masked layers (README
+"Benchmarks")."""
 
 from __future__ import annotations
 
@@ -19,27 +21,34 @@ from torch.utils._pytree import tree_leaves
 from xecg.losses import XECGLoss
 from xecg.models import XECGNet
 
+_ALLOCATE_ONLY = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}
+
 
 class Written(TorchDispatchMode):
     """Bytes the ops write: ``new`` (outputs in new storage) and ``in_place`` (outputs in an
-    input's storage, by ops named ``..._``); views write nothing."""
+    input's storage, by ops named ``..._``); views write nothing. ``ops``: the calls that
+    wrote (views and empty allocations are not counted)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.new = self.in_place = 0
+        self.new = self.in_place = self.ops = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs))
                   if isinstance(t, torch.Tensor)}
+        wrote = False
         for t in tree_leaves(out):
             if not isinstance(t, torch.Tensor):
                 continue
             size = t.numel() * t.element_size()
             if t.untyped_storage().data_ptr() not in inputs:
                 self.new += size
+                wrote = func.overloadpacket.__name__ not in _ALLOCATE_ONLY
             elif func.overloadpacket.__name__.endswith("_"):
                 self.in_place += size
+                wrote = True
+        self.ops += wrote
         return out
 
 
@@ -80,6 +89,8 @@ def main() -> None:
     print(f"written per step: {plain_w.new / mb:,.0f} MB new + {plain_w.in_place / mb:,.0f} MB in "
           f"place without a mask, {masked_w.new / mb:,.0f} + {masked_w.in_place / mb:,.0f} MB with "
           f"one ({(masked_w.new + masked_w.in_place) / (plain_w.new + plain_w.in_place):.2f}x)")
+    print(f"ops that write, per step: {plain_w.ops:,} without a mask, {masked_w.ops:,} with one "
+          f"({masked_w.ops / plain_w.ops:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -118,19 +118,6 @@ def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
     return (x * weight).sum(dim=-1) / weight.sum(dim=-1).clamp_min(1)
 
 
-def _update_running_stats(bn: _BatchNorm, mean: Tensor, var: Tensor, n: Tensor) -> None:
-    """One training step's update of ``bn``'s running statistics from the batch ``mean`` and
-    biased ``var`` (both ``C``) over ``n`` (a scalar, at least 1) valid positions."""
-    if not bn.track_running_stats:
-        return
-    with torch.no_grad():
-        bn.num_batches_tracked.add_(1)
-        momentum = (bn.momentum if bn.momentum is not None
-                    else 1.0 / float(bn.num_batches_tracked))
-        bn.running_mean.lerp_(mean, momentum)
-        bn.running_var.lerp_(var * n / (n - 1).clamp_min(1.0), momentum)
-
-
 def _masked_norm(bn: _BatchNorm, x: Tensor, mask: Tensor | None,
                  sync: tuple[dist.ProcessGroup, int] | None = None) -> Tensor:
     """Training-mode BatchNorm of ``B x C x T`` (or ``B x C``) features with statistics over the
@@ -141,9 +128,15 @@ def _masked_norm(bn: _BatchNorm, x: Tensor, mask: Tensor | None,
     # w is float32, so the function's arithmetic on a 16-bit x is float32 from its first op.
     w = (torch.ones_like(x3[:, :1], dtype=torch.float32) if mask is None
          else mask.unsqueeze(1).to(torch.float32))
-    y, mean, var, n = _MaskedBatchNormFunction.apply(x3, w, bn.weight, bn.bias, bn.eps,
-                                                     *(sync or (None, 1)))
-    _update_running_stats(bn, mean, var, n)
+    y, mean, var = _MaskedBatchNormFunction.apply(x3, w, bn.weight, bn.bias, bn.eps,
+                                                  *(sync or (None, 1)))
+    if bn.track_running_stats:
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+            momentum = (bn.momentum if bn.momentum is not None
+                        else 1.0 / float(bn.num_batches_tracked))
+            # one kernel for both (on a GPU each small op is a launch, and bucketed steps are short)
+            torch._foreach_lerp_((bn.running_mean, bn.running_var), (mean, var), momentum)
     return y.reshape(x.shape)
 
 
@@ -176,58 +169,65 @@ class _MaskedBatchNormFunction(torch.autograd.Function):
     Forward: with a group, each process all-gathers its valid count ``n_r``, mean and sum of squared
     deviations (``1 + 2C`` numbers) and combines them exactly (Chan et al.'s pairwise formula,
     no cancellation). Backward: like ``torch.nn.SyncBatchNorm``, one all-reduce of the
-    per-channel sums of ``dL/dxhat`` and ``dL/dxhat * xhat`` over all processes, because every
+    per-channel sums of ``dL/dy`` and ``dL/dy * xhat`` over all processes, because every
     process's outputs depend on the shared mean and variance:
     ``dx = invstd * (h - w / N * (sum h + xhat * sum h xhat))`` with ``h = dL/dy * weight``.
     Weight and bias gradients are this process's own (DDP reduces them, as for any parameter).
+    Its ``C``-sized arithmetic is written in as few ops as it takes: a bucketed step is short,
+    and on a GPU each op is a launch (a tiny masked step cost twice an unmasked one on a CPU).
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, w: Tensor, weight: Tensor | None, bias: Tensor | None,
                 eps: float, group: dist.ProcessGroup | None, world_size: int
-                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                ) -> tuple[Tensor, Tensor, Tensor]:
         """x: ``B x C x T`` (float32, or 16-bit under autocast); w: ``B x 1 x T`` float32, 1
-        at valid positions. Returns y ``B x C x T`` in x's type (zero at padded positions)
-        and the global mean ``C``, biased variance ``C`` and valid count (scalar, at least 1),
-        all computed in float32."""
+        at valid positions. Returns y ``B x C x T`` in x's type (zero at padded positions),
+        the global mean ``C`` and the unbiased variance ``C`` (what the running statistics
+        take), both float32."""
         # Two float32 B x C x T tensors are kept (xc, which becomes xhat in place, and y) and
         # one freed at once; every other step works in place: on a GPU each elementwise kernel
         # is a pass over memory, on a CPU each new tensor pays its page faults.
         channels = x.shape[1]
         n_local = w.sum()
         xc = x * w  # float32 (w is), zero at padding
-        mean_local = xc.sum((0, 2)) / n_local.clamp_min(1.0)
-        xc.addcmul_(w, -mean_local[:, None])  # centred where valid, still zero at padding
+        mean_local = xc.sum((0, 2)).div_(n_local.clamp_min(1.0))
+        xc.addcmul_(w, mean_local.unsqueeze(-1), value=-1.0)  # centred where valid, 0 at padding
         # (vector_norm would keep no squares, but on a CPU it sums 9 million of them with a
         # 0.2% error, where sum's 6e-8)
-        m2_local = xc.square().sum((0, 2))
+        m2 = xc.square().sum((0, 2))
         if group is None:
-            n = n_local.clamp_min(1.0)
-            mean, var = mean_local, m2_local / n
+            n, mean = n_local, mean_local
         else:
-            stats = torch.cat([n_local.reshape(1), mean_local, m2_local])
+            stats = torch.cat([n_local.reshape(1), mean_local, m2])
             gathered = [torch.empty_like(stats) for _ in range(world_size)]
             dist.all_gather(gathered, stats, group=group)
             counts, means, m2s = torch.stack(gathered).split([1, channels, channels], dim=1)
-            n = counts.sum().clamp_min(1.0)
-            mean = (counts * means).sum(0) / n
-            var = (m2s.sum(0) + (counts * (means - mean).square()).sum(0)) / n
-            xc.addcmul_(w, (mean_local - mean)[:, None])  # centred on the global mean
-        invstd = torch.rsqrt(var + eps)
-        xhat = xc.mul_(invstd[:, None])
+            n = counts.sum()
+            mean = (counts * means).sum(0) / n.clamp_min(1.0)
+            m2 = m2s.sum(0) + (counts * (means - mean).square()).sum(0)
+            xc.addcmul_(w, (mean_local - mean).unsqueeze(-1))  # centred on the global mean
+        n = n.clamp_min(1.0)
+        invstd = torch.rsqrt(m2 / n + eps)
+        xhat = xc.mul_(invstd.unsqueeze(-1))
         scale = weight if weight is not None else torch.ones_like(invstd)
-        shift = bias if bias is not None else torch.zeros_like(invstd)
-        y = torch.addcmul(shift[:, None], xhat, scale[:, None])  # float32
+        if bias is None:
+            y = xhat * scale.unsqueeze(-1)
+        else:
+            y = torch.addcmul(bias.unsqueeze(-1), xhat, scale.unsqueeze(-1))  # float32
         # 0 at padding. Eagerly in place, which spares a new B x C x T tensor; compiled not,
         # nor through a .to() of y's own dtype (an alias of it): torch 2.11's dynamo gives x,
         # weight and bias zero gradients for either (inductor fuses the ops anyway).
         y = y * w if torch.compiler.is_compiling() else y.mul_(w)
         if y.dtype != x.dtype:
             y = y.to(x.dtype)
+        # The running variance is unbiased, over the valid positions of every process.
+        var_unbiased = m2 / (n - 1.0).clamp_min(1.0)
         ctx.save_for_backward(xhat, w, scale, invstd, n)
         ctx.group = group
-        ctx.mark_non_differentiable(mean, var, n)
-        return y, mean, var, n
+        ctx.mark_non_differentiable(mean, var_unbiased)
+        ctx.set_materialize_grads(False)  # no zero tensors for the statistics' gradients
+        return y, mean, var_unbiased
 
     @staticmethod
     def backward(ctx, grad_y: Tensor, *_: Tensor):
@@ -240,15 +240,15 @@ class _MaskedBatchNormFunction(torch.autograd.Function):
         grad_bias = sum_dy if ctx.needs_input_grad[3] else None
         grad_x = None
         if ctx.needs_input_grad[0]:
-            sums = torch.cat([sum_dy * scale, sum_dy_xhat * scale])
+            sums = torch.stack([sum_dy, sum_dy_xhat])  # a copy: the gradients stay this rank's
             if ctx.group is not None:
-                dist.all_reduce(sums, group=ctx.group)  # sums of dL/dxhat (and * xhat), all ranks
-            sum_h, sum_h_xhat = sums.split(invstd.shape[0])
-            # dx = w * invstd * (h - (sum h + xhat * sum h xhat) / N), h = dL/dy * weight:
+                dist.all_reduce(sums, group=ctx.group)  # sums of dL/dy (and * xhat), all ranks
+            # dx = w * a * (grad_y - (sum dy + xhat * sum dy xhat) / N), a = invstd * weight:
             # one new tensor, the rest in place.
-            a, b, c = invstd * scale, invstd * sum_h / n, invstd * sum_h_xhat / n
-            grad_x = torch.addcmul(-b[:, None], grad_y, a[:, None])  # float32
-            grad_x = grad_x.addcmul_(xhat, -c[:, None]).mul_(w).to(grad_y.dtype)
+            a = invstd * scale
+            b, c = (sums * a.div(n).neg_()).unbind()  # C each, negated
+            grad_x = torch.addcmul(b.unsqueeze(-1), grad_y, a.unsqueeze(-1))  # float32
+            grad_x = grad_x.addcmul_(xhat, c.unsqueeze(-1)).mul_(w).to(grad_y.dtype)
         return grad_x, None, grad_weight, grad_bias, None, None, None
 
 
