@@ -190,24 +190,23 @@ class _MaskedBatchNormFunction(torch.autograd.Function):
         # is a pass over memory, on a CPU each new tensor pays its page faults.
         channels = x.shape[1]
         n_local = w.sum()
+        n = n_local.clamp_min(1.0)  # valid positions here; with a group, everywhere (below)
         xc = x * w  # float32 (w is), zero at padding
-        mean_local = xc.sum((0, 2)).div_(n_local.clamp_min(1.0))
+        mean_local = xc.sum((0, 2)).div_(n)
         xc.addcmul_(w, mean_local.unsqueeze(-1), value=-1.0)  # centred where valid, 0 at padding
         # (vector_norm would keep no squares, but on a CPU it sums 9 million of them with a
         # 0.2% error, where sum's 6e-8)
         m2 = xc.square().sum((0, 2))
-        if group is None:
-            n, mean = n_local, mean_local
-        else:
+        mean = mean_local
+        if group is not None:
             stats = torch.cat([n_local.reshape(1), mean_local, m2])
             gathered = [torch.empty_like(stats) for _ in range(world_size)]
             dist.all_gather(gathered, stats, group=group)
             counts, means, m2s = torch.stack(gathered).split([1, channels, channels], dim=1)
-            n = counts.sum()
-            mean = (counts * means).sum(0) / n.clamp_min(1.0)
+            n = counts.sum().clamp_min(1.0)
+            mean = (counts * means).sum(0) / n
             m2 = m2s.sum(0) + (counts * (means - mean).square()).sum(0)
             xc.addcmul_(w, (mean_local - mean).unsqueeze(-1))  # centred on the global mean
-        n = n.clamp_min(1.0)
         invstd = torch.rsqrt(m2 / n + eps)
         xhat = xc.mul_(invstd.unsqueeze(-1))
         scale = weight if weight is not None else torch.ones_like(invstd)
