@@ -751,7 +751,7 @@ def bench_bucket_vs_pad(runner: Runner, a, compile_: bool = False) -> dict:
 
 def bucket_multiple(a, compile_: bool = False) -> int:
     """``bucket``'s multiple: ``--bucket-multiple``, else 972 (the GPU plan's; 9,720 compiled)
-    divided by ``--scale`` like every other length. Until 2026-11-28 a scaled run rounded up to
+    divided by ``--scale`` like every other length. Until commit 6585daa a scaled run rounded up to
     243 (2,430 at full scale): 74% of the samples computed were real at 1/10 against 85% at
     full scale; 97 computes 83% (benchmarks/README.md)."""
     full = 9720 if compile_ else 972

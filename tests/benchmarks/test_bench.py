@@ -152,7 +152,7 @@ def test_masked_step_runs_as_typed():
     """README: ``python tests/benchmarks/masked_step.py``, small. The megabytes and ops it
     prints are exact: a masked step writes more than an unmasked one (the masked statistics),
     and less than the 3.36x of the version before 2026-11-27's masked norm; it runs more ops,
-    fewer than the 4.10x of the version before 2026-11-28's (each is a kernel launch on a GPU)."""
+    fewer than the 4.10x of the version before commit 86d3687 (each is a kernel launch on a GPU)."""
     import re
 
     proc = _run_script("masked_step.py", "--width", "0.0625", "--batch", "4", "--length", "1944",
