@@ -64,6 +64,25 @@ def test_quick_run_writes_the_comparisons_as_json(tmp_path):
     assert "lightning_vs_plain" in bench.table(results)
 
 
+def test_the_bucket_multiple_scales_with_the_lengths():
+    """A scaled run divides the GPU plan's multiple (972; 9,720 compiled) like every length,
+    so its buckets pad as much as full scale's do; --bucket-multiple overrides it."""
+    from argparse import Namespace
+
+    assert bench.bucket_multiple(Namespace(scale=1, bucket_multiple=None)) == 972
+    assert bench.bucket_multiple(Namespace(scale=1, bucket_multiple=None), compile_=True) == 9720
+    assert bench.bucket_multiple(Namespace(scale=10, bucket_multiple=None)) == 97
+    assert bench.bucket_multiple(Namespace(scale=5, bucket_multiple=None)) == 194
+    assert bench.bucket_multiple(Namespace(scale=10, bucket_multiple=243)) == 243
+    lengths = bench.cpsc_lengths(1600, seed=2, scale=10)
+    real = lengths.sum()
+    full = bench.cpsc_lengths(1600, seed=2)
+    at_full = full.sum() / bench._bucketed_samples(full, 32, 972)
+    # the scaled multiple computes about the real share full scale does; 243 computed far less
+    assert abs(real / bench._bucketed_samples(lengths, 32, 97) - at_full) < 0.03
+    assert real / bench._bucketed_samples(lengths, 32, 243) < at_full - 0.08
+
+
 def test_gpu_plan_has_a_cpu_path_for_checking_it(tmp_path, monkeypatch):
     """``--gpu --device cpu --quick``: the GPU plan's cases (paper lengths scaled down, bf16,
     compiled) without a GPU, to check the script before a GPU machine runs it."""
