@@ -30,8 +30,10 @@ step() {  # step LIMIT COMMAND...: run it for at most LIMIT seconds and what is 
 }
 
 small=()
+later=(--start 34 --steps 20)  # 1,024 records: steps 35-54 are in the second epoch
 if [[ $DEVICE != cuda ]]; then  # a check of the script: the smallest network, few records
     small=(--width 0.0625 --records 96 --start 2 --steps 2)
+    later=()
 fi
 {
     date -u
@@ -50,20 +52,30 @@ fi
     #    pinned memory, nothing for the main process to receive or copy.
     step 100 $PY tests/benchmarks/profile_fit.py --compile --no-trace "${small[@]}" \
         --device "$DEVICE" --worker-kind thread --mode lightning --out "$work/profile-threads"
-    # 3. The Lightning fit of 1 with CUDA graphs (model.compile_mode reduce-overhead): one
+    # 3. A compiled bucketed Lightning fit (buckets of 9,720 samples, as bench.py compiles
+    #    them): its step, and why torch compiled again (the goal of a bucketed epoch in 1.5 s;
+    #    on 2026-11-27 bench.py's compiled bucket case ran past 280 s). On a CPU each compile
+    #    takes minutes.
+    [[ $DEVICE == cuda ]] && step 200 env TORCH_LOGS=recompiles $PY tests/benchmarks/profile_fit.py \
+        --compile --policy bucket --bucket-multiple 9720 --mode lightning --no-trace \
+        --device "$DEVICE" --out "$work/profile-bucket"
+    # 4. The Lightning fit of 1 with CUDA graphs (model.compile_mode reduce-overhead): one
     #    launch for a step's kernels.
     step 110 $PY tests/benchmarks/profile_fit.py --compile --compile-mode reduce-overhead \
         --no-trace "${small[@]}" --device "$DEVICE" --mode lightning --out "$work/profile-cudagraphs"
-    # 4. The network alone at 72,000 samples, with and without the padding mask, and the
+    # 5. Where an eager bucketed step's time goes (buckets of 972, masked), Lightning and a plain
+    #    loop, in the second epoch: 60-65 ms a step on the H100 (2026-11-26/27) against SPEC's
+    #    plain bucketed epoch of 1.64 s on an H200 (10 ms a step). Wall against GPU-kernel
+    #    milliseconds says whether the host sets the pace; a masked step dispatches 1,604 ops
+    #    under bf16 against 565 unmasked (masked_step.py --bf16), and each new length may cost
+    #    kernel set-up (ops by host time).
+    step 90 $PY tests/benchmarks/profile_fit.py --policy bucket --no-trace "${small[@]}" \
+        "${later[@]}" --device "$DEVICE" --out "$work/profile-bucket-eager"
+    # 6. The network alone at 72,000 samples, with and without the padding mask, and the
     #    loader alone (eager, bf16): what the masked BatchNorm costs since it writes its output
     #    zero at padding and works in place (0.46x of the unmasked network on 2026-11-26).
     [[ $DEVICE == cuda ]] && step 90 $PY tests/benchmarks/bench.py --gpu --only model_only \
         --out "$work/results-gpu-model-only.json"
-    # 5. A compiled bucketed Lightning fit (buckets of 9,720 samples, as bench.py compiles
-    #    them): its step, and why torch compiled again. On a CPU each compile takes minutes.
-    [[ $DEVICE == cuda ]] && step 200 env TORCH_LOGS=recompiles $PY tests/benchmarks/profile_fit.py \
-        --compile --policy bucket --bucket-multiple 9720 --mode lightning --no-trace \
-        --device "$DEVICE" --out "$work/profile-bucket"
     echo "==== done after $((SECONDS - start)) s"
 } 2>&1 | tee "$OUT/window.log"
 tar czf "$OUT/window.tgz" -C "$work" .

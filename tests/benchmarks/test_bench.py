@@ -171,7 +171,8 @@ def test_masked_step_runs_as_typed():
     """README: ``python tests/benchmarks/masked_step.py``, small. The megabytes and ops it
     prints are exact: a masked step writes more than an unmasked one (the masked statistics),
     and less than the 3.36x of the version before 2026-11-27's masked norm; it runs more ops,
-    fewer than the 4.10x of the version before commit 86d3687 (each is a kernel launch on a GPU)."""
+    fewer than the 4.10x of the version before commit 86d3687 (each is a kernel launch on a GPU),
+    and dispatches more ops still (views cost host time but launch nothing)."""
     import re
 
     proc = _run_script("masked_step.py", "--width", "0.0625", "--batch", "4", "--length", "1944",
@@ -181,6 +182,21 @@ def test_masked_step_runs_as_typed():
     assert 1.2 < ratio < 3.0, proc.stdout
     ops = float(re.search(r"ops that write.* with one \(([\d.]+)x\)", proc.stdout).group(1))
     assert 2.0 < ops < 3.6, proc.stdout
+    # Every dispatch, views included, costs the host time on a GPU: more than the writes; under
+    # bf16 autocast (--bf16, as the GPU trains) the casts add to both.
+    bf16 = _run_script("masked_step.py", "--width", "0.0625", "--batch", "4", "--length", "1944",
+                       "--repeats", "1", "--bf16", timeout=300).stdout
+    assert "bf16 autocast" in bf16
+
+    def counts(out: str, what: str) -> list[int]:
+        found = re.search(what + r".*: ([\d,]+) without a mask, ([\d,]+) with one", out)
+        return [int(n.replace(",", "")) for n in found.groups()]
+
+    for out in (proc.stdout, bf16):
+        for dispatched, wrote in zip(counts(out, "ops dispatched"), counts(out, "ops that write")):
+            assert dispatched > wrote, out
+    for fp32, half in zip(counts(proc.stdout, "ops dispatched"), counts(bf16, "ops dispatched")):
+        assert half > fp32, (proc.stdout, bf16)
 
 
 @pytest.mark.slow
@@ -201,7 +217,7 @@ def test_profile_fit_runs_as_typed(tmp_path):
 def test_gpu_window_script_runs_its_cpu_path(tmp_path):
     """benchmarks/README: ``bash tests/benchmarks/gpu_window.sh`` on a lent GPU; ``DEVICE=cpu``
     runs its steps with the smallest network, CUDA graphs' mode included (inductor leaves them
-    out on a CPU); the compiled bucket fit is the GPU's alone."""
+    out on a CPU) and the eager bucketed profile; the compiled bucket fit is the GPU's alone."""
     import tarfile
 
     env = dict(os.environ, DEVICE="cpu", OUT=str(tmp_path), PY=sys.executable, DEADLINE="500")
@@ -209,11 +225,12 @@ def test_gpu_window_script_runs_its_cpu_path(tmp_path):
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     log = (tmp_path / "window.log").read_text()
-    assert log.count("==== exit 0") == 4, log[-3000:]
+    assert log.count("==== exit 0") == 5, log[-3000:]
     assert "5 skipped" in log  # step 0, the GPU's checks of loader batches, has no GPU here
     with tarfile.open(tmp_path / "window.tgz") as tar:
         names = {Path(n).as_posix().lstrip("./") for n in tar.getnames()}
     for path in ("profile-half/lightning/summary.json", "profile-half/plain/ops.txt",
                  "profile-cudagraphs/lightning/summary.json",
-                 "profile-threads/lightning/summary.json"):
+                 "profile-threads/lightning/summary.json",
+                 "profile-bucket-eager/plain/ops.txt"):
         assert path in names, names
