@@ -77,11 +77,23 @@ def main(argv: list[str] | None = None) -> int:
             c = {**cfg, "mode": mode, "store": str(store),
                  "profile": {"start": a.start, "steps": a.steps, "out": str(out),
                              "trace": not a.no_trace}}
+            graphs = _graphs()
             result = bench.case_fit(c)
             summaries[mode] = {**json.loads((out / "summary.json").read_text()),
                                "steps_per_s": result["steps_per_s"]}
+            # A few, not one per bucket length (TORCH_LOGS=recompiles: why); 0 where a contender
+            # reuses the graphs of one before it (the same network code, in this process).
+            if a.compile:
+                summaries[mode]["compiled_graphs"] = _graphs() - graphs
     print(json.dumps({"config": cfg, **summaries}, indent=1))
     return 0
+
+
+def _graphs() -> int:
+    """Graphs torch.compile has made in this process so far."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
 
 
 if __name__ == "__main__":

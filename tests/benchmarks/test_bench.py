@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -158,7 +159,6 @@ def test_a_stopped_case_leaves_what_it_printed_in_the_log(tmp_path):
 def test_compile_lengths_runs_as_typed():
     """README: ``python3 tests/benchmarks/compile_lengths.py --device cuda``; here its CPU path
     with the smallest network (compiling takes about a minute on this CPU)."""
-    import re
 
     proc = _run_script("compile_lengths.py", "--device", "cpu", "--width", "0.0625",
                        "--batches", "2", "--lengths", "972", "1944", "--steps", "1")
@@ -173,7 +173,6 @@ def test_masked_step_runs_as_typed():
     and less than the 3.36x of the version before 2026-11-27's masked norm; it runs more ops,
     fewer than the 4.10x of the version before commit 86d3687 (each is a kernel launch on a GPU),
     and dispatches more ops still (views cost host time but launch nothing)."""
-    import re
 
     proc = _run_script("masked_step.py", "--width", "0.0625", "--batch", "4", "--length", "1944",
                        "--repeats", "1", timeout=300)
@@ -227,6 +226,11 @@ def test_gpu_window_script_runs_its_cpu_path(tmp_path):
     log = (tmp_path / "window.log").read_text()
     assert log.count("==== exit 0") == 5, log[-3000:]
     assert "5 skipped" in log  # step 0, the GPU's checks of loader batches, has no GPU here
+    # Each compiled contender (steps 1, 2 and 4: four) says how many graphs it made: one for
+    # every batch size; none for step 1's plain loop, which reuses the Lightning contender's
+    # graph (the same network code in the same process).
+    graphs = [int(n) for n in re.findall(r'"compiled_graphs": (\d+)', log)]
+    assert graphs == [1, 0, 1, 1], log[-3000:]
     with tarfile.open(tmp_path / "window.tgz") as tar:
         names = {Path(n).as_posix().lstrip("./") for n in tar.getnames()}
     for path in ("profile-half/lightning/summary.json", "profile-half/plain/ops.txt",
