@@ -72,7 +72,11 @@ def _train(argv: list[str]) -> int:
                      help="dataset root in any supported layout (default: synthetic data)")
     pre.add_argument("--ckpt_path", default=None, help="resume: 'last' or a checkpoint path")
     known, rest = pre.parse_known_args(argv)
-    if "--config" not in rest and "-c" not in rest and not {"-h", "--help"} & set(rest):
+    if {"-h", "--help"} & set(rest):  # train's own options, then LightningCLI's (it exits)
+        pre.print_help()
+        print("\nWithout --config: experiments/smoke.yaml. Every option of `xecg fit` also "
+              "applies:\n", flush=True)
+    elif "--config" not in rest and "-c" not in rest:
         rest = ["--config", "experiments/smoke.yaml", *rest]
     args = list(rest)
     if known.data:
@@ -82,7 +86,7 @@ def _train(argv: list[str]) -> int:
     from xecg.lightning_cli import fit_and_test
 
     # `--ckpt_path last` is Lightning's own shorthand: it finds last.ckpt in the run folder.
-    run_dir = fit_and_test(args, ckpt_path=known.ckpt_path)
+    run_dir = fit_and_test(args, ckpt_path=known.ckpt_path, prog="xecg train")
     print(f"run folder: {run_dir}")
     return 0
 
@@ -113,8 +117,20 @@ def _split(args: argparse.Namespace) -> int:
     return 0
 
 
+USAGE = """\
+xECGNet and its baselines for multilabel 12-lead ECG classification (CPSC 2018), on PyTorch
+Lightning. Start with `make train` (synthetic data, CPU, minutes), or:
+
+  xecg train --config experiments/xecgnet.yaml --data /path/to/cpsc2018
+
+A bad file or setting stops a command with one line that names it (exit code 2)."""
+
+EPILOG = "README.md has every command with an example; `xecg COMMAND --help` its options."
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="xecg", description=__doc__,
+    # The user's words, not the module docstring (written for developers).
+    p = argparse.ArgumentParser(prog="xecg", description=USAGE, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("train", help="fit, validate and test the best checkpoint (`make train`); "

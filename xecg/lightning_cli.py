@@ -336,16 +336,17 @@ def finish_wandb(trainer) -> None:
 
 
 def fit_and_test(args: list[str], callbacks: list | None = None,
-                 ckpt_path: str | None = None) -> Path:
+                 ckpt_path: str | None = None, prog: str | None = None) -> Path:
     """``xecg train``: fit, then validate and test the best checkpoint (by validation
     micro-F1, whose thresholds were tuned on validation when it was saved).
 
     ``args``: LightningCLI arguments (``--config FILE``, ``--model.loss.gamma 0.1``, ...);
     ``callbacks``: extra callback objects (a sweep's pruning callback); ``ckpt_path``: resume
-    from ``last`` or a checkpoint. Returns the run folder, which holds ``metrics.json``.
+    from ``last`` or a checkpoint; ``prog``: the command its ``--help`` names. Returns the run
+    folder, which holds ``metrics.json``.
     """
     cli_class = type("XECGCLIRun", (XECGCLI,), {"resume": ckpt_path is not None})
-    cli = cli_class(args=args, run=False)
+    cli = cli_class(args=args, run=False, parser_kwargs={"prog": prog} if prog else None)
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
     trainer.callbacks.extend(callbacks or [])
     for callback in trainer.callbacks:

@@ -1,0 +1,50 @@
+"""``xecg --help`` and ``xecg COMMAND --help`` as a user types them: the ``xecg`` command in a
+subprocess (README: "see `xecg train --help`"). Until 2026-11-27 ``xecg train --help`` showed
+LightningCLI's options under the name ``xecg`` and none of train's own (``--data``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xecg.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+XECG = Path(sys.executable).with_name("xecg")  # the console script pip installed beside python
+COMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
+
+
+def xecg(*args: str) -> subprocess.CompletedProcess:
+    command = [str(XECG)] if XECG.is_file() else [sys.executable, "-m", "xecg"]
+    return subprocess.run([*command, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_the_top_level_help_lists_every_command():
+    proc = xecg("--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: xecg")
+    for command in COMMANDS:
+        assert f"\n    {command} " in proc.stdout, command
+    assert "xecg train --config experiments/xecgnet.yaml --data" in proc.stdout
+
+
+def test_no_command_is_an_error_that_names_the_commands():
+    proc = xecg()
+    assert proc.returncode == 2
+    assert "COMMAND" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_its_own_help(command):
+    proc = xecg(command, "--help")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    usage = proc.stdout.splitlines()[0]
+    assert usage.startswith("usage: xecg") and command in usage.split(), usage
+    if command == "train":  # its own options first, then every option of a fit
+        assert "--data DATA" in proc.stdout and "--ckpt_path" in proc.stdout
+        assert "usage: xecg train [-c CONFIG]" in proc.stdout
+        assert "--model.loss" in proc.stdout and "--trainer.max_epochs" in proc.stdout
