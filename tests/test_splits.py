@@ -148,3 +148,7 @@ def test_cli_split_writes_the_file(tmp_path, capsys):
         make_split(tmp_path / "REFERENCE.csv", protocol="random")
     with pytest.raises(FileNotFoundError, match="nowhere"):
         make_split(tmp_path / "nowhere")
+    # the command: one line that names the path, no traceback
+    assert cli_main(["split", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nowhere: no such store folder" in err, err

@@ -195,6 +195,21 @@ def train_run(tiny_config, tmp_path_factory) -> Path:
     return folder / "runs" / "train"
 
 
+def test_a_missing_dataset_stops_train_before_a_wandb_run_starts(tiny_config, tmp_path,
+                                                                 capsys):
+    """A typo in the data path costs one line, not a W&B run: finishing the logger of a run
+    that failed before it logged anything used to start one just to finish it."""
+    nowhere = tmp_path / "nowhere"
+    assert main(["train", "--data", str(nowhere)]) == 2  # checked before anything starts
+    assert f"--data {nowhere}: no such file or folder" in capsys.readouterr().err
+    # the same dataset named in a config: the fit fails in the datamodule's prepare_data
+    config = tiny_config(tmp_path, "nodata", data={"source": str(nowhere),
+                                                   "store": str(tmp_path / "store")})
+    assert main(["train", "--config", str(config)]) == 2
+    assert str(nowhere) in capsys.readouterr().err
+    assert not offline_runs(tmp_path / "runs" / "nodata") and wandb.run is None
+
+
 def test_train_writes_the_run_folder(train_run, tiny_data):
     last = train_run / "checkpoints" / "last.ckpt"
     (best,) = (train_run / "checkpoints").glob("best-epoch*.ckpt")

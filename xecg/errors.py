@@ -23,6 +23,11 @@ class ConfigError(XECGError):
     """An experiment, sweep or ablation file, or a command-line value, that cannot be used."""
 
 
+class NotFoundError(XECGError, FileNotFoundError):
+    """A file or folder given to xecg to read that does not exist. Also a
+    ``FileNotFoundError``, so code that caught that still does."""
+
+
 class WriteError(XECGError, OSError):
     """A file or folder xecg could not write (full disk, read-only or missing folder). Whatever
     was being written was removed, so nothing half-written looks complete. Also an ``OSError``,

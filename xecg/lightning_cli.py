@@ -331,8 +331,10 @@ def finish_wandb(trainer) -> None:
     """Close the run's W&B run: this writes its summary, and a later run in the same process
     (a sweep, a test) would otherwise log into it, since WandbLogger attaches to an active run."""
     for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
-            logger.experiment.finish()
+        # Only a run that started: `logger.experiment` would start one (in the run folder) for
+        # a command that failed before it logged anything, a missing dataset, say.
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger._experiment.finish()
 
 
 def fit_and_test(args: list[str], callbacks: list | None = None,

@@ -18,6 +18,7 @@ import numpy as np
 
 from xecg.atomic import write_atomic
 from xecg.classes import NUM_CLASSES
+from xecg.errors import NotFoundError
 
 PROTOCOLS = ("paper", "kfold")
 SPLITS = ("train", "val", "test")
@@ -45,7 +46,7 @@ def _source_labels(source: str | os.PathLike) -> tuple[list[str], np.ndarray]:
         reference = read_reference(path)
         labels = np.array([y for y, _ in reference.values()], dtype=np.float32)
         return list(reference), labels.reshape(-1, NUM_CLASSES)
-    raise FileNotFoundError(f"{path}: no such store folder or REFERENCE.csv")
+    raise NotFoundError(f"{path}: no such store folder or REFERENCE.csv")
 
 
 def _shuffle_split(n: int, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
