@@ -513,6 +513,9 @@ def test_cli_prepare_synthetic(tmp_path):
     assert main(["prepare", "synthetic", "--n", "4", "--out", str(adult), "--lead-gains",
                  "adult"]) == 0
     assert Store(adult).meta["fingerprint"].endswith(" lead_gains=adult")
+    with pytest.raises(SystemExit) as stop:  # argparse's one line: an empty store is no dataset
+        main(["prepare", "synthetic", "--n", "0", "--out", str(tmp_path / "empty")])
+    assert stop.value.code == 2 and not (tmp_path / "empty").exists()
 
 
 def test_discordant_st_shifts_rbbb_and_pvc_st_against_their_qrs_and_keeps_the_evidence():

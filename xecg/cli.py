@@ -132,6 +132,14 @@ A bad file or setting stops a command with one line that names it (exit code 2).
 EPILOG = "README.md has every command with an example; `xecg COMMAND --help` its options."
 
 
+def _at_least_one(text: str) -> int:
+    """An argparse type: an integer of at least 1 (an empty store is no dataset)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     # The user's words, not the module docstring (written for developers).
     p = argparse.ArgumentParser(prog="xecg", description=USAGE, epilog=EPILOG,
@@ -163,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--workers", type=int, default=None,
                     help="reader processes (default: CPUs - 1)")
     pp.add_argument("--force", action="store_true", help="rewrite even if the store is current")
-    pp.add_argument("--n", type=int, default=2000, help="synthetic: number of records")
+    pp.add_argument("--n", type=_at_least_one, default=2000, help="synthetic: number of records")
     pp.add_argument("--seed", type=int, default=0, help="synthetic: generator seed")
     pp.add_argument("--nuisance", choices=sorted(NUISANCE_LEVELS), default=DEFAULT_NUISANCE,
                     help="synthetic: nuisance level (v1: generator v1; wide: generator v3)")
