@@ -139,6 +139,14 @@ def test_a_truncated_checkpoint_is_one_line(checkpoint, tmp_path):
         load_module(cut)
 
 
+def test_a_file_that_is_no_checkpoint_is_named_so(tmp_path):
+    """A config or a plain pickle given as --ckpt: not accused of holding Python objects."""
+    text = tmp_path / "notes.md"
+    text.write_text("# not a checkpoint\n")
+    with pytest.raises(CheckpointError, match=r"notes.md: not a checkpoint \(torch.save writes"):
+        load_module(text)
+
+
 # ------------------------------------------------------------------------------- safe YAML
 
 def test_configs_are_safe_yaml(tiny_config, tmp_path, capsys):

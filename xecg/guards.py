@@ -285,6 +285,9 @@ def checkpoint_error(path: str | os.PathLike, err: BaseException) -> CheckpointE
     ``path`` (an unsafe or an incomplete file), or None for other errors."""
     if isinstance(err, pickle.UnpicklingError):
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if found is None and not zipfile.is_zipfile(path):  # a text file, a plain pickle
+            return CheckpointError(f"{path}: not a checkpoint (torch.save writes a zip "
+                                   "archive; this file is not one)")
         what = f"the global {found.group(1)}" if found else "Python objects"
         return CheckpointError(
             f"{path}: refused to load: it holds {what}, not only tensors and plain data "
