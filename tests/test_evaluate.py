@@ -107,6 +107,9 @@ def test_evaluate_a_folder_skips_and_counts_records_without_a_label(run, tiny_da
         XECGModule.load_from_checkpoint(ckpt, map_location="cpu").thresholds.tolist(), abs=1e-4)
     text = capsys.readouterr().out
     assert "micro-F1" in text and "1 with no label among the nine" in text
+    # 4 records leave classes without a positive: their AUROC is undefined, and says so
+    (line,) = [t for t in text.splitlines() if t.startswith("AUROC per class")]
+    assert " n/a" in line and "nan" not in line and "(n/a: the records hold no" in line
 
 
 def test_evaluate_names_a_missing_folder(run, tmp_path, capsys):

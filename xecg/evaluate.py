@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from pathlib import Path
 
@@ -90,8 +91,11 @@ def evaluate(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.Pat
         write_skipped(out, unreadable)
     if not quiet:
         print(format_report(values, result["protocol"], title="evaluate"))
+        aurocs = [values[f"auroc_{c}"] for c in CLASSES]
         print(f"{'AUROC per class':<26} " + " ".join(
-            f"{c} {values[f'auroc_{c}']:.3f}" for c in CLASSES))
+            f"{c} {'n/a' if math.isnan(a) else f'{a:.3f}'}" for c, a in zip(CLASSES, aurocs))
+            + ("  (n/a: the records hold no positive or no negative of the class)"
+               if any(math.isnan(a) for a in aurocs) else ""))
         print(f"{len(rows)} records evaluated; skipped: {len(no_label)} with no label among the "
               f"nine, {len(unreadable)} unreadable" + (f" -> {out}" if out is not None else ""))
     return result
