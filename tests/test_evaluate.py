@@ -110,6 +110,8 @@ def test_evaluate_a_folder_skips_and_counts_records_without_a_label(run, tiny_da
     # 4 records leave classes without a positive: their AUROC is undefined, and says so
     (line,) = [t for t in text.splitlines() if t.startswith("AUROC per class")]
     assert " n/a" in line and "nan" not in line and "(n/a: the records hold no" in line
+    defined = sum(not math.isnan(result["evaluate"][f"auroc_{c}"]) for c in CLASSES)
+    assert f"macro AUROC ({defined}/9 classes)" in text and defined < 9
 
 
 def test_evaluate_names_a_missing_folder(run, tmp_path, capsys):

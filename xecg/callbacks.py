@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -179,6 +180,11 @@ def format_report(metrics: dict[str, float], protocol: dict, title: str = "test"
                        ("subset_acc_multi", "subset acc (multilabel)"),
                        ("subset_acc_single", "subset acc (single-label)"),
                        ("auroc", "macro AUROC"), ("cpsc_f1", "CPSC scorer F1")):
+        if key == "auroc":  # macro over the classes where it is defined (per-class known)
+            defined = [c for c in CLASSES
+                       if f"auroc_{c}" in metrics and not math.isnan(metrics[f"auroc_{c}"])]
+            if any(f"auroc_{c}" in metrics for c in CLASSES) and len(defined) < len(CLASSES):
+                label = f"macro AUROC ({len(defined)}/{len(CLASSES)} classes)"
         if key in metrics:
             lines.append(f"{label:<26} {metrics[key]:.3f}")
     return "\n".join(lines)
