@@ -48,3 +48,28 @@ def test_every_command_has_its_own_help(command):
         assert "--data DATA" in proc.stdout and "--ckpt_path" in proc.stdout
         assert "usage: xecg train [-c CONFIG]" in proc.stdout
         assert "--model.loss" in proc.stdout and "--trainer.max_epochs" in proc.stdout
+
+
+def test_a_trainer_starts_without_lightnings_cloud_logger_advert():
+    """Lightning 2.6 prints a tip to install its cloud logger at every Trainer's start; xecg
+    (which logs to W&B or CSV) leaves it out and keeps Lightning's other lines."""
+    import logging
+
+    import lightning as L
+
+    import xecg.lightning_cli  # noqa: F401  (installs the filter)
+
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append
+    logger.addHandler(handler)
+    level, logger.level = logger.level, logging.INFO
+    try:
+        L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    messages = [r.getMessage() for r in records]  # what passed the logger's filters
+    assert any("GPU available" in m for m in messages), messages
+    assert not any("litlogger" in m for m in messages), messages

@@ -21,6 +21,7 @@ nested ``config:`` key is not used: it replaces whole top-level sections instead
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -49,6 +50,18 @@ from xecg.guards import (
 )
 from xecg.module import XECGModule
 from xecg.redact import redact, redact_namespace
+
+
+class _NoCloudLoggerTip(logging.Filter):
+    """Drops the line Lightning prints at every Trainer's start to suggest installing its cloud
+    logger (``litlogger``): xecg logs to W&B or CSV, and a first ``make train`` should show
+    what the run does, not an advert. Lightning's other messages pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoCloudLoggerTip())
 
 
 def expand_configs(args: list[str]) -> list[str]:
