@@ -210,6 +210,16 @@ def test_a_missing_dataset_stops_train_before_a_wandb_run_starts(tiny_config, tm
     assert not offline_runs(tmp_path / "runs" / "nodata") and wandb.run is None
 
 
+def test_the_wandb_logger_leaves_out_the_anonymous_setting(tmp_path):
+    """Lightning's WandbLogger hands wandb.init `anonymous=None`, and wandb 0.31 printed a
+    deprecation WARNING for it on every run."""
+    from xecg.lightning_cli import Experiment, _default_logger
+
+    logger = _default_logger(Experiment(name="t"), tmp_path, False, {})
+    assert "anonymous" not in logger._wandb_init
+    assert logger._wandb_init["project"] == "xecg" and logger._wandb_init["name"] == "t"
+
+
 def test_train_writes_the_run_folder(train_run, tiny_data):
     last = train_run / "checkpoints" / "last.ckpt"
     (best,) = (train_run / "checkpoints").glob("best-epoch*.ckpt")

@@ -272,10 +272,14 @@ def _reason(err: Exception) -> str:
 def _default_logger(exp: Experiment, run_dir: Path, resume: bool, cfg):
     if not exp.wandb:
         return CSVLogger(str(run_dir), name="", version="")
-    return WandbLogger(save_dir=str(run_dir), project=exp.project, name=exp.name,
-                       group=exp.group, tags=list(exp.tags), job_type=exp.job_type,
-                       id=_wandb_id(run_dir, resume),
-                       resume="allow", mode=wandb_mode(), config=redact(_plain(cfg)))
+    logger = WandbLogger(save_dir=str(run_dir), project=exp.project, name=exp.name,
+                         group=exp.group, tags=list(exp.tags), job_type=exp.job_type,
+                         id=_wandb_id(run_dir, resume),
+                         resume="allow", mode=wandb_mode(), config=redact(_plain(cfg)))
+    # Lightning passes wandb.init `anonymous=None`, which wandb 0.31 answers on every run with
+    # "WARNING The anonymous setting has no effect": the key is left out instead.
+    getattr(logger, "_wandb_init", {}).pop("anonymous", None)
+    return logger
 
 
 def _plain(cfg) -> dict:
