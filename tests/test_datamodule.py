@@ -340,6 +340,10 @@ def test_bad_arguments_and_unknown_records(tmp_path, store):
         CPSCDataModule(store, policy="stretch")
     with pytest.raises(ValueError, match="length"):
         CPSCDataModule(store, length=0)
+    # a fold that does not exist is refused when the module is made (the CLI's one line:
+    # "invalid configuration"), not at the first fit's setup
+    with pytest.raises(ValueError, match="fold 10 of 10"):
+        CPSCDataModule(store, protocol="kfold", folds=10, fold=10)
     split = tmp_path / "split.json"
     save_split({"train": ["R000", "X999"], "val": [], "test": ["R001"]}, split)
     with pytest.raises(KeyError, match=r"split\.json.*X999"):

@@ -152,3 +152,8 @@ def test_cli_split_writes_the_file(tmp_path, capsys):
     assert cli_main(["split", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nowhere: no such store folder" in err, err
+    # a fold that does not exist (fold counts from 0): one line too
+    assert cli_main(["split", str(tmp_path / "REFERENCE.csv"), "--protocol", "kfold",
+                     "--folds", "10", "--fold", "10", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "REFERENCE.csv: kfold needs" in err and "fold 10 of 10" in err

@@ -112,9 +112,13 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _split(args: argparse.Namespace) -> int:
     from xecg.data.splits import make_split, save_split
+    from xecg.errors import ConfigError
 
-    split = make_split(args.source, protocol=args.protocol, seed=args.seed, folds=args.folds,
-                       fold=args.fold)
+    try:
+        split = make_split(args.source, protocol=args.protocol, seed=args.seed,
+                           folds=args.folds, fold=args.fold)
+    except ValueError as err:  # --folds/--fold that name no fold, too few records: one line
+        raise ConfigError(f"{args.source}: {err}") from err
     save_split(split, args.out)
     counts = ", ".join(f"{k} {len(split[k]):,}" for k in ("train", "val", "test"))
     print(f"{args.protocol} split of {args.source}: {counts} -> {args.out}")

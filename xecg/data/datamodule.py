@@ -47,7 +47,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from xecg.classes import CLASS_INDEX, EPISODIC, NUM_CLASSES, NUM_LEADS
 from xecg.data.filters import check_band, filtered_store
 from xecg.data.loader import ThreadLoader
-from xecg.data.splits import SPLITS, default_seed, load_split, make_split, save_split
+from xecg.data.splits import (
+    SPLITS,
+    check_fold,
+    default_seed,
+    load_split,
+    make_split,
+    save_split,
+)
 from xecg.data.store import Store, is_store
 from xecg.data.synthetic import (
     DEFAULT_DISCORDANT_ST,
@@ -542,6 +549,8 @@ class CPSCDataModule(L.LightningDataModule):
                             ("eval_batch_size", eval_batch_size or 1)):
             if value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value}")
+        if split is None and protocol == "kfold":  # here, not at the first fit's setup
+            check_fold(folds, fold)
         self.save_hyperparameters()
         self.store_path = Path(store)
         if source not in (None, "synthetic") and is_store(source):

@@ -70,6 +70,14 @@ def paper_split(ids: Sequence[str], seed: int = PAPER_SEED) -> dict[str, list[st
     return _parts(ordered, train_val[train], train_val[val], test)
 
 
+def check_fold(folds: int, fold: int) -> None:
+    """``fold`` of ``folds`` names a fold (``ValueError`` otherwise): folds >= 2, 0 <= fold <
+    folds."""
+    if folds < 2 or not 0 <= fold < folds:
+        raise ValueError(f"kfold needs folds >= 2 and 0 <= fold < folds, got fold {fold} of "
+                         f"{folds}")
+
+
 def kfold_split(ids: Sequence[str], labels: np.ndarray, folds: int = 10, fold: int = 0,
                 seed: int = 0, val_size: float = 0.1) -> dict[str, list[str]]:
     """Fold ``fold`` of a multilabel-stratified k-fold split as test; validation from the rest.
@@ -82,8 +90,7 @@ def kfold_split(ids: Sequence[str], labels: np.ndarray, folds: int = 10, fold: i
         MultilabelStratifiedShuffleSplit,
     )
 
-    if folds < 2 or not 0 <= fold < folds:
-        raise ValueError(f"kfold needs folds >= 2 and 0 <= fold < folds, got {fold} of {folds}")
+    check_fold(folds, fold)
     if not 0 < val_size < 1:
         raise ValueError(f"val_size must be in (0, 1), got {val_size}")
     if len(ids) < folds:
