@@ -5,18 +5,33 @@
   correct WFDB checksums unless told otherwise.
 - :func:`write_wfdb_dat_record`: a generic WFDB record (``.dat``, e.g. fmt 212) via wfdb.wrsamp.
 - :func:`write_reference_csv`: a CPSC ``REFERENCE.csv``.
+- :func:`xecg_command`: the ``xecg`` command of this checkout, for subprocesses.
 """
 
 from __future__ import annotations
 
 import csv
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import scipy.io
 
+import xecg
 from xecg.classes import LEADS, NUM_LEADS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def xecg_command() -> list[str]:
+    """The ``xecg`` command running this checkout, as a user types it: the venv's script when
+    it imports this code (its editable install is this checkout), else ``python -m xecg.cli``
+    (with this checkout on PYTHONPATH)."""
+    script = Path(sys.executable).with_name("xecg")
+    if script.is_file() and Path(xecg.__file__).resolve().is_relative_to(ROOT):
+        return [str(script)]
+    return [sys.executable, "-m", "xecg.cli"]
 
 
 def make_signal(n_samples: int = 1000, seed: int = 0, gain: float = 1000.0) -> np.ndarray:

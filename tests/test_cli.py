@@ -4,23 +4,22 @@ LightningCLI's options under the name ``xecg`` and none of train's own (``--data
 
 from __future__ import annotations
 
+import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from fixtures import ROOT, xecg_command
 
 from xecg.cli import build_parser
 
-ROOT = Path(__file__).resolve().parents[1]
-XECG = Path(sys.executable).with_name("xecg")  # the console script pip installed beside python
 COMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
 
 
 def xecg(*args: str) -> subprocess.CompletedProcess:
-    command = [str(XECG)] if XECG.is_file() else [sys.executable, "-m", "xecg"]
-    return subprocess.run([*command, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    return subprocess.run([*xecg_command(), *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
 
 
 def test_the_top_level_help_lists_every_command():

@@ -4,11 +4,10 @@ test they name exists, so a renamed or deleted test cannot leave a claim without
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
+from fixtures import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 DOCS = ["README.md", *(str(p.relative_to(ROOT)) for p in sorted(ROOT.glob("docs/*.md"))),
         "benchmarks/README.md", "sweeps/README.md", "experiments/ablations/README.md",
         "experiments/sim2real.md"]

@@ -8,16 +8,14 @@ import json
 import os
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from fixtures import give_records_the_id, make_signal, write_wfdb_record
+from fixtures import give_records_the_id, make_signal, write_wfdb_record, xecg_command
 from torch import nn
 
-import xecg
 from xecg.classes import CLASSES, NUM_CLASSES
 from xecg.cli import main
 from xecg.explain.maps import GRADCAM_STRIDE, MapUnavailable, explain, randomised_copy
@@ -184,15 +182,6 @@ def test_the_page_has_twelve_leads_a_rhythm_strip_and_one_strip_per_label(xecg_m
 
 
 # ------------------------------------------------------------------ the command
-def xecg_command() -> list[str]:
-    """The installed ``xecg`` script when this checkout's code is what Python imports (after
-    a merge the script runs the same code), else ``python -m xecg.cli``."""
-    script = Path(sys.executable).with_name("xecg")
-    if script.exists() and Path(xecg.__file__).resolve().is_relative_to(ROOT):
-        return [str(script)]
-    return [sys.executable, "-m", "xecg.cli"]
-
-
 def run_xecg(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]), "OMP_NUM_THREADS": "1"}

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures import make_signal, write_wfdb_record
+from fixtures import make_signal, write_wfdb_record, xecg_command
 
-import xecg
 from xecg.cli import main
 from xecg.data.datamodule import CPSCDataModule, SyntheticOptions
 from xecg.data.prepare import load_or_prepare, prepare_dataset
@@ -29,15 +28,6 @@ from xecg.data.synthetic import make_synthetic_store
 from xecg.errors import WriteError, XECGError
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def xecg_command() -> list[str]:
-    """The ``xecg`` command running this checkout: the venv's script when it imports this code
-    (its editable install is this checkout), else ``python -m xecg.cli`` (with PYTHONPATH)."""
-    script = Path(sys.executable).with_name("xecg")
-    if script.is_file() and Path(xecg.__file__).resolve().parents[1] == ROOT:
-        return [str(script)]
-    return [sys.executable, "-m", "xecg.cli"]
 
 
 def xecg_env(**extra: str) -> dict[str, str]:
