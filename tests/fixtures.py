@@ -5,12 +5,14 @@
   correct WFDB checksums unless told otherwise.
 - :func:`write_wfdb_dat_record`: a generic WFDB record (``.dat``, e.g. fmt 212) via wfdb.wrsamp.
 - :func:`write_reference_csv`: a CPSC ``REFERENCE.csv``.
-- :func:`xecg_command`: the ``xecg`` command of this checkout, for subprocesses.
+- :func:`xecg_command` and :func:`xecg_env`: the ``xecg`` command of this checkout and its
+  environment, for subprocesses.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -32,6 +34,16 @@ def xecg_command() -> list[str]:
     if script.is_file() and Path(xecg.__file__).resolve().is_relative_to(ROOT):
         return [str(script)]
     return [sys.executable, "-m", "xecg.cli"]
+
+
+def xecg_env(**extra: str) -> dict[str, str]:
+    """The environment of an ``xecg`` subprocess: this checkout first, one thread, W&B offline
+    and not attached to this process's W&B service (WANDB_SERVICE, set by a W&B run in this
+    process: a killed child's run would stay "in use" there and its resume would fail)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    return {**env, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline",
+            "WANDB_SILENT": "true", **extra}
 
 
 def make_signal(n_samples: int = 1000, seed: int = 0, gain: float = 1000.0) -> np.ndarray:

@@ -6,7 +6,6 @@ does not stop the others, one-line errors for bad ablation files, and ``--dry-ru
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -16,22 +15,20 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from fixtures import ROOT, xecg_command, xecg_env
 from test_training import offline_runs, wandb_records
 
 from xecg import ablate
 from xecg.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
 GOOD = ("abn", "cnn")
 SEEDS = (0, 1)
 
 
 def xecg(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     """``xecg ARGS`` in a fresh process, running this checkout's code."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-    return subprocess.run([sys.executable, "-m", "xecg.cli", *args], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=timeout)
+    return subprocess.run([*xecg_command(), *args], capture_output=True,
+                          text=True, env=xecg_env(), cwd=ROOT, timeout=timeout)
 
 
 def write_ablation(path: Path, **fields) -> Path:

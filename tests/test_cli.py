@@ -4,11 +4,10 @@ LightningCLI's options under the name ``xecg`` and none of train's own (``--data
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import pytest
-from fixtures import ROOT, xecg_command
+from fixtures import ROOT, xecg_command, xecg_env
 
 from xecg.cli import build_parser
 
@@ -16,9 +15,7 @@ COMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
 
 
 def xecg(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    return subprocess.run([*xecg_command(), *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([*xecg_command(), *args], cwd=ROOT, env=xecg_env(), capture_output=True,
                           text=True, timeout=120)
 
 

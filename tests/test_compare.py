@@ -8,17 +8,16 @@ import json
 import math
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures import xecg_command, xecg_env
 from scipy import stats
 
 from xecg.classes import CLASSES
 from xecg.compare import HEADLINE, bootstrap, holm, main, read_predictions
 
-ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 # micro-F1 per seed, chosen so the statistics can be done by hand; cnn lacks seed 4.
@@ -261,10 +260,8 @@ def test_fallback_variant_and_seed_and_duplicates(tmp_path, capsys):
 
 
 def test_subprocess_writes_files_in_default_folder(runs):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    xecg = Path(sys.executable).with_name("xecg")  # the command as a user types it
-    proc = subprocess.run([str(xecg), "compare", str(runs)], capture_output=True,
-                          text=True, env=env, timeout=120)
+    proc = subprocess.run([*xecg_command(), "compare", str(runs)], capture_output=True,
+                          text=True, env=xecg_env(), timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = runs / "compare"  # default: the first DIR's compare/
     for name in ("compare.md", "summary.csv", "paired.csv", "compare.png"):

@@ -6,21 +6,19 @@ exercise the relaunch (a DDP test on a bare Trainer passed while this command fa
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from fixtures import xecg_command, xecg_env
 
 XECG = Path(sys.executable).with_name("xecg")
 
 
 def run_xecg(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline",
-           "WANDB_DIR": str(cwd), "WANDB_SILENT": "true"}
-    return subprocess.run([str(XECG), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run([*xecg_command(), *args], cwd=cwd, env=xecg_env(WANDB_DIR=str(cwd)),
+                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.skipif(not XECG.is_file(), reason=f"the xecg script is not installed at {XECG}")

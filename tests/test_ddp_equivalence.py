@@ -17,29 +17,25 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures import xecg_command, xecg_env
 
 from xecg.data.datamodule import BatchPlanner, step_balance
 from xecg.data.store import Store
 
-ROOT = Path(__file__).resolve().parents[1]
 DDP = ["--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu"]
 #: Train batches per rank: 3 steps of a global batch of 16 records.
 STEPS = 3
 
 
 def run_xecg(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """``python -m xecg ARGS`` with this checkout first on the path (the ranks Lightning starts
-    inherit it), one intra-op thread per process, W&B off."""
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
-    result = subprocess.run([sys.executable, "-m", "xecg", *args], cwd=cwd, env=env,
+    """``xecg ARGS`` with this checkout first on the path (the ranks Lightning starts inherit
+    it), one intra-op thread per process, W&B off."""
+    result = subprocess.run([*xecg_command(), *args], cwd=cwd, env=xecg_env(WANDB_MODE="disabled"),
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import struct
 import subprocess
 from pathlib import Path
@@ -13,7 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures import give_records_the_id, make_signal, write_wfdb_record, xecg_command
+from fixtures import (
+    ROOT,
+    give_records_the_id,
+    make_signal,
+    write_wfdb_record,
+    xecg_command,
+    xecg_env,
+)
 from torch import nn
 
 from xecg.classes import CLASSES, NUM_CLASSES
@@ -23,7 +29,6 @@ from xecg.explain.scores import evidence_mask, rma
 from xecg.models import CNNBaseline, XECGNet, XECGNetOutput
 from xecg.module import XECGModule
 
-ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
 PAGE_PX = (1169, 827)  # A4 landscape at 100 dpi
 
@@ -183,10 +188,8 @@ def test_the_page_has_twelve_leads_a_rhythm_strip_and_one_strip_per_label(xecg_m
 
 # ------------------------------------------------------------------ the command
 def run_xecg(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]), "OMP_NUM_THREADS": "1"}
     return subprocess.run([*xecg_command(), "explain", *map(str, args)], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=300)
+                          text=True, env=xecg_env(), cwd=ROOT, timeout=300)
 
 
 @pytest.fixture(scope="module")

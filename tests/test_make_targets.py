@@ -7,7 +7,6 @@ another torch is checked by what make would run (`-n`)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -15,11 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures import write_wfdb_record
+from fixtures import ROOT, write_wfdb_record, xecg_env
 
 from xecg.data.synthetic import synth_record
 
-ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(sys.prefix)
 # A model of seconds: few short records, one short epoch, a narrow network.
 TINY = ("--data.synthetic.n 60 --data.synthetic.durations [6.0,8.0] --trainer.max_epochs 1 "
@@ -37,10 +35,8 @@ def make(target: str, cwd: Path, **variables: str) -> subprocess.CompletedProces
     the repository's experiments/), without its setup step."""
     command = ["make", "-f", str(ROOT / "Makefile"), "-o", str(VENV / ".installed"), target,
                f"VENV={VENV}", *[f"{k}={v}" for k, v in variables.items()]]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-           "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    env.pop("WANDB_SERVICE", None)
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(command, cwd=cwd, env=xecg_env(), capture_output=True, text=True,
+                          timeout=900)
 
 
 @pytest.fixture(scope="module")

@@ -15,16 +15,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fixtures import ROOT, xecg_env
 
-ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 SBATCH = ROOT / "experiments" / "slurm" / "train.sbatch"
-
-
-def _env(**extra: str) -> dict[str, str]:
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled",
-            **extra}
 
 
 def _free_port() -> int:
@@ -44,8 +38,8 @@ def test_torchrun_runs_the_module_on_two_processes(tiny_config, tmp_path):
            "-m", "xecg", "fit", "--config", str(config),
            "--trainer.num_nodes", "1", "--trainer.devices", "2", "--trainer.strategy", "ddp",
            "--trainer.accelerator", "cpu"]
-    result = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(cmd, cwd=tmp_path, env=xecg_env(WANDB_MODE="disabled"),
+                            capture_output=True, text=True, timeout=600)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-4000:]
     metrics = json.loads((tmp_path / "runs" / "torchrun" / "metrics.json").read_text())
@@ -72,9 +66,9 @@ def test_the_slurm_command_line_is_accepted(tmp_path):
     for name, body in stubs.items():
         (bin_dir / name).write_text(body)
         (bin_dir / name).chmod(stat.S_IRWXU)
-    env = _env(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", SLURM_SUBMIT_DIR=str(ROOT),
-               SLURM_NNODES="2", SLURM_NTASKS_PER_NODE="4", SLURM_CPUS_PER_TASK="8",
-               VIRTUAL_ENV=str(Path(sys.executable).parents[1]))
+    env = xecg_env(WANDB_MODE="disabled", PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+                   SLURM_SUBMIT_DIR=str(ROOT), SLURM_NNODES="2", SLURM_NTASKS_PER_NODE="4",
+                   SLURM_CPUS_PER_TASK="8", VIRTUAL_ENV=str(Path(sys.executable).parents[1]))
     result = subprocess.run(["bash", str(SBATCH), "--data.batch_size", "16"], env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

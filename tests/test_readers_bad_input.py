@@ -6,9 +6,7 @@ a traceback) while the good records beside it are still read; the same corpus th
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +19,14 @@ from fixtures import (
     write_icbeb_record,
     write_wfdb_dat_record,
     write_wfdb_record,
+    xecg_command,
+    xecg_env,
 )
 
 from xecg.data.readers import DatasetError, open_dataset, parse_header
 from xecg.data.record import RecordError
 from xecg.data.store import Store
 
-ROOT = Path(__file__).resolve().parents[1]
 GOOD = ["G0001", "G0002"]
 
 #: What a case expects: (file, problem) for each line it must cause.
@@ -360,10 +359,9 @@ def test_bad_input_is_one_line_and_good_records_are_read(tmp_path, name):
 
 def _prepare(src: Path, out: Path) -> subprocess.CompletedProcess:
     """``xecg prepare SRC --out OUT`` as a user runs it."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    return subprocess.run([sys.executable, "-m", "xecg.cli", "prepare", str(src), "--out",
-                           str(out), "--workers", "1"], capture_output=True, text=True, env=env,
+    return subprocess.run([*xecg_command(), "prepare", str(src), "--out",
+                           str(out), "--workers", "1"], capture_output=True, text=True,
+                          env=xecg_env(),
                           timeout=120)
 
 

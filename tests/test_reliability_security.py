@@ -15,7 +15,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from fixtures import give_records_the_id
+from fixtures import ROOT, give_records_the_id
 from test_reliability_store import error_lines
 from test_training import wandb_records
 
@@ -27,8 +27,6 @@ from xecg.models import XECGNet
 from xecg.module import XECGModule
 from xecg.predict import output_name
 from xecg.redact import mask_url, redact
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures import make_signal, write_wfdb_record, xecg_command
+from fixtures import make_signal, write_wfdb_record, xecg_command, xecg_env
 
 from xecg.cli import main
 from xecg.data.datamodule import CPSCDataModule, SyntheticOptions
@@ -26,18 +26,6 @@ from xecg.data.record import Record
 from xecg.data.store import Store, StoreError, StoreWriter, is_current
 from xecg.data.synthetic import make_synthetic_store
 from xecg.errors import WriteError, XECGError
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def xecg_env(**extra: str) -> dict[str, str]:
-    """The environment of an ``xecg`` subprocess: this checkout first, one thread, W&B offline
-    and not attached to this process's W&B service (WANDB_SERVICE, set by a W&B run in this
-    process: a killed child's run would stay "in use" there and its resume would fail)."""
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
-    return {**env, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline",
-            "WANDB_SILENT": "true", **extra}
 
 
 def error_lines(text: str) -> list[str]:

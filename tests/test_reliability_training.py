@@ -20,9 +20,10 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from fixtures import xecg_command, xecg_env
 from kill_points import HOLD_FILE
 from lightning.pytorch.callbacks import ModelCheckpoint
-from test_reliability_store import error_lines, xecg_command, xecg_env
+from test_reliability_store import error_lines
 from test_training import offline_runs
 
 from xecg.cli import main

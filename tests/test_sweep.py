@@ -11,13 +11,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
+from fixtures import xecg_command, xecg_env
 from optuna.trial import TrialState
 
 from xecg.cli import main
@@ -32,8 +32,6 @@ from xecg.sweep import (
     write_reports,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-XECG = Path(sys.executable).with_name("xecg")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GAMMA = "model.loss.gamma"
 
@@ -41,10 +39,8 @@ GAMMA = "model.loss.gamma"
 def xecg(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess | subprocess.Popen:
     """The ``xecg`` command users type (this checkout's code first on the path); with
     ``popen=True`` a running process in its own process group."""
-    command = [str(XECG)] if XECG.is_file() else [sys.executable, "-m", "xecg.cli"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true",
-           "WANDB_DIR": str(cwd), "PYTHONPATH": os.pathsep.join(
-               [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    command = xecg_command()
+    env = xecg_env(WANDB_DIR=str(cwd))
     if kwargs.pop("popen", False):
         log = open(cwd / "popen.log", "w")  # noqa: SIM115 - closed by the caller's wait
         return subprocess.Popen([*command, *args], cwd=cwd, env=env, stdout=log,

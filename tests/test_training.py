@@ -201,7 +201,11 @@ def test_a_missing_dataset_stops_train_before_a_wandb_run_starts(tiny_config, tm
     that failed before it logged anything used to start one just to finish it."""
     nowhere = tmp_path / "nowhere"
     assert main(["train", "--data", str(nowhere)]) == 2  # checked before anything starts
-    assert f"--data {nowhere}: no such file or folder" in capsys.readouterr().err
+    assert f"--data {nowhere}: no such folder" in capsys.readouterr().err
+    a_file = tmp_path / "REFERENCE.csv"  # a file of the dataset, not its folder
+    a_file.write_text("Recording,First_label\n")
+    assert main(["train", "--data", str(a_file)]) == 2
+    assert f"--data {a_file}: not a folder (give the dataset's folder)" in capsys.readouterr().err
     # the same dataset named in a config: the fit fails in the datamodule's prepare_data
     config = tiny_config(tmp_path, "nodata", data={"source": str(nowhere),
                                                    "store": str(tmp_path / "store")})

@@ -81,10 +81,12 @@ def _train(argv: list[str]) -> int:
     args = list(rest)
     if known.data:
         root = Path(known.data).resolve()
-        if not root.exists():  # before a run folder, a logger or a store is touched
+        if not root.is_dir():  # before a run folder, a logger or a store is touched
             from xecg.errors import NotFoundError
 
-            raise NotFoundError(f"--data {known.data}: no such file or folder")
+            problem = ("not a folder (give the dataset's folder)" if root.exists()
+                       else "no such folder")
+            raise NotFoundError(f"--data {known.data}: {problem}")
         args += ["--data.source", str(root), "--data.store", f"data/stores/{root.name}",
                  "--data.protocol", "paper"]
     from xecg.lightning_cli import fit_and_test
