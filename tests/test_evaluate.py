@@ -117,4 +117,21 @@ def test_evaluate_a_folder_skips_and_counts_records_without_a_label(run, tiny_da
 def test_evaluate_names_a_missing_folder(run, tmp_path, capsys):
     _, ckpt = run
     assert main(["evaluate", "--ckpt", str(ckpt), str(tmp_path / "nope")]) == 2
-    assert "nope" in capsys.readouterr().out
+    assert "nope" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_split_whose_records_are_not_there(run, tiny_data, tmp_path, capsys):
+    """A split of another dataset (or of the full one, given a part of it) would evaluate only
+    the records both share, under the split's name: refused, with the count and the first ids."""
+    _, ckpt = run
+    split = json.loads(Path(tiny_data.split).read_text())
+    split["test"] = [*split["test"], "Z9998", "Z9999"]
+    other = tmp_path / "other-split.json"
+    other.write_text(json.dumps(split))
+    assert main(["evaluate", "--ckpt", str(ckpt), str(tiny_data.store), "--split",
+                 str(other)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    n = len(split["test"])
+    assert err == [f"xecg evaluate: {other}: 2 of its {n} test records are not in "
+                   f"{tiny_data.store} (first: Z9998, Z9999); evaluate the data the split was "
+                   "made of"]

@@ -93,6 +93,40 @@ def test_predict_single_file_and_bad_record(checkpoint, tmp_path):
     assert skipped["file"].endswith("X0002.hea") and "checksum" in skipped["reason"]
 
 
+def test_predict_reports_every_file_it_does_not_predict(checkpoint, tmp_path, capsys):
+    """What the scan finds but cannot pair into a record (a .mat without its header, both
+    copies of a duplicated id) and a record too short for the network are named on the
+    console and in skipped.csv; the good records beside them are predicted. They used to be
+    left out without a word, and the short record stopped the whole run with a traceback."""
+    src = tmp_path / "src"
+    write_wfdb_record(src / "g1", "X0001", make_signal(3000, seed=1), ["AF"])
+    write_wfdb_record(src / "g1", "X0002", make_signal(3000, seed=2), ["PVC"])
+    (src / "g1" / "X0002.hea").unlink()  # a .mat without its header
+    write_wfdb_record(src / "g1", "X0003", make_signal(3000, seed=3), ["STD"])
+    write_wfdb_record(src / "g2", "X0003", make_signal(3000, seed=4), ["STD"])  # same id
+    write_wfdb_record(src / "g1", "X0004", make_signal(100, seed=5), ["AF"])  # 0.2 s
+    write_wfdb_record(src / "g1", "X0005", make_signal(2500, seed=6), ["RBBB"])
+    out = tmp_path / "out"
+    assert main(["predict", "--ckpt", str(checkpoint), str(src), "--out", str(out),
+                 "--no-images"]) == 0
+    assert [r["record"] for r in read_rows(out / "predictions.csv")] == ["X0001", "X0005"]
+    reasons = {Path(r["file"]).relative_to(src).as_posix(): r["reason"]
+               for r in read_rows(out / "skipped.csv")}
+    assert set(reasons) == {"g1/X0002.mat", "g1/X0003.hea", "g2/X0003.hea", "g1/X0004.hea"}
+    assert reasons["g1/X0002.mat"].startswith("no header")
+    assert reasons["g1/X0003.hea"].startswith("duplicate id")
+    assert reasons["g1/X0004.hea"] == ("too short: 100 samples at 500 Hz; the network needs at "
+                                       "least 243 (0.49 s)")
+    console = capsys.readouterr().out
+    assert "2 records predicted, 4 skipped" in console
+    assert f"skipped {src / 'g1' / 'X0002.mat'}: no header" in console
+
+    # The header-less .mat given alone: its reason, not a guess at the layout.
+    assert main(["predict", "--ckpt", str(checkpoint), str(src / "g1" / "X0002.mat"),
+                 "--out", str(tmp_path / "one")]) == 2
+    assert f"{src / 'g1' / 'X0002.mat'}: no header" in capsys.readouterr().err
+
+
 def test_predict_icbeb_files_without_reference_and_resampling(checkpoint, tmp_path):
     src = tmp_path / "TrainingSet1"
     write_icbeb_record(src, "A9001", make_signal(2000, seed=3).astype(np.float64))
@@ -117,7 +151,7 @@ def test_predict_icbeb_files_without_reference_and_resampling(checkpoint, tmp_pa
 def test_predict_names_a_missing_folder(checkpoint, tmp_path, capsys):
     assert main(["predict", "--ckpt", str(checkpoint), str(tmp_path / "nope"),
                  "--out", str(tmp_path / "out")]) == 2
-    assert "nope" in capsys.readouterr().out
+    assert "nope" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("policy", ["crop", "pad", "bucket"])

@@ -113,7 +113,7 @@ def test_predict_refuses_a_checkpoint_that_would_run_code(hostile, tiny_data, tm
     path, marker = hostile
     assert main(["predict", "--ckpt", str(path), str(tiny_data.store), "--out",
                  str(tmp_path / "out"), "--no-images"]) == 2
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert (f"xecg predict: {path}: refused to load: it holds the global io.open, not only "
             "tensors and plain data") in out
     assert not marker.exists() and not (tmp_path / "out").exists()

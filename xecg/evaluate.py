@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -30,7 +31,7 @@ from xecg.data.readers import DatasetError
 from xecg.data.splits import load_split
 from xecg.guards import load_module
 from xecg.metrics import ECGMetrics
-from xecg.records import reader_and_ids, records_at_rate, write_skipped
+from xecg.records import records_at_rate, select_records, write_skipped
 
 
 def evaluate(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.PathLike | None = None,
@@ -44,15 +45,21 @@ def evaluate(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.Pat
     module = load_module(ckpt, map_location=device)  # weights_only, one-line errors (guards)
     module.eval()
     fs_model = float(module.sample_rate)
-    reader, ids = reader_and_ids(Path(path))
+    selection = select_records(Path(path))
     if split is not None:
-        wanted = set(load_split(split)[subset])
-        ids = [i for i in ids if i in wanted]
+        wanted = load_split(split)[subset]
+        missing = [i for i in wanted if i not in selection.found]
+        if missing:  # metrics titled as the split's would be those of another set of records
+            raise DatasetError(
+                f"{split}: {len(missing):,} of its {len(wanted):,} {subset} records are not in "
+                f"{path} (first: {', '.join(missing[:5])}); evaluate the data the split was "
+                "made of")
+        selection = selection.only(wanted)
     thresholds = module.thresholds
     metrics = ECGMetrics().to(thresholds.device)
     rows, all_probs, all_targets = [], [], []
     no_label, unreadable = [], []
-    for rec in records_at_rate(reader, ids, fs_model, unreadable, "evaluate", progress,
+    for rec in records_at_rate(selection, fs_model, unreadable, "evaluate", progress,
                                no_label=no_label):
         probs = module.predict_record(torch.as_tensor(rec.signal))["probs"].float()[None]
         target = torch.as_tensor(rec.labels, dtype=torch.float32, device=probs.device)[None]
@@ -126,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         evaluate(args.ckpt, args.path, args.out, split=args.split, subset=args.subset,
                  device=args.device)
     except (DatasetError, FileNotFoundError) as err:
-        print(f"xecg evaluate: {err}")
+        print(f"xecg evaluate: {err}", file=sys.stderr)
         return 2
     return 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ from xecg.classes import CLASSES
 from xecg.errors import WriteError, XECGError
 from xecg.guards import load_module
 from xecg.plots import ECG_DPI, save_figure
-from xecg.records import reader_and_ids, records_at_rate, write_skipped
+from xecg.records import records_at_rate, select_records, write_skipped
 
 
 def predict(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.PathLike,
@@ -33,7 +34,7 @@ def predict(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.Path
     module = load_module(ckpt, map_location=device)
     module.eval()
     fs_model = float(module.sample_rate)
-    reader, ids = reader_and_ids(Path(path))
+    selection = select_records(Path(path))
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -41,7 +42,7 @@ def predict(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.Path
         raise WriteError.of(out, err, "nothing was predicted") from err
     header = ["record", *[f"p_{c}" for c in CLASSES], "predicted", "true", "source"]
     rows, skipped = [], []
-    for rec in records_at_rate(reader, ids, fs_model, skipped, "predict"):
+    for rec in records_at_rate(selection, fs_model, skipped, "predict"):
         result = module.predict_record(torch.as_tensor(rec.signal))
         if images:
             fig, _ = render_attention(module, rec.signal, fs_model, rec.id, rec.label_names,
@@ -76,6 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         predict(args.ckpt, args.path, args.out, images=args.images, device=args.device)
     except (XECGError, FileNotFoundError) as err:
-        print(f"xecg predict: {err}")
+        print(f"xecg predict: {err}", file=sys.stderr)
         return 2
     return 0

@@ -1,15 +1,17 @@
 """The records a checkpoint command reads: ``xecg predict``, ``xecg explain`` and ``xecg evaluate``.
 
 PATH is one record file, a folder in any supported layout, or a prepared store
-(:func:`reader_and_ids`). :func:`records_at_rate` loads the records one by one, brings each to
+(:func:`select_records`). :func:`records_at_rate` loads the records one by one, brings each to
 the model's sample rate (:func:`at_rate`: signal resampled, evidence intervals scaled alike)
-and collects the unreadable ones, which :func:`write_skipped` writes to ``skipped.csv``.
+and collects what it cannot use: the files the folder's scan could not pair into a record (a
+``.mat`` without its header, a duplicated id), unreadable records and records too short for the
+network. :func:`write_skipped` writes them to ``skipped.csv``; nothing found is left unsaid.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -19,6 +21,7 @@ from xecg.data.prepare import resample
 from xecg.data.readers import DatasetError, open_dataset
 from xecg.data.record import Record, RecordError
 from xecg.data.store import Store, is_store
+from xecg.models.backbone import DOWNSAMPLE
 
 
 class StoreReader:
@@ -32,18 +35,43 @@ class StoreReader:
         return self.store.record(self.store.index_of(rec_id))
 
 
-def reader_and_ids(path: Path):
-    """The dataset reader for PATH and its record ids (one, for a record file)."""
+@dataclass
+class Selection:
+    """What a checkpoint command reads: the reader, the ids it loads, and ``orphans``, the
+    ``(file, reason)`` of inputs found beside them that are no record (a ``.mat`` without its
+    header, each copy of a duplicated id): they are reported as skipped."""
+
+    reader: object
+    ids: list[str]
+    orphans: list[tuple[str, str]] = field(default_factory=list)
+
+    def only(self, wanted: Iterable[str]) -> Selection:
+        """The records of ``wanted`` (in this selection's order) and the orphans that are
+        their files."""
+        wanted = set(wanted)
+        return replace(self, ids=[i for i in self.ids if i in wanted],
+                       orphans=[o for o in self.orphans if Path(o[0]).stem in wanted])
+
+    @property
+    def found(self) -> set[str]:
+        """Every record id present, readable or not."""
+        return {*self.ids, *(Path(path).stem for path, _ in self.orphans)}
+
+
+def select_records(path: Path) -> Selection:
+    """The records at PATH: a store, one record file or a dataset folder in any layout."""
     if is_store(path):
         reader = StoreReader(path)
-        return reader, reader.records
+        return Selection(reader, reader.records)
     if path.is_file():
         reader = open_dataset(path.parent, require_reference=False)
         if path.stem not in reader.records:
-            raise DatasetError(f"{path}: not a record file of a supported layout")
-        return reader, [path.stem]
+            reasons = [why for f, why in reader.orphans if Path(f).resolve() == path.resolve()]
+            raise DatasetError(f"{path}: " + (reasons[0] if reasons else
+                                              "not a record file of a supported layout"))
+        return Selection(reader, [path.stem])
     reader = open_dataset(path, require_reference=False)
-    return reader, reader.records
+    return Selection(reader, reader.records, list(reader.orphans))
 
 
 def at_rate(rec: Record, fs: float) -> Record:
@@ -57,24 +85,35 @@ def at_rate(rec: Record, fs: float) -> Record:
                              for lab, a, b in rec.evidence])
 
 
-def records_at_rate(reader, ids: Iterable[str], fs: float, skipped: list, desc: str,
+def records_at_rate(selection: Selection, fs: float, skipped: list, desc: str,
                     progress: bool = True, no_label: list | None = None) -> Iterator[Record]:
-    """The records ``ids`` of ``reader`` at ``fs`` (:func:`at_rate`), with a progress bar.
+    """The records of ``selection`` at ``fs`` (:func:`at_rate`), with a progress bar.
 
-    An unreadable record is named on the console and added to ``skipped`` as ``(file,
-    reason)``. With a ``no_label`` list, records without a label among the nine are not
-    yielded either; their ids go into it."""
-    for rec_id in tqdm(ids, desc=desc, unit="rec", disable=not progress):
+    The selection's orphans, each unreadable record and each record shorter than the network's
+    243-sample stride (it could not be seen whole) are named on the console and added to
+    ``skipped`` as ``(file, reason)``. With a ``no_label`` list, records without a label among
+    the nine are not yielded either; their ids go into it."""
+    def skip(path: str, reason: str) -> None:
+        tqdm.write(f"skipped {path}: {reason}")
+        skipped.append((path, reason))
+
+    for path, reason in selection.orphans:
+        skip(path, reason)
+    for rec_id in tqdm(selection.ids, desc=desc, unit="rec", disable=not progress):
         try:
-            rec = reader.load_record(rec_id, require_labels=False)
+            rec = selection.reader.load_record(rec_id, require_labels=False)
         except RecordError as err:
-            tqdm.write(f"skipped {err}")
-            skipped.append((err.path, err.problem))
+            skip(err.path, err.problem)
             continue
         if no_label is not None and rec.labels.sum() == 0:
             no_label.append(rec.id)
             continue
-        yield at_rate(rec, fs)
+        rec = at_rate(rec, fs)
+        if rec.length < DOWNSAMPLE:
+            skip(rec.source or rec.id, f"too short: {rec.length} samples at {fs:g} Hz; the "
+                 f"network needs at least {DOWNSAMPLE} ({DOWNSAMPLE / fs:.2f} s)")
+            continue
+        yield rec
 
 
 def write_skipped(out: Path, skipped: list) -> None:

@@ -41,23 +41,24 @@ def explain_records(ckpt, path, out, methods=None, window: float = 0.0, device: 
     from xecg.explain.maps import check_methods, default_methods
     from xecg.guards import load_module
     from xecg.plots import ECG_DPI, save_figure
-    from xecg.records import reader_and_ids, records_at_rate, write_skipped
+    from xecg.records import records_at_rate, select_records, write_skipped
 
     module = load_module(ckpt, map_location=device)  # weights_only: tensors and plain data
     module.eval()
     methods = check_methods(module.net, methods or default_methods(module.net))
     fs = float(module.sample_rate)
-    reader, ids = reader_and_ids(Path(path))
+    selection = select_records(Path(path))
     if records:
-        unknown = sorted(set(records) - set(ids))
+        unknown = sorted(set(records) - selection.found)
         if unknown:
             raise XECGError(f"{path}: no record {', '.join(unknown)}")
-        ids = [i for i in ids if i in set(records)]
-    ids = ids[:limit] if limit is not None else ids
+        selection = selection.only(records)
+    if limit is not None:
+        selection.ids = selection.ids[:limit]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written, skipped = [], []
-    for rec in records_at_rate(reader, ids, fs, skipped, "explain"):
+    for rec in records_at_rate(selection, fs, skipped, "explain"):
         result = module.predict_record(torch.as_tensor(rec.signal))
         for method in methods:
             fig, _ = explanation_figure(module, rec.signal, fs, rec.id, rec.label_names, method,
