@@ -346,8 +346,12 @@ def test_bad_arguments_and_unknown_records(tmp_path, store):
         CPSCDataModule(store, protocol="kfold", folds=10, fold=10)
     split = tmp_path / "split.json"
     save_split({"train": ["R000", "X999"], "val": [], "test": ["R001"]}, split)
-    with pytest.raises(KeyError, match=r"split\.json.*X999"):
+    with pytest.raises(ConfigError) as err:
         CPSCDataModule(store, split=str(split)).setup()
+    assert str(err.value) == (
+        f"{split}: 1 of its 2 train records are not in store {store} (first: X999); it was made "
+        f"for other data: make one for this store with `xecg split {store} --out FILE`, or leave "
+        "out --data.split")
 
 
 class _Mean(L.LightningModule):

@@ -214,6 +214,22 @@ def test_a_missing_dataset_stops_train_before_a_wandb_run_starts(tiny_config, tm
     assert not offline_runs(tmp_path / "runs" / "nodata") and wandb.run is None
 
 
+def test_a_split_of_other_records_is_one_line(tiny_config, tiny_data, tmp_path, capsys):
+    """A split file made for other data (the full CPSC split given a part of it) stops the run
+    with one line that says how to make a split for this store; it was a KeyError traceback
+    that advised deleting the user's own file."""
+    split = json.loads(Path(tiny_data.split).read_text())
+    split["val"] = [*split["val"], "A0101"]
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(split))
+    config = tiny_config(tmp_path, "othersplit", experiment={"wandb": False},
+                         data={"split": str(other)})
+    assert main(["fit", "--config", str(config)]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("xecg: error:")]
+    assert line.startswith(f"xecg: error: {other}: 1 of its ") and "(first: A0101)" in line
+    assert "make one for this store with `xecg split" in line
+
+
 def test_the_wandb_logger_leaves_out_the_anonymous_setting(tmp_path):
     """Lightning's WandbLogger hands wandb.init `anonymous=None`, and wandb 0.31 printed a
     deprecation WARNING for it on every run."""

@@ -626,12 +626,18 @@ class CPSCDataModule(L.LightningDataModule):
                       else self._filtered or filtered_store(self.store_path, self.bandpass))
         self.raw_store = store if self.bandpass is None else Store(self.store_path)
         split = load_split(self.split_path)
+        known = set(store.ids)
         for name in SPLITS:
-            try:
-                self.indices[name] = store.indices(split[name])
-            except KeyError as e:
-                raise KeyError(f"{self.split_path}: {e.args[0]} (delete the split file to make "
-                               "it again for this store)") from None
+            missing = [r for r in split[name] if r not in known]
+            if missing:
+                # xecg's own split file is remade by deleting it; a user's file is theirs.
+                fix = ("delete the split file to make it again for this store" if self.split is None
+                       else f"it was made for other data: make one for this store with `xecg "
+                            f"split {self.store_path} --out FILE`, or leave out --data.split")
+                raise ConfigError(f"{self.split_path}: {len(missing):,} of its "
+                                  f"{len(split[name]):,} {name} records are not in store "
+                                  f"{self.store_path} (first: {', '.join(missing[:3])}); {fix}")
+            self.indices[name] = store.indices(split[name])
         if not self._restored_stats:
             if self.normalize:
                 self.mean, self.std = store.lead_stats(self.indices["train"])
