@@ -10,8 +10,10 @@ import json
 import os
 import resource
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ from xecg.data.datamodule import CPSCDataModule, SyntheticOptions
 from xecg.data.prepare import load_or_prepare, prepare_dataset
 from xecg.data.readers import WFDBReader
 from xecg.data.record import Record
-from xecg.data.store import Store, StoreError, StoreWriter, is_current
+from xecg.data.store import WRITER, Store, StoreError, StoreWriter, is_current
 from xecg.data.synthetic import make_synthetic_store
 from xecg.errors import WriteError, XECGError
 
@@ -230,6 +232,36 @@ def test_a_store_that_cannot_be_written_for_a_full_disk_leaves_nothing(tmp_path)
     assert line == f"xecg: error: could not write {out}: File too large; no store was written"
     assert "Traceback" not in result.stderr
     assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_a_killed_prepare_leaves_no_temporary_folder_behind_the_next(tmp_path, capsys):
+    """SIGKILL mid-write leaves the half-written temporary folder (it can hold most of a 3 GB
+    store); the next writer of that store removes it and says so. Folders of a live writer, of
+    another host or without a writer file are not touched."""
+    out = tmp_path / "store"
+    proc = subprocess.Popen([*xecg_command(), "prepare", "synthetic", "--n", "3000", "--out",
+                             str(out)], env=xecg_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not any(p.stat().st_size > 0 for p in tmp_path.glob(".store.tmp-*/signals.f32")):
+        assert proc.poll() is None and time.monotonic() < deadline, "no write to interrupt"
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    (killed,) = tmp_path.glob(".store.tmp-*")
+    live = tmp_path / ".store.tmp-live"
+    live.mkdir()
+    (live / WRITER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    remote = tmp_path / ".store.tmp-remote"
+    remote.mkdir()
+    (remote / WRITER).write_text(json.dumps({"host": "another-host", "pid": 1}))
+    (tmp_path / ".store.tmp-unknown").mkdir()
+
+    assert main(["prepare", "synthetic", "--n", "20", "--out", str(out)]) == 0
+    assert len(Store(out).verify()) == 20  # verify: the full checksum
+    assert f"removed {killed}: left by an interrupted writer (process {proc.pid} is gone)" in (
+        capsys.readouterr().err)
+    assert _leftovers(tmp_path) == [".store.tmp-live", ".store.tmp-remote", ".store.tmp-unknown"]
 
 
 def test_a_store_under_a_file_is_one_line_and_nothing(tmp_path, capsys):

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from xecg.cli import main
+from xecg.cli import main, store_for
 from xecg.data.store import Store
 
 
 def test_train_on_real_wfdb_records(wfdb_sample, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the store goes to ./data/stores/<name>, as with make train
+    monkeypatch.chdir(tmp_path)  # the store goes to ./data/stores/<name>-<hash>, as with make train
     args = ["train", "--data", str(wfdb_sample), "--config", "placeholder"]
     config = tmp_path / "real.yaml"
     base = Path(__file__).resolve().parents[1] / "experiments" / "base.yaml"
@@ -27,7 +27,10 @@ def test_train_on_real_wfdb_records(wfdb_sample, tmp_path, monkeypatch):
     args[-1] = str(config)
     assert main(args) == 0
 
-    store = Store(tmp_path / "data" / "stores" / wfdb_sample.name)
+    (store,) = (tmp_path / "data" / "stores").iterdir()
+    assert store.name.startswith(f"{wfdb_sample.name}-") and str(store) == str(
+        tmp_path / store_for(wfdb_sample))
+    store = Store(store)
     assert len(store) == 100 and store.meta["layout"] == "wfdb"
     run = tmp_path / "runs" / "real"
     metrics = json.loads((run / "metrics.json").read_text())
@@ -43,3 +46,12 @@ def test_train_on_real_wfdb_records(wfdb_sample, tmp_path, monkeypatch):
     before = signals.stat().st_mtime_ns
     assert main(args) == 0
     assert signals.stat().st_mtime_ns == before
+
+
+def test_datasets_of_one_folder_name_get_stores_of_their_own(tmp_path):
+    """The Challenge 2020 archives of PTB-XL and Georgia both unpack to WFDB/: `--data` gave
+    both the store data/stores/WFDB, and the second prepared over the first's."""
+    ptbxl, georgia = tmp_path / "ptbxl" / "WFDB", tmp_path / "georgia" / "WFDB"
+    assert store_for(ptbxl) != store_for(georgia)
+    assert store_for(ptbxl).startswith("data/stores/WFDB-")
+    assert store_for(ptbxl) == store_for(tmp_path / "ptbxl" / ".." / "ptbxl" / "WFDB")

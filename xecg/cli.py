@@ -87,7 +87,7 @@ def _train(argv: list[str]) -> int:
             problem = ("not a folder (give the dataset's folder)" if root.exists()
                        else "no such folder")
             raise NotFoundError(f"--data {known.data}: {problem}")
-        args += ["--data.source", str(root), "--data.store", f"data/stores/{root.name}",
+        args += ["--data.source", str(root), "--data.store", store_for(root),
                  "--data.protocol", "paper"]
     from xecg.lightning_cli import fit_and_test
 
@@ -95,6 +95,17 @@ def _train(argv: list[str]) -> int:
     run_dir = fit_and_test(args, ckpt_path=known.ckpt_path, prog="xecg train")
     print(f"run folder: {run_dir}")
     return 0
+
+
+def store_for(root: Path) -> str:
+    """The store of dataset folder ``root`` for ``xecg train --data``: ``data/stores/NAME-HASH``,
+    the folder's name and a hash of its full path, as two datasets may share a folder name
+    (the Challenge 2020 archives of PTB-XL and Georgia both unpack to ``WFDB/``) and would
+    otherwise prepare over each other's store."""
+    import hashlib
+
+    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
+    return f"data/stores/{root.resolve().name}-{digest}"
 
 
 def _prepare(args: argparse.Namespace) -> int:

@@ -32,6 +32,8 @@ import json
 import os
 import re
 import shutil
+import socket
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -162,6 +164,40 @@ def is_current(path: str | os.PathLike, fingerprint: str) -> bool:
     return store_damage(path) is None
 
 
+#: In a store being written: the host and process id of its writer (:func:`reclaim_stale`).
+WRITER = "writer.json"
+
+
+def reclaim_stale(out: Path) -> list[Path]:
+    """Remove the temporary folders (``.NAME.tmp-*``) that writers of store ``out`` left when
+    they were killed; each can hold most of a store (3 GB for CPSC 2018). A folder is left
+    behind when its writer ran on this host and its process is gone; folders of live writers,
+    of other hosts (a shared file system) or without a :data:`WRITER` file are kept."""
+    removed = []
+    for tmp in out.parent.glob(f".{out.name}.tmp-*"):
+        try:
+            writer = json.loads((tmp / WRITER).read_text())
+            if writer["host"] != socket.gethostname() or _process_runs(int(writer["pid"])):
+                continue
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(f"removed {tmp}: left by an interrupted writer (process {writer['pid']} is gone)",
+              file=sys.stderr)
+        removed.append(tmp)
+    return removed
+
+
+def _process_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, as another user's
+    return True
+
+
 class StoreWriter:
     """Writes a store atomically. Use as a context manager; ``add`` records, ``skip`` failures.
 
@@ -189,8 +225,11 @@ class StoreWriter:
     def __enter__(self) -> StoreWriter:
         try:
             self.out.parent.mkdir(parents=True, exist_ok=True)
+            reclaim_stale(self.out)
             self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-",
                                               dir=self.out.parent))
+            write_atomic(self._tmp / WRITER, json.dumps(
+                {"host": socket.gethostname(), "pid": os.getpid()}) + "\n")
             self._signals = open(self._tmp / "signals.f32", "wb")
         except OSError as err:
             if self._tmp is not None:
@@ -268,6 +307,7 @@ class StoreWriter:
         try:
             self._signals.close()  # buffered samples are written here: a full disk shows now
             self._write_tables()
+            (self._tmp / WRITER).unlink()  # the store is whole: nobody writes it any more
             os.chmod(self._tmp, 0o755)  # mkdtemp makes it private; a store is shared data
             replace_dir(self._tmp, self.out)
         except OSError as err:
