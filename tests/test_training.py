@@ -230,6 +230,15 @@ def test_a_split_of_other_records_is_one_line(tiny_config, tiny_data, tmp_path, 
     assert "make one for this store with `xecg split" in line
 
 
+def test_attention_pages_every_zero_epochs_is_an_invalid_configuration(tiny_config, tmp_path,
+                                                                       capsys):
+    config = tiny_config(tmp_path, "every0", experiment={"wandb": False})
+    assert main(["fit", "--config", str(config), "--attention.every_n_epochs", "0"]) == 2
+    assert ("xecg: error: invalid configuration: attention.every_n_epochs must be at least 1, "
+            "got 0") in capsys.readouterr().err  # a ZeroDivisionError after the first epoch
+    assert not (tmp_path / "runs" / "every0" / "checkpoints").exists()
+
+
 def test_the_wandb_logger_leaves_out_the_anonymous_setting(tmp_path):
     """Lightning's WandbLogger hands wandb.init `anonymous=None`, and wandb 0.31 printed a
     deprecation WARNING for it on every run."""

@@ -62,6 +62,9 @@ class AttentionImages(L.Callback):
     ``RUN/attention/`` and logs them to W&B."""
 
     def __init__(self, every_n_epochs: int = 5, num_records: int = 4):
+        if every_n_epochs < 1:  # a config error, before a run starts (the CLI's one line)
+            raise ValueError(f"attention.every_n_epochs must be at least 1, got {every_n_epochs}"
+                             " (attention.num_records: 0 draws no pages)")
         self.every_n_epochs = every_n_epochs
         self.num_records = num_records
         self._records: np.ndarray | None = None

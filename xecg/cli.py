@@ -157,6 +157,15 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def _rate(text: str) -> float:
+    """An argparse type: a sampling rate in Hz, above 0 (leave --fs out for the native rate)."""
+    value = float(text)
+    if not value > 0:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"must be above 0 Hz, got {text} (leave --fs out to "
+                                         "keep the records' own rate)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     # The user's words, not the module docstring (written for developers).
     p = argparse.ArgumentParser(prog="xecg", description=USAGE, epilog=EPILOG,
@@ -181,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp = sub.add_parser("prepare", help="read a dataset (or make synthetic data) into a store")
     pp.add_argument("source", help="dataset root (any supported layout), or 'synthetic'")
     pp.add_argument("--out", required=True, type=Path, help="store folder to write")
-    pp.add_argument("--fs", type=float, default=None, help="resample to this rate (Hz)")
+    pp.add_argument("--fs", type=_rate, default=None,
+                    help="resample to this rate (Hz; default: the first record's rate)")
     pp.add_argument("--strict", action="store_true", help="stop at the first bad record")
     pp.add_argument("--reference", type=Path, default=None,
                     help="REFERENCE.csv (default: found under SOURCE)")
