@@ -23,6 +23,7 @@ from xecg.data.readers import (
     parse_header,
     read_reference,
 )
+from xecg.data.readers.reference import load_references
 from xecg.data.record import RecordError
 
 # CPSC code of each class, looked up rather than written out.
@@ -156,6 +157,26 @@ def test_read_reference_rows(tmp_path):
     write_reference_csv(path, [("A0001", [CODE["AF"]]), ("A0001", [CODE["STE"]])])
     with pytest.raises(DatasetError, match="A0001 is listed twice"):
         read_reference(path)
+
+
+@pytest.mark.parametrize("header", [True, False], ids=["header", "no header"])
+def test_a_reference_saved_with_a_bom_keeps_its_first_record(tmp_path, header):
+    # Excel's "CSV UTF-8" starts the file with a byte-order mark: it was read into the first id
+    # ('\ufeffA0001', a bad row), or into the header, which then counted as a record.
+    lines = ["Recording,First_label,Second_label,Third_label"] if header else []
+    path = tmp_path / "REFERENCE.csv"
+    path.write_bytes("".join(f"{line}\r\n" for line in [*lines, "A0001,1,,", "A0002,2,5,"])
+                     .encode("utf-8-sig"))
+    ref = load_references([path])
+    assert list(ref.labels) == ["A0001", "A0002"] and ref.problems == []
+    assert read_reference(path)["A0001"][1] == []
+
+
+def test_the_real_reference_with_a_bom(reference_csv, tmp_path):
+    path = tmp_path / "REFERENCE.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + reference_csv.read_bytes())
+    ref = load_references([path])
+    assert ref.labels.keys() == read_reference(reference_csv).keys() and ref.problems == []
 
 
 # ------------------------------------------------------------------------------ bad inputs
