@@ -14,7 +14,7 @@ from fixtures import (
     write_wfdb_record,
 )
 
-from xecg.classes import CLASSES, CPSC_CODES, LEADS, SNOMED_CODES, multi_hot
+from xecg.classes import CLASSES, CPSC_CODES, LEADS, SNOMED_CODES, multi_hot, names_of
 from xecg.data.readers import (
     DatasetError,
     ICBEBReader,
@@ -170,6 +170,30 @@ def test_a_reference_saved_with_a_bom_keeps_its_first_record(tmp_path, header):
     ref = load_references([path])
     assert list(ref.labels) == ["A0001", "A0002"] and ref.problems == []
     assert read_reference(path)["A0001"][1] == []
+
+
+def test_a_reference_written_by_pandas_keeps_its_float_codes(tmp_path):
+    # pandas writes a label column with blanks as floats: "A0043,5,2.0," lost its AF as a code
+    # outside the nine classes. Codes that are not 1-9 stay outside, however they are spelled.
+    path = tmp_path / "REFERENCE.csv"
+    path.write_text("Recording,First_label,Second_label,Third_label\n"
+                    "A0043,5,2.0,\nA0044,1.0,10.0,\nA0045,2.5,0.0,\n")
+    ref = read_reference(path)
+    assert names_of(ref["A0043"][0]) == ["AF", "RBBB"] and ref["A0043"][1] == []
+    assert names_of(ref["A0044"][0]) == ["Normal"] and ref["A0044"][1] == ["10.0"]
+    assert not ref["A0045"][0].any() and ref["A0045"][1] == ["2.5", "0.0"]
+
+
+def test_the_real_reference_round_tripped_through_pandas(reference_csv, tmp_path):
+    pd = pytest.importorskip("pandas")
+    path = tmp_path / "REFERENCE.csv"
+    pd.read_csv(reference_csv).to_csv(path, index=False)
+    assert "A0043,5,2.0," in path.read_text()
+    ref, official = read_reference(path), read_reference(reference_csv)
+    assert ref.keys() == official.keys()
+    for rec, (y, ignored) in official.items():
+        np.testing.assert_array_equal(ref[rec][0], y)
+        assert ref[rec][1] == ignored == []
 
 
 def test_the_real_reference_with_a_bom(reference_csv, tmp_path):
