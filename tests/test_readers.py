@@ -319,6 +319,35 @@ def test_orphan_mat_in_wfdb_layout(tmp_path):
     assert [p for p, _ in reader.orphans] == [str(tmp_path / "A0002.mat")]
 
 
+def _upper_case_extensions(folder):
+    for path in sorted(folder.rglob("*.*")):
+        path.rename(path.with_suffix(path.suffix.upper()))
+
+
+def test_upper_case_extensions_are_read(tmp_path):
+    # A0001.HEA + A0001.MAT (copied from a case-insensitive file system, as some mirrors serve
+    # them): the .MAT was "a .mat file without a .hea next to it" and, its header naming
+    # A0001.mat, the record a missing file.
+    sig, dat = make_signal(300, seed=1), make_signal(300, seed=2, gain=200)
+    write_wfdb_record(tmp_path / "wfdb", "A0001", sig, ["AF"])
+    write_wfdb_dat_record(tmp_path / "wfdb", "A0002", dat, ["PVC"], gain=200)
+    write_reference_csv(tmp_path / "wfdb" / "reference.csv", [("A0002", [CODE["PAC"]])])
+    write_icbeb_record(tmp_path / "icbeb", "A0003", sig)
+    write_reference_csv(tmp_path / "icbeb" / "REFERENCE.csv", [("A0003", [CODE["STD"]])])
+    _upper_case_extensions(tmp_path)
+    assert (tmp_path / "wfdb" / "A0002.DAT").is_file()
+
+    reader = open_dataset(tmp_path / "wfdb")
+    assert reader.records == ["A0001", "A0002"] and reader.orphans == []
+    np.testing.assert_array_equal(reader.load_data("A0001"), sig)
+    rec = reader.load_record("A0002")
+    np.testing.assert_allclose(rec.signal, dat, atol=1e-6)
+    assert rec.label_names == ["PAC"] and rec.source == str(tmp_path / "wfdb" / "A0002.HEA")
+    icbeb = open_dataset(tmp_path / "icbeb")
+    assert icbeb.load_record("A0003").label_names == ["STD"]
+    np.testing.assert_array_equal(icbeb.load_data("A0003"), sig)
+
+
 # ------------------------------------------------------------------------ real CPSC records
 
 
@@ -357,6 +386,17 @@ def test_real_wfdb_signals_equal_wfdb_package(wfdb_sample):
         ref = wfdb.rdrecord(str(wfdb_sample / rec))
         assert reader.load_record(rec).fs == ref.fs
         np.testing.assert_allclose(reader.load_data(rec), ref.p_signal.T, rtol=0, atol=1e-6)
+
+
+def test_real_records_with_upper_case_extensions(wfdb_sample, tmp_path):
+    for rec in ("A0001", "A0002", "A0003"):
+        for ext in ("hea", "mat"):
+            (tmp_path / f"{rec}.{ext.upper()}").symlink_to(wfdb_sample / f"{rec}.{ext}")
+    reader, real = open_dataset(tmp_path), open_dataset(wfdb_sample)
+    assert reader.records == ["A0001", "A0002", "A0003"] and reader.orphans == []
+    for rec in reader.records:
+        np.testing.assert_array_equal(reader.load_data(rec), real.load_data(rec))
+        assert reader.load_ann(rec) == real.load_ann(rec)
 
 
 def test_real_snomed_records(snomed_sample):
