@@ -127,6 +127,15 @@ def _float_matrix(src, rec, rows):
                         "little-endian int16 matrix")]
 
 
+def _v5_mat(src, rec, rows):
+    # Re-saved with scipy.io.savemat's default format: its text header was read as a v4
+    # matrix "891306561 x 1293955118, name of 543517801 bytes".
+    hea = _hea(src, rec)
+    scipy.io.savemat(_mat(hea), {"val": np.zeros((12, 1000), np.int16)})
+    return [(_mat(hea), "unreadable signal: a MATLAB v5 file, not the MATLAB v4 matrix a WFDB "
+                        ".mat holds")]
+
+
 def _random_mat(src, rec, rows):
     mat = _mat(_hea(src, rec))
     mat.write_bytes(_rng_bytes(5000, seed=1))
@@ -159,6 +168,7 @@ WFDB_CASES: dict[str, Callable[[Path, str, list[str]], Expected]] = {
         (_truncated(_mat(_hea(src, rec)), 0), "truncated: 0 bytes, shorter than a MATLAB v4 "
                                               "header")],
     "random-bytes mat": _random_mat,
+    "MATLAB v5 mat": _v5_mat,
     "float matrix": _float_matrix,
     "more samples in header": lambda src, rec, rows: [
         (_mat(_hea(src, rec, n_samples=1200)), "shape mismatch: the matrix has 1000 samples, "
