@@ -121,8 +121,13 @@ def test_icbeb_record_missing_from_reference(tmp_path):
 
 def test_icbeb_without_reference_is_an_error(tmp_path):
     write_icbeb_record(tmp_path / "TrainingSet1", "A0001", make_signal(100))
-    with pytest.raises(DatasetError, match="REFERENCE.csv"):
+    with pytest.raises(DatasetError, match="REFERENCE.csv") as err:
         open_dataset(tmp_path)
+    # What works for every command that prepares a dataset (xecg train and fit have no
+    # --reference, which the message told them to pass).
+    assert "put REFERENCE.csv in the dataset folder" in str(err.value)
+    assert "pass --reference" not in str(err.value)
+    assert "xecg prepare also takes one with --reference" in str(err.value)
     ref = write_reference_csv(tmp_path.parent / "labels.csv", [("A0001", [CODE["LBBB"]])])
     assert open_dataset(tmp_path, reference=ref).load_ann("A0001") == ["LBBB"]
 
