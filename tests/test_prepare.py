@@ -72,6 +72,29 @@ def test_prepare_skips_bad_records(tmp_path, capsys, workers):
     assert "ignored codes outside the nine classes: 999999 x1" in text
 
 
+def test_excluded_counts_records_not_files(tmp_path, capsys):
+    # A record id found twice was "duplicate id 2" (the summary counted skipped.csv's lines, one
+    # per file), and a symlink loop counted as an excluded record.
+    src, out = _good(tmp_path / "src"), tmp_path / "store"
+    write_wfdb_record(src / "g3", "A0001", SIGNALS["A0001"], ["AF"])  # a second A0001
+    write_wfdb_record(src / "g3", "A0009", make_signal(300), ["AF"])
+    (src / "g3" / "A0009.mat").unlink()
+    (src / "g3" / "loop").symlink_to(src, target_is_directory=True)
+    assert prepare_dataset(src, out, workers=1, progress=False) == 0
+
+    text = capsys.readouterr().out
+    assert len([line for line in text.splitlines() if line.startswith("skipped ")]) == 4
+    assert (f"excluded 2 records: duplicate id 1, missing file 1; skipped 1 input that is no "
+            f"record: symlink loop 1 (listed in {out / 'skipped.csv'}: 4 lines, one per file "
+            "or row)") in text.splitlines()
+    summary = Store(out).meta["summary"]
+    assert summary["skipped"] == 2 and summary["skipped_lines"] == 4
+    assert summary["skipped_reasons"] == {"duplicate id": 1, "missing file": 1}
+    assert summary["skipped_inputs"] == {"symlink loop": 1}
+    with open(out / "skipped.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 4
+
+
 def test_parallel_store_equals_serial(tmp_path):
     src = _with_bad(tmp_path / "src")
     for w in (1, 2):

@@ -180,7 +180,8 @@ class StoreWriter:
         self._rows: list[dict] = []
         self._moments: list[np.ndarray] = []
         self._evidence: list[tuple[str, str, int, int]] = []
-        self._skipped: list[tuple[str, str]] = []
+        self._skipped: list[tuple[str, str]] = []  # skipped.csv: (file, reason)
+        self._skipped_records: list[str | None] = []  # the record each names, if any
         self.ignored_codes: Counter[str] = Counter()
         self._offset = 0
         self.checksum = _default_checksum()
@@ -233,9 +234,14 @@ class StoreWriter:
         self.ignored_codes.update(record.ignored_codes)
         self._offset += block.shape[1]
 
-    def skip(self, path: str, reason: str) -> None:
-        """List an input that was not stored, with the reason (goes to skipped.csv)."""
+    def skip(self, path: str, reason: str, record: str | None = None) -> None:
+        """List an input that was not stored, with the reason (goes to skipped.csv).
+
+        ``record``: the id of the record it holds, None for an input that holds none (a
+        symlink loop, a REFERENCE.csv row): the summary counts records, each once however many
+        of its files are listed (both copies of a duplicated id are one record)."""
         self._skipped.append((str(path), reason))
+        self._skipped_records.append(record)
 
     @property
     def num_records(self) -> int:
@@ -247,14 +253,28 @@ class StoreWriter:
         lengths = np.array([r["length"] for r in self._rows])
         return {
             "records": len(self._rows),
-            "skipped": len(self._skipped),
-            "skipped_reasons": dict(Counter(_reason_kind(r) for _, r in self._skipped)),
+            **self._skipped_counts(),
             "class_counts": {c: int(n) for c, n in zip(CLASSES, labels.sum(0))},
             "multilabel": int((labels.sum(1) >= 2).sum()),
             "ignored_codes": dict(self.ignored_codes.most_common()),
             "median_length_s": float(np.median(lengths) / self.fs) if len(lengths) else 0.0,
             "total_samples": int(self._offset),
         }
+
+    def _skipped_counts(self) -> dict:
+        """``skipped``: records not stored; ``skipped_reasons``: records per kind of reason;
+        ``skipped_inputs``: inputs that hold no record, per kind; ``skipped_lines``: lines of
+        skipped.csv (one per file or row)."""
+        records: dict[str, set[str]] = {}
+        inputs: Counter[str] = Counter()
+        for (_, reason), record in zip(self._skipped, self._skipped_records):
+            if record is None:
+                inputs[_reason_kind(reason)] += 1
+            else:
+                records.setdefault(_reason_kind(reason), set()).add(record)
+        return {"skipped": len(set().union(*records.values())),
+                "skipped_reasons": {k: len(ids) for k, ids in records.items()},
+                "skipped_inputs": dict(inputs), "skipped_lines": len(self._skipped)}
 
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._tmp is not None

@@ -89,6 +89,14 @@ class DatasetReader(ABC):
         return []
 
     @classmethod
+    def record_named(cls, path: str | Path) -> str | None:
+        """The record id an input names: the stem of a data file of this layout (an orphan
+        ``.mat``, a copy of a duplicated id, a broken link); None for one that names no record
+        (a folder, a REFERENCE.csv row)."""
+        path = Path(path)
+        return path.stem if path.suffix.lower() in cls.suffixes else None
+
+    @classmethod
     def from_files(cls, root: Path, files: Sequence[Path], reference: Reference | None,
                    require_reference: bool = True, problems: Sequence[tuple[str, str]] = ()
                    ) -> DatasetReader:
