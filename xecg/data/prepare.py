@@ -189,6 +189,8 @@ def prepare_dataset(source: str | os.PathLike, out: str | os.PathLike, fs: float
                          extra_meta=meta) as writer:
             for path, reason in reader.orphans:
                 _skip(writer, path, reason, strict, reader.record_named(path))
+            unfiled = reader.listed_without_file()
+            writer.listed_without_file(_references(reader), unfiled)
             with _loaded(reader, target, workers) as results, \
                     tqdm(total=len(reader), desc="prepare", unit="rec", disable=not progress,
                          file=sys.stderr) as bar:
@@ -207,7 +209,17 @@ def prepare_dataset(source: str | os.PathLike, out: str | os.PathLike, fs: float
         print(f"xecg prepare: {e}", file=sys.stderr)
         return 1
     _print_summary(summary, source, out, target, time.perf_counter() - started)
+    if unfiled:
+        # One line, not one per record: a partial download lists thousands.
+        first = ", ".join(unfiled[:5]) + (", ..." if len(unfiled) > 5 else "")
+        print(f"{_count(len(unfiled), 'record')} listed in {_references(reader)} "
+              f"{'has' if len(unfiled) == 1 else 'have'} no file in {source} (first: {first}); "
+              f"each is listed in {out / 'skipped.csv'}")
     return 0
+
+
+def _references(reader: DatasetReader) -> str:
+    return ", ".join(map(str, reader.reference_files))
 
 
 def _fingerprint_of(store: Path) -> str | None:
@@ -230,7 +242,7 @@ def _print_summary(s: dict, source, out: Path, fs: float, seconds: float) -> Non
     print(f"prepared {s['records']:,} records from {source} -> {out} ({fs:g} Hz, {hours:.1f} h, "
           f"median {s['median_length_s']:.1f} s) in {seconds:.1f} s "
           f"({(s['records'] + s['skipped']) / max(seconds, 1e-9):.0f} records/s)")
-    if s["skipped_lines"]:
+    if s["skipped"] or s["skipped_inputs"]:
         print(_excluded_line(s, out / "skipped.csv"))
     print("classes: " + ", ".join(f"{c} {n:,}" for c, n in s["class_counts"].items())
           + f"; multilabel {s['multilabel']:,}")

@@ -9,7 +9,8 @@ Layout of ``STORE/``::
     moments.npy    float64 (records, 2, 12): per-lead sum and sum of squares of each record, so
                    normalisation statistics of any split cost O(records), not a pass over the data
     evidence.csv   record,label,start,end: where a label shows (synthetic data; empty otherwise)
-    skipped.csv    file,reason: inputs that were not stored
+    skipped.csv    file,reason: inputs that were not stored, then records REFERENCE.csv lists
+                   that have no file
 
 A store is written into a temporary sibling folder and renamed into place only when complete, so an
 interrupted write never leaves a folder that looks like a store.
@@ -182,6 +183,7 @@ class StoreWriter:
         self._evidence: list[tuple[str, str, int, int]] = []
         self._skipped: list[tuple[str, str]] = []  # skipped.csv: (file, reason)
         self._skipped_records: list[str | None] = []  # the record each names, if any
+        self._unfiled: list[tuple[str, str]] = []  # skipped.csv: reference rows without a file
         self.ignored_codes: Counter[str] = Counter()
         self._offset = 0
         self.checksum = _default_checksum()
@@ -243,6 +245,12 @@ class StoreWriter:
         self._skipped.append((str(path), reason))
         self._skipped_records.append(record)
 
+    def listed_without_file(self, reference: str, records: Sequence[str]) -> None:
+        """List records that ``reference`` labels but no file holds (goes to skipped.csv, one
+        line each); counted apart from the inputs skipped (``listed_without_file``)."""
+        self._unfiled += [(reference, f"no file: {rec} is listed, but no file of it was found")
+                          for rec in records]
+
     @property
     def num_records(self) -> int:
         return len(self._rows)
@@ -254,6 +262,7 @@ class StoreWriter:
         return {
             "records": len(self._rows),
             **self._skipped_counts(),
+            "listed_without_file": len(self._unfiled),
             "class_counts": {c: int(n) for c, n in zip(CLASSES, labels.sum(0))},
             "multilabel": int((labels.sum(1) >= 2).sum()),
             "ignored_codes": dict(self.ignored_codes.most_common()),
@@ -263,8 +272,8 @@ class StoreWriter:
 
     def _skipped_counts(self) -> dict:
         """``skipped``: records not stored; ``skipped_reasons``: records per kind of reason;
-        ``skipped_inputs``: inputs that hold no record, per kind; ``skipped_lines``: lines of
-        skipped.csv (one per file or row)."""
+        ``skipped_inputs``: inputs that hold no record, per kind; ``skipped_lines``: their lines
+        in skipped.csv (one per file or row)."""
         records: dict[str, set[str]] = {}
         inputs: Counter[str] = Counter()
         for (_, reason), record in zip(self._skipped, self._skipped_records):
@@ -308,7 +317,7 @@ class StoreWriter:
         moments = np.stack(self._moments) if self._moments else np.zeros((0, 2, NUM_LEADS))
         np.save(tmp / "moments.npy", moments)
         write_csv(tmp / "evidence.csv", ("record", "label", "start", "end"), self._evidence)
-        write_csv(tmp / "skipped.csv", ("file", "reason"), self._skipped)
+        write_csv(tmp / "skipped.csv", ("file", "reason"), self._skipped + self._unfiled)
         expected = self._offset * _COLUMN_BYTES
         if (tmp / "signals.f32").stat().st_size != expected:
             raise OSError(f"signals.f32 holds {(tmp / 'signals.f32').stat().st_size} bytes, "

@@ -117,6 +117,15 @@ class DatasetReader(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.root)!r}, {len(self)} records)"
 
+    def listed_without_file(self) -> list[str]:
+        """Record ids the reference lists that no data file found here names, sorted: a
+        partial download (the ICBEB TrainingSet1 with the full REFERENCE.csv), or the
+        reference of a larger set."""
+        if not self.reference:
+            return []
+        named = {f.stem for f in self.files}
+        return sorted(rec for rec in self.reference if rec not in named)
+
     def path_of(self, rec: str) -> Path:
         """The file that names record ``rec`` (the ``.hea`` for WFDB, the ``.mat`` for ICBEB)."""
         try:
