@@ -72,6 +72,55 @@ def test_prepare_skips_bad_records(tmp_path, capsys, workers):
     assert "ignored codes outside the nine classes: 999999 x1" in text
 
 
+def test_excluded_counts_records_not_files(tmp_path, capsys):
+    # A record id found twice was "duplicate id 2" (the summary counted skipped.csv's lines, one
+    # per file), and a symlink loop counted as an excluded record.
+    src, out = _good(tmp_path / "src"), tmp_path / "store"
+    write_wfdb_record(src / "g3", "A0001", SIGNALS["A0001"], ["AF"])  # a second A0001
+    write_wfdb_record(src / "g3", "A0009", make_signal(300), ["AF"])
+    (src / "g3" / "A0009.mat").unlink()
+    (src / "g3" / "loop").symlink_to(src, target_is_directory=True)
+    assert prepare_dataset(src, out, workers=1, progress=False) == 0
+
+    text = capsys.readouterr().out
+    assert len([line for line in text.splitlines() if line.startswith("skipped ")]) == 4
+    assert (f"excluded 2 records: duplicate id 1, missing file 1; skipped 1 input that is no "
+            f"record: symlink loop 1 (listed in {out / 'skipped.csv'}: 4 lines, one per file "
+            "or row)") in text.splitlines()
+    summary = Store(out).meta["summary"]
+    assert summary["skipped"] == 2 and summary["skipped_lines"] == 4
+    assert summary["skipped_reasons"] == {"duplicate id": 1, "missing file": 1}
+    assert summary["skipped_inputs"] == {"symlink loop": 1}
+    with open(out / "skipped.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 4
+
+
+def test_records_listed_without_a_file_are_said_once(tmp_path, capsys):
+    # A partial download (TrainingSet1 of the ICBEB release with the full REFERENCE.csv) passed
+    # unnoticed: the rows of records with no file here were not mentioned.
+    src, out = tmp_path / "src", tmp_path / "store"
+    for rec in ("A0001", "A0002"):
+        write_icbeb_record(src / "TrainingSet1", rec, SIGNALS[rec])
+    ids = [f"A{i:04d}" for i in range(1, 21)]
+    ref = write_reference_csv(src / "REFERENCE.csv", [(r, [CODE["AF"]]) for r in ids])
+    assert prepare_dataset(src, out, workers=1, progress=False) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if "no file" in line] == [
+        f"18 records listed in {ref} have no file in {src} (first: A0003, A0004, A0005, A0006, "
+        f"A0007, ...); each is listed in {out / 'skipped.csv'}"]
+    assert not any(line.startswith(("skipped ", "excluded ")) for line in lines), lines
+    store = Store(out)
+    assert store.ids == ["A0001", "A0002"]
+    assert store.meta["summary"]["listed_without_file"] == 18
+    assert store.meta["summary"]["skipped"] == 0
+    with open(out / "skipped.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["reason"].split()[2] for r in rows] == ids[2:]
+    assert rows[0] == {"file": str(ref), "reason": "no file: A0003 is listed, but no file of it "
+                                                   "was found"}
+
+
 def test_parallel_store_equals_serial(tmp_path):
     src = _with_bad(tmp_path / "src")
     for w in (1, 2):
@@ -224,7 +273,8 @@ def test_real_wfdb_sample(wfdb_sample, reference_csv, tmp_path):
     store = Store(out)
     reader = open_dataset(wfdb_sample)
     assert store.ids == reader.records and len(store) == 100
-    assert json.loads((out / "meta.json").read_text())["summary"]["skipped"] == 0
+    summary = json.loads((out / "meta.json").read_text())["summary"]
+    assert summary["skipped"] == 0 and summary["listed_without_file"] == 6877 - 100
     for i in (0, 57, 99):
         np.testing.assert_array_equal(store.record(i).signal, reader.load_data(store.ids[i]))
         assert store.lengths[i] == parse_header(reader.path_of(store.ids[i])).n_samples

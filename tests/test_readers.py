@@ -14,7 +14,7 @@ from fixtures import (
     write_wfdb_record,
 )
 
-from xecg.classes import CLASSES, CPSC_CODES, LEADS, SNOMED_CODES, multi_hot
+from xecg.classes import CLASSES, CPSC_CODES, LEADS, SNOMED_CODES, multi_hot, names_of
 from xecg.data.readers import (
     DatasetError,
     ICBEBReader,
@@ -23,6 +23,7 @@ from xecg.data.readers import (
     parse_header,
     read_reference,
 )
+from xecg.data.readers.reference import load_references
 from xecg.data.record import RecordError
 
 # CPSC code of each class, looked up rather than written out.
@@ -120,8 +121,13 @@ def test_icbeb_record_missing_from_reference(tmp_path):
 
 def test_icbeb_without_reference_is_an_error(tmp_path):
     write_icbeb_record(tmp_path / "TrainingSet1", "A0001", make_signal(100))
-    with pytest.raises(DatasetError, match="REFERENCE.csv"):
+    with pytest.raises(DatasetError, match="REFERENCE.csv") as err:
         open_dataset(tmp_path)
+    # What works for every command that prepares a dataset (xecg train and fit have no
+    # --reference, which the message told them to pass).
+    assert "put REFERENCE.csv in the dataset folder" in str(err.value)
+    assert "pass --reference" not in str(err.value)
+    assert "xecg prepare also takes one with --reference" in str(err.value)
     ref = write_reference_csv(tmp_path.parent / "labels.csv", [("A0001", [CODE["LBBB"]])])
     assert open_dataset(tmp_path, reference=ref).load_ann("A0001") == ["LBBB"]
 
@@ -156,6 +162,50 @@ def test_read_reference_rows(tmp_path):
     write_reference_csv(path, [("A0001", [CODE["AF"]]), ("A0001", [CODE["STE"]])])
     with pytest.raises(DatasetError, match="A0001 is listed twice"):
         read_reference(path)
+
+
+@pytest.mark.parametrize("header", [True, False], ids=["header", "no header"])
+def test_a_reference_saved_with_a_bom_keeps_its_first_record(tmp_path, header):
+    # Excel's "CSV UTF-8" starts the file with a byte-order mark: it was read into the first id
+    # ('\ufeffA0001', a bad row), or into the header, which then counted as a record.
+    lines = ["Recording,First_label,Second_label,Third_label"] if header else []
+    path = tmp_path / "REFERENCE.csv"
+    path.write_bytes("".join(f"{line}\r\n" for line in [*lines, "A0001,1,,", "A0002,2,5,"])
+                     .encode("utf-8-sig"))
+    ref = load_references([path])
+    assert list(ref.labels) == ["A0001", "A0002"] and ref.problems == []
+    assert read_reference(path)["A0001"][1] == []
+
+
+def test_a_reference_written_by_pandas_keeps_its_float_codes(tmp_path):
+    # pandas writes a label column with blanks as floats: "A0043,5,2.0," lost its AF as a code
+    # outside the nine classes. Codes that are not 1-9 stay outside, however they are spelled.
+    path = tmp_path / "REFERENCE.csv"
+    path.write_text("Recording,First_label,Second_label,Third_label\n"
+                    "A0043,5,2.0,\nA0044,1.0,10.0,\nA0045,2.5,0.0,\n")
+    ref = read_reference(path)
+    assert names_of(ref["A0043"][0]) == ["AF", "RBBB"] and ref["A0043"][1] == []
+    assert names_of(ref["A0044"][0]) == ["Normal"] and ref["A0044"][1] == ["10.0"]
+    assert not ref["A0045"][0].any() and ref["A0045"][1] == ["2.5", "0.0"]
+
+
+def test_the_real_reference_round_tripped_through_pandas(reference_csv, tmp_path):
+    pd = pytest.importorskip("pandas")
+    path = tmp_path / "REFERENCE.csv"
+    pd.read_csv(reference_csv).to_csv(path, index=False)
+    assert "A0043,5,2.0," in path.read_text()
+    ref, official = read_reference(path), read_reference(reference_csv)
+    assert ref.keys() == official.keys()
+    for rec, (y, ignored) in official.items():
+        np.testing.assert_array_equal(ref[rec][0], y)
+        assert ref[rec][1] == ignored == []
+
+
+def test_the_real_reference_with_a_bom(reference_csv, tmp_path):
+    path = tmp_path / "REFERENCE.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + reference_csv.read_bytes())
+    ref = load_references([path])
+    assert ref.labels.keys() == read_reference(reference_csv).keys() and ref.problems == []
 
 
 # ------------------------------------------------------------------------------ bad inputs
@@ -274,6 +324,35 @@ def test_orphan_mat_in_wfdb_layout(tmp_path):
     assert [p for p, _ in reader.orphans] == [str(tmp_path / "A0002.mat")]
 
 
+def _upper_case_extensions(folder):
+    for path in sorted(folder.rglob("*.*")):
+        path.rename(path.with_suffix(path.suffix.upper()))
+
+
+def test_upper_case_extensions_are_read(tmp_path):
+    # A0001.HEA + A0001.MAT (copied from a case-insensitive file system, as some mirrors serve
+    # them): the .MAT was "a .mat file without a .hea next to it" and, its header naming
+    # A0001.mat, the record a missing file.
+    sig, dat = make_signal(300, seed=1), make_signal(300, seed=2, gain=200)
+    write_wfdb_record(tmp_path / "wfdb", "A0001", sig, ["AF"])
+    write_wfdb_dat_record(tmp_path / "wfdb", "A0002", dat, ["PVC"], gain=200)
+    write_reference_csv(tmp_path / "wfdb" / "reference.csv", [("A0002", [CODE["PAC"]])])
+    write_icbeb_record(tmp_path / "icbeb", "A0003", sig)
+    write_reference_csv(tmp_path / "icbeb" / "REFERENCE.csv", [("A0003", [CODE["STD"]])])
+    _upper_case_extensions(tmp_path)
+    assert (tmp_path / "wfdb" / "A0002.DAT").is_file()
+
+    reader = open_dataset(tmp_path / "wfdb")
+    assert reader.records == ["A0001", "A0002"] and reader.orphans == []
+    np.testing.assert_array_equal(reader.load_data("A0001"), sig)
+    rec = reader.load_record("A0002")
+    np.testing.assert_allclose(rec.signal, dat, atol=1e-6)
+    assert rec.label_names == ["PAC"] and rec.source == str(tmp_path / "wfdb" / "A0002.HEA")
+    icbeb = open_dataset(tmp_path / "icbeb")
+    assert icbeb.load_record("A0003").label_names == ["STD"]
+    np.testing.assert_array_equal(icbeb.load_data("A0003"), sig)
+
+
 # ------------------------------------------------------------------------ real CPSC records
 
 
@@ -312,6 +391,17 @@ def test_real_wfdb_signals_equal_wfdb_package(wfdb_sample):
         ref = wfdb.rdrecord(str(wfdb_sample / rec))
         assert reader.load_record(rec).fs == ref.fs
         np.testing.assert_allclose(reader.load_data(rec), ref.p_signal.T, rtol=0, atol=1e-6)
+
+
+def test_real_records_with_upper_case_extensions(wfdb_sample, tmp_path):
+    for rec in ("A0001", "A0002", "A0003"):
+        for ext in ("hea", "mat"):
+            (tmp_path / f"{rec}.{ext.upper()}").symlink_to(wfdb_sample / f"{rec}.{ext}")
+    reader, real = open_dataset(tmp_path), open_dataset(wfdb_sample)
+    assert reader.records == ["A0001", "A0002", "A0003"] and reader.orphans == []
+    for rec in reader.records:
+        np.testing.assert_array_equal(reader.load_data(rec), real.load_data(rec))
+        assert reader.load_ann(rec) == real.load_ann(rec)
 
 
 def test_real_snomed_records(snomed_sample):

@@ -157,3 +157,18 @@ def test_cli_split_writes_the_file(tmp_path, capsys):
                      "--folds", "10", "--fold", "10", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "REFERENCE.csv: kfold needs" in err and "fold 10 of 10" in err
+
+
+def test_split_of_a_reference_saved_with_a_bom(tmp_path):
+    # `xecg split REFERENCE.csv` reads it as the readers do: a byte-order mark (Excel's "CSV
+    # UTF-8") lost the first record, whose id began with it.
+    ids = [f"A{i:04d}" for i in range(1, 41)]
+    rows = "".join(f"{r},{','.join(map(str, c))}\r\n" for r, c in zip(ids, random_codes(40)))
+    plain, bom = tmp_path / "plain.csv", tmp_path / "REFERENCE.csv"
+    plain.write_text(rows)
+    bom.write_bytes(rows.encode("utf-8-sig"))
+    out = tmp_path / "split.json"
+    assert cli_main(["split", str(bom), "--out", str(out)]) == 0
+    split = load_split(out)
+    assert sorted(split["train"] + split["val"] + split["test"]) == ids
+    assert split["test"] == make_split(plain)["test"]

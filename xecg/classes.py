@@ -6,6 +6,7 @@ stores, metrics, plots) takes names, codes and indices from here.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import numpy as np
@@ -36,6 +37,10 @@ CLASS_DESCRIPTIONS: dict[str, str] = {
 CPSC_CODES: dict[int, str] = {
     1: "Normal", 2: "AF", 3: "I-AVB", 4: "LBBB", 5: "RBBB", 6: "PAC", 7: "PVC", 8: "STD", 9: "STE",
 }
+
+#: A CPSC code as a REFERENCE.csv spells it: ``2``, or ``2.0`` where pandas wrote a label column
+#: that has blanks (a float column) back out.
+_CPSC_CODE = re.compile(r"([1-9]\d*)(?:\.0*)?")
 
 #: SNOMED-CT codes (Challenge 2020 v1.0.2 headers), equivalents included.
 SNOMED_CODES: dict[str, str] = {
@@ -71,7 +76,8 @@ def canonical_lead(name: str) -> str | None:
 
 
 def class_of_token(token: str) -> str | None:
-    """Class name for one diagnosis token: an abbreviation, a SNOMED code or a CPSC code 1-9.
+    """Class name for one diagnosis token: an abbreviation, a SNOMED code or a CPSC code 1-9
+    (``2`` or ``2.0``).
 
     Returns None for anything outside the nine classes (e.g. other SNOMED codes).
     """
@@ -80,8 +86,9 @@ def class_of_token(token: str) -> str | None:
         return token
     if token in SNOMED_CODES:
         return SNOMED_CODES[token]
-    if token.isdigit() and len(token) == 1 and int(token) in CPSC_CODES:
-        return CPSC_CODES[int(token)]
+    code = _CPSC_CODE.fullmatch(token)
+    if code and int(code.group(1)) in CPSC_CODES:
+        return CPSC_CODES[int(code.group(1))]
     by_upper = {c.upper(): c for c in CLASSES}
     return by_upper.get(token.upper())
 

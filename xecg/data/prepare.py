@@ -188,17 +188,19 @@ def prepare_dataset(source: str | os.PathLike, out: str | os.PathLike, fs: float
         with StoreWriter(out, fs=target, source=str(source), fingerprint=fp,
                          extra_meta=meta) as writer:
             for path, reason in reader.orphans:
-                _skip(writer, path, reason, strict)
+                _skip(writer, path, reason, strict, reader.record_named(path))
+            unfiled = reader.listed_without_file()
+            writer.listed_without_file(_references(reader), unfiled)
             with _loaded(reader, target, workers) as results, \
                     tqdm(total=len(reader), desc="prepare", unit="rec", disable=not progress,
                          file=sys.stderr) as bar:
-                for record, bad in results:
+                for rec, (record, bad) in zip(reader.records, results):  # results in order
                     if bad is None and unsafe_record_id(record.id):
                         bad = (record.source, unsafe_record_id(record.id))
                     if bad is None:
                         writer.add(record)
                     else:
-                        _skip(writer, *bad, strict)
+                        _skip(writer, *bad, strict, rec)
                     bar.update()
             if writer.num_records == 0:
                 raise _Stop(f"no usable records in {source}; nothing written")
@@ -207,7 +209,17 @@ def prepare_dataset(source: str | os.PathLike, out: str | os.PathLike, fs: float
         print(f"xecg prepare: {e}", file=sys.stderr)
         return 1
     _print_summary(summary, source, out, target, time.perf_counter() - started)
+    if unfiled:
+        # One line, not one per record: a partial download lists thousands.
+        first = ", ".join(unfiled[:5]) + (", ..." if len(unfiled) > 5 else "")
+        print(f"{_count(len(unfiled), 'record')} listed in {_references(reader)} "
+              f"{'has' if len(unfiled) == 1 else 'have'} no file in {source} (first: {first}); "
+              f"each is listed in {out / 'skipped.csv'}")
     return 0
+
+
+def _references(reader: DatasetReader) -> str:
+    return ", ".join(map(str, reader.reference_files))
 
 
 def _fingerprint_of(store: Path) -> str | None:
@@ -217,11 +229,12 @@ def _fingerprint_of(store: Path) -> str | None:
         return None
 
 
-def _skip(writer: StoreWriter, path: str, reason: str, strict: bool) -> None:
+def _skip(writer: StoreWriter, path: str, reason: str, strict: bool,
+          record: str | None) -> None:
     tqdm.write(f"skipped {path}: {reason}")
     if strict:
         raise _Stop("--strict: stopped at the first bad record; no store written")
-    writer.skip(path, reason)
+    writer.skip(path, reason, record)
 
 
 def _print_summary(s: dict, source, out: Path, fs: float, seconds: float) -> None:
@@ -229,14 +242,36 @@ def _print_summary(s: dict, source, out: Path, fs: float, seconds: float) -> Non
     print(f"prepared {s['records']:,} records from {source} -> {out} ({fs:g} Hz, {hours:.1f} h, "
           f"median {s['median_length_s']:.1f} s) in {seconds:.1f} s "
           f"({(s['records'] + s['skipped']) / max(seconds, 1e-9):.0f} records/s)")
-    if s["skipped"]:
-        reasons = ", ".join(f"{k} {n}" for k, n in sorted(s["skipped_reasons"].items()))
-        print(f"excluded {s['skipped']:,}: {reasons} (listed in {out / 'skipped.csv'})")
+    if s["skipped"] or s["skipped_inputs"]:
+        print(_excluded_line(s, out / "skipped.csv"))
     print("classes: " + ", ".join(f"{c} {n:,}" for c, n in s["class_counts"].items())
           + f"; multilabel {s['multilabel']:,}")
     if s["ignored_codes"]:
         codes = ", ".join(f"{c} x{n}" for c, n in s["ignored_codes"].items())
         print(f"ignored codes outside the nine classes: {codes}")
+
+
+def _excluded_line(s: dict, listing: Path) -> str:
+    """``excluded 2 records: duplicate id 1, missing file 1; skipped 1 input that is no record:
+    symlink loop 1 (listed in STORE/skipped.csv: 4 lines, one per file or row)``."""
+    parts = []
+    if s["skipped"]:
+        parts.append(f"excluded {_count(s['skipped'], 'record')}: "
+                     f"{_kinds(s['skipped_reasons'])}")
+    inputs = sum(s["skipped_inputs"].values())
+    if inputs:
+        parts.append(f"skipped {_count(inputs, 'input')} that "
+                     f"{'is' if inputs == 1 else 'are'} no record: {_kinds(s['skipped_inputs'])}")
+    return (f"{'; '.join(parts)} (listed in {listing}: {_count(s['skipped_lines'], 'line')}, "
+            "one per file or row)")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _kinds(counts: dict[str, int]) -> str:
+    return ", ".join(f"{kind} {n:,}" for kind, n in sorted(counts.items()))
 
 
 def load_or_prepare(source: str | os.PathLike, out: str | os.PathLike, **kw) -> Path:

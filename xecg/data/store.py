@@ -9,7 +9,8 @@ Layout of ``STORE/``::
     moments.npy    float64 (records, 2, 12): per-lead sum and sum of squares of each record, so
                    normalisation statistics of any split cost O(records), not a pass over the data
     evidence.csv   record,label,start,end: where a label shows (synthetic data; empty otherwise)
-    skipped.csv    file,reason: inputs that were not stored
+    skipped.csv    file,reason: inputs that were not stored, then records REFERENCE.csv lists
+                   that have no file
 
 A store is written into a temporary sibling folder and renamed into place only when complete, so an
 interrupted write never leaves a folder that looks like a store.
@@ -216,7 +217,9 @@ class StoreWriter:
         self._rows: list[dict] = []
         self._moments: list[np.ndarray] = []
         self._evidence: list[tuple[str, str, int, int]] = []
-        self._skipped: list[tuple[str, str]] = []
+        self._skipped: list[tuple[str, str]] = []  # skipped.csv: (file, reason)
+        self._skipped_records: list[str | None] = []  # the record each names, if any
+        self._unfiled: list[tuple[str, str]] = []  # skipped.csv: reference rows without a file
         self.ignored_codes: Counter[str] = Counter()
         self._offset = 0
         self.checksum = _default_checksum()
@@ -272,9 +275,20 @@ class StoreWriter:
         self.ignored_codes.update(record.ignored_codes)
         self._offset += block.shape[1]
 
-    def skip(self, path: str, reason: str) -> None:
-        """List an input that was not stored, with the reason (goes to skipped.csv)."""
+    def skip(self, path: str, reason: str, record: str | None = None) -> None:
+        """List an input that was not stored, with the reason (goes to skipped.csv).
+
+        ``record``: the id of the record it holds, None for an input that holds none (a
+        symlink loop, a REFERENCE.csv row): the summary counts records, each once however many
+        of its files are listed (both copies of a duplicated id are one record)."""
         self._skipped.append((str(path), reason))
+        self._skipped_records.append(record)
+
+    def listed_without_file(self, reference: str, records: Sequence[str]) -> None:
+        """List records that ``reference`` labels but no file holds (goes to skipped.csv, one
+        line each); counted apart from the inputs skipped (``listed_without_file``)."""
+        self._unfiled += [(reference, f"no file: {rec} is listed, but no file of it was found")
+                          for rec in records]
 
     @property
     def num_records(self) -> int:
@@ -286,14 +300,29 @@ class StoreWriter:
         lengths = np.array([r["length"] for r in self._rows])
         return {
             "records": len(self._rows),
-            "skipped": len(self._skipped),
-            "skipped_reasons": dict(Counter(_reason_kind(r) for _, r in self._skipped)),
+            **self._skipped_counts(),
+            "listed_without_file": len(self._unfiled),
             "class_counts": {c: int(n) for c, n in zip(CLASSES, labels.sum(0))},
             "multilabel": int((labels.sum(1) >= 2).sum()),
             "ignored_codes": dict(self.ignored_codes.most_common()),
             "median_length_s": float(np.median(lengths) / self.fs) if len(lengths) else 0.0,
             "total_samples": int(self._offset),
         }
+
+    def _skipped_counts(self) -> dict:
+        """``skipped``: records not stored; ``skipped_reasons``: records per kind of reason;
+        ``skipped_inputs``: inputs that hold no record, per kind; ``skipped_lines``: their lines
+        in skipped.csv (one per file or row)."""
+        records: dict[str, set[str]] = {}
+        inputs: Counter[str] = Counter()
+        for (_, reason), record in zip(self._skipped, self._skipped_records):
+            if record is None:
+                inputs[_reason_kind(reason)] += 1
+            else:
+                records.setdefault(_reason_kind(reason), set()).add(record)
+        return {"skipped": len(set().union(*records.values())),
+                "skipped_reasons": {k: len(ids) for k, ids in records.items()},
+                "skipped_inputs": dict(inputs), "skipped_lines": len(self._skipped)}
 
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._tmp is not None
@@ -328,7 +357,7 @@ class StoreWriter:
         moments = np.stack(self._moments) if self._moments else np.zeros((0, 2, NUM_LEADS))
         np.save(tmp / "moments.npy", moments)
         write_csv(tmp / "evidence.csv", ("record", "label", "start", "end"), self._evidence)
-        write_csv(tmp / "skipped.csv", ("file", "reason"), self._skipped)
+        write_csv(tmp / "skipped.csv", ("file", "reason"), self._skipped + self._unfiled)
         expected = self._offset * _COLUMN_BYTES
         if (tmp / "signals.f32").stat().st_size != expected:
             raise OSError(f"signals.f32 holds {(tmp / 'signals.f32').stat().st_size} bytes, "

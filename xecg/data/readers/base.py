@@ -89,6 +89,14 @@ class DatasetReader(ABC):
         return []
 
     @classmethod
+    def record_named(cls, path: str | Path) -> str | None:
+        """The record id an input names: the stem of a data file of this layout (an orphan
+        ``.mat``, a copy of a duplicated id, a broken link); None for one that names no record
+        (a folder, a REFERENCE.csv row)."""
+        path = Path(path)
+        return path.stem if path.suffix.lower() in cls.suffixes else None
+
+    @classmethod
     def from_files(cls, root: Path, files: Sequence[Path], reference: Reference | None,
                    require_reference: bool = True, problems: Sequence[tuple[str, str]] = ()
                    ) -> DatasetReader:
@@ -108,6 +116,15 @@ class DatasetReader(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.root)!r}, {len(self)} records)"
+
+    def listed_without_file(self) -> list[str]:
+        """Record ids the reference lists that no data file found here names, sorted: a
+        partial download (the ICBEB TrainingSet1 with the full REFERENCE.csv), or the
+        reference of a larger set."""
+        if not self.reference:
+            return []
+        named = {f.stem for f in self.files}
+        return sorted(rec for rec in self.reference if rec not in named)
 
     def path_of(self, rec: str) -> Path:
         """The file that names record ``rec`` (the ``.hea`` for WFDB, the ``.mat`` for ICBEB)."""

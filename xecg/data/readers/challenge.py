@@ -10,7 +10,10 @@ signal formats (``.dat``: 212, 16, ...) are read through the wfdb package.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +44,23 @@ class WFDBReader(DatasetReader):
 
     @classmethod
     def orphans_in(cls, files: Sequence[Path]) -> list[tuple[str, str]]:
+        # Paired by folder and stem, the extension in any case (A0001.HEA + A0001.MAT).
+        headers = {(f.parent, f.stem) for f in files if f.suffix.lower() == ".hea"}
         return [(str(m), "no header: a .mat file without a .hea next to it in a WFDB dataset")
                 for m in files
-                if m.suffix.lower() == ".mat" and not m.with_suffix(".hea").is_file()]
+                if m.suffix.lower() == ".mat" and (m.parent, m.stem) not in headers]
+
+    def signal_path(self, header: Path, name: str) -> Path | None:
+        """The signal file ``name`` that ``header`` names, in its folder: as written, else with
+        its extension in another case (``A0001.MAT`` for ``A0001.mat``: copies from
+        case-insensitive file systems, some mirrors) among the files found; None if neither."""
+        exact = header.parent / name
+        if exact.is_file():
+            return exact
+        if not hasattr(self, "_by_stem"):  # built once, from the scan: no listing per record
+            self._by_stem = {(f.parent, f.stem, f.suffix.lower()): f for f in self.files}
+        stem, suffix = os.path.splitext(name)
+        return self._by_stem.get((header.parent, stem, suffix.lower()))
 
     def sampling_rate(self, rec: str) -> float:
         return parse_header(self.path_of(rec)).fs
@@ -57,16 +74,19 @@ class WFDBReader(DatasetReader):
         header = parse_header(path)
         names = [s.name for s in header.signals]
         order = _lead_order(path, names)
-        for file in {s.file for s in header.signals}:
-            if not (path.parent / file).is_file():
+        files: dict[str, Path] = {}
+        for file in dict.fromkeys(s.file for s in header.signals):
+            found = self.signal_path(path, file)
+            if found is None:
                 raise RecordError(path, f"missing file: signal file {file} named in the header "
                                         "does not exist")
+            files[file] = found
         if header.fast:
-            digital = _read_v4_int16(path.parent / header.signals[0].file, header)
+            digital = _read_v4_int16(files[header.signals[0].file], header)
         else:
-            _check_file_sizes(path, header)
-            digital = _read_with_wfdb(path, header)
-        _check_invalid_samples(path, digital, header)
+            _check_file_sizes(path, header, files)
+            digital = _read_with_wfdb(path, header, files)
+        _check_invalid_samples(path, digital, header, files)
         _check_checksums(path, digital, header)
         mv = _to_millivolts(digital, header)
         check_amplitude(path, mv, "is the header's gain or unit wrong?")
@@ -112,12 +132,14 @@ def _read_v4_int16(path: Path, header: WfdbHeader) -> np.ndarray:
     return m.int16()
 
 
-def _read_with_wfdb(path: Path, header: WfdbHeader) -> np.ndarray:
-    """Digital samples ``N x C`` of any other WFDB record, read by the wfdb package."""
+def _read_with_wfdb(path: Path, header: WfdbHeader, files: dict[str, Path]) -> np.ndarray:
+    """Digital samples ``N x C`` of any other WFDB record, read by the wfdb package; ``files``
+    maps each signal file the header names to the file found."""
     import wfdb
 
     try:
-        record = wfdb.rdrecord(str(path.with_suffix("")), physical=False)
+        with _wfdb_names(path, files) as record_name:
+            record = wfdb.rdrecord(record_name, physical=False)
     # wfdb raises many exception types on damaged records; any of them means "unreadable".
     except Exception as e:
         raise RecordError(path, f"unreadable signal: wfdb could not read it "
@@ -133,7 +155,22 @@ def _read_with_wfdb(path: Path, header: WfdbHeader) -> np.ndarray:
     return digital
 
 
-def _check_file_sizes(path: Path, header: WfdbHeader) -> None:
+@contextmanager
+def _wfdb_names(path: Path, files: dict[str, Path]) -> Iterator[str]:
+    """The record name to give wfdb, which opens ``NAME.hea`` and the signal files as the header
+    spells them: the record's own where its files are so named, else links so named to them in
+    a temporary folder (``A0001.HEA`` + ``A0001.DAT``)."""
+    if path.suffix == ".hea" and all(found.name == name for name, found in files.items()):
+        yield str(path.with_suffix(""))
+        return
+    with tempfile.TemporaryDirectory(prefix="xecg-wfdb-") as tmp:
+        (Path(tmp) / f"{path.stem}.hea").symlink_to(path.resolve())
+        for name, found in files.items():
+            (Path(tmp) / name).symlink_to(found.resolve())
+        yield str(Path(tmp) / path.stem)
+
+
+def _check_file_sizes(path: Path, header: WfdbHeader, files: dict[str, Path]) -> None:
     """RecordError unless each signal file holds the samples the header declares.
 
     Checked before wfdb reads a record: a declared length far beyond the file would otherwise
@@ -149,7 +186,7 @@ def _check_file_sizes(path: Path, header: WfdbHeader) -> None:
         per_sample = FORMATS[first.fmt].bytes_per_sample
         if per_sample == 0:  # FLAC: compressed, no size to expect
             continue
-        data = path.parent / file
+        data = files[file]
         size = data.stat().st_size
         if first.byte_offset > size or (first.byte_offset == size and header.n_samples):
             raise RecordError(path, f"bad header: lead {first.name or channels[0] + 1} byte "
@@ -163,7 +200,8 @@ def _check_file_sizes(path: Path, header: WfdbHeader) -> None:
                                     f"need {need}")
 
 
-def _check_invalid_samples(path: Path, digital: np.ndarray, header: WfdbHeader) -> None:
+def _check_invalid_samples(path: Path, digital: np.ndarray, header: WfdbHeader,
+                           files: dict[str, Path]) -> None:
     """RecordError if any sample holds its format's invalid value (WFDB's missing data, which
     wfdb turns into NaN): such a record is skipped, not read as a -32.768 mV spike."""
     invalid = [FORMATS[s.fmt].invalid for s in header.signals]
@@ -175,8 +213,7 @@ def _check_invalid_samples(path: Path, digital: np.ndarray, header: WfdbHeader) 
         count = sum(int(np.count_nonzero(digital[:, i] == v))
                     for i, v in enumerate(invalid) if v is not None)
     if count:
-        files = sorted({s.file for s in header.signals})
-        where = path.parent / files[0] if len(files) == 1 else path
+        where = next(iter(files.values())) if len(files) == 1 else path
         raise RecordError(where, f"invalid samples: {count} samples hold the format's invalid "
                                  f"value {invalid[0]} (missing data)")
 

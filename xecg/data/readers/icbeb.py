@@ -41,9 +41,12 @@ class ICBEBReader(DatasetReader):
                    require_reference: bool = True, problems: Sequence[tuple[str, str]] = ()
                    ) -> DatasetReader:
         if reference is None and require_reference:
+            # Only xecg prepare has --reference; train and fit find the file in the folder.
             raise DatasetError(f"{root}: .mat files without .hea headers (the original ICBEB "
                                "layout) need a REFERENCE.csv with their labels; none was found "
-                               "under the folder (pass --reference)")
+                               "in the folder or its subfolders: put REFERENCE.csv in the "
+                               "dataset folder (xecg prepare also takes one with --reference "
+                               "FILE)")
         return super().from_files(root, files, reference, require_reference, problems)
 
     def sampling_rate(self, rec: str) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,8 @@ from xecg.data.record import RecordError
 #: MATLAB v4 type code of a little-endian int16 full numeric matrix (the Challenge 2020 ``val``).
 V4_INT16 = 30
 _V4_HEADER = struct.Struct("<5i")  # type, rows, columns, imaginary flag, name length
+#: The text that opens a MATLAB v5 (and v7.3) file's 116-byte descriptive header.
+_LATER_FORMAT = re.compile(rb"MATLAB (\d+\.\d+) MAT-file")
 
 
 @dataclass
@@ -41,6 +44,12 @@ def read_v4_header(path: Path) -> V4Matrix:
         buf = path.read_bytes()
     except OSError as e:
         raise RecordError(path, f"unreadable signal: {e.strerror or e}") from e
+    later = _LATER_FORMAT.match(buf[:116])
+    if later:  # its text header would read as a v4 matrix of absurd size
+        version = later.group(1).decode().removesuffix(".0")
+        raise RecordError(path, f"unreadable signal: a MATLAB v{version} file, not the MATLAB v4 "
+                                "matrix a WFDB .mat holds (scipy.io.savemat writes v4 with "
+                                "format='4')")
     if len(buf) < _V4_HEADER.size:
         raise RecordError(path, f"truncated: {len(buf)} bytes, shorter than a MATLAB v4 header")
     kind, rows, cols, imag, namelen = _V4_HEADER.unpack_from(buf)

@@ -64,7 +64,9 @@ def load_references(paths: Sequence[Path]) -> Reference:
     seen: dict[str, tuple[Path, int]] = {}  # record id -> (file, line) of its first row
     for path in ref.files:
         try:
-            with open(path, newline="") as f:
+            # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which would
+            # otherwise begin the first id (or the header) and lose that row.
+            with open(path, newline="", encoding="utf-8-sig") as f:
                 rows = list(csv.reader(f))
         except (OSError, UnicodeDecodeError, csv.Error) as e:
             raise DatasetError(f"{path}: cannot read the reference file ({e})") from e
