@@ -50,12 +50,16 @@ class Selection:
         their files."""
         wanted = set(wanted)
         return replace(self, ids=[i for i in self.ids if i in wanted],
-                       orphans=[o for o in self.orphans if Path(o[0]).stem in wanted])
+                       orphans=[o for o in self.orphans if self._record_of(o[0]) in wanted])
 
     @property
     def found(self) -> set[str]:
         """Every record id present, readable or not."""
-        return {*self.ids, *(Path(path).stem for path, _ in self.orphans)}
+        return {*self.ids, *(self._record_of(path) for path, _ in self.orphans)} - {None}
+
+    def _record_of(self, path: str) -> str | None:
+        """The record id an orphan's file names (None for a REFERENCE.csv row, a folder)."""
+        return self.reader.record_named(path)
 
 
 def select_records(path: Path) -> Selection:
