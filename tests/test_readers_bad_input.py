@@ -186,6 +186,10 @@ WFDB_CASES: dict[str, Callable[[Path, str, list[str]], Expected]] = {
         (_edit(_hea(src, rec), " I", " V7"), "wrong leads: 12 signals (V7, II")],
     "declared length beyond file": _declared_beyond_file,
     "invalid samples": _invalid_samples,
+    "every lead flat": lambda src, rec, rows: [  # stored as a labelled record before
+        (_hea(src, rec, signal=np.repeat(np.linspace(-1, 1, 12, dtype=np.float32)[:, None],
+                                         1000, axis=1)),
+         "flat: every lead holds a constant value; no ECG was recorded")],
     "unknown label code": lambda src, rec, rows: [
         (_hea(src, rec, dx=["999999"]), "no class: none of the nine classes (codes: 999999)")],
     "empty label codes": lambda src, rec, rows: [

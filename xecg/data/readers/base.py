@@ -171,6 +171,10 @@ class DatasetReader(ABC):
         raw = self._read(rec)
         if raw.signal.shape[1] == 0:
             raise RecordError(self.path_of(rec), "empty: the record has no samples")
+        if (raw.signal == raw.signal[:, :1]).all():
+            # A blank recording; single flat leads are kept (a lead off is common in real data).
+            raise RecordError(self.path_of(rec), "flat: every lead holds a constant value; no "
+                                                 "ECG was recorded")
         try:
             labels, ignored = self._labels(rec, raw.tokens)
         except RecordError:
