@@ -373,6 +373,36 @@ def test_fit_resumes_the_run_and_its_wandb_run_from_last(tiny_config, tmp_path):
     assert set(wandb_history(runs[-1])["epoch"]) == {1}
 
 
+@pytest.mark.parametrize("command", ["fit", "train"])
+def test_a_resume_seeds_as_the_run_it_resumes(tiny_config, tmp_path, capsys, command):
+    """README's `xecg fit ... --seed_everything 1` then `... --ckpt_path last`: the resume
+    seeded 0 (the config's) and recorded the run as seed 0, so `xecg compare` paired it with
+    the wrong seed. The checkpoint keeps its seed and a resume takes it."""
+    config = tiny_config(tmp_path, f"seed-{command}", experiment={"wandb": False},
+                         trainer={"limit_train_batches": 2, "limit_val_batches": 1},
+                         explanations={"max_records": 0})
+    run = tmp_path / "runs" / f"seed-{command}"
+    assert main([command, "--config", str(config), "--seed_everything", "1"]) == 0
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["xecg_seed"] == 1
+    capsys.readouterr()
+    assert main([command, "--config", str(config), "--trainer.max_epochs", "2",
+                 "--ckpt_path", "last"]) == 0
+    assert ("--ckpt_path last: seed_everything 1, as when it was trained (the command said 0)"
+            in capsys.readouterr().out)
+    assert json.loads((run / "metrics.json").read_text())["seed"] == 1
+    assert yaml.safe_load((run / "config.yaml").read_text())["seed_everything"] == 1
+
+
+def test_a_missing_checkpoint_is_one_line_before_anything_starts(tiny_config, tmp_path, capsys):
+    config = tiny_config(tmp_path, "nockpt", experiment={"wandb": True})
+    missing = tmp_path / "runs" / "nockpt" / "checkpoints" / "last.ckpt"
+    for command in ("test", "fit", "validate"):
+        assert main([command, "--config", str(config), "--ckpt_path", str(missing)]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line == f"xecg: error: --ckpt_path {missing}: no such checkpoint file"
+    assert not (tmp_path / "runs").exists()  # no run folder, no W&B run; data not prepared
+
+
 def test_fit_without_validation_when_early_stopping_is_off(tiny_config, tmp_path):
     """`early_stopping.patience: 0` turns early stopping off, so a run that skips validation
     does not fail for want of `val/micro_f1`; with patience set, it does (with Lightning's

@@ -39,7 +39,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from xecg.averaging import WeightEMA
 from xecg.callbacks import AttentionImages, MetricsReport
 from xecg.data.datamodule import CPSCDataModule
-from xecg.errors import ConfigError, WriteError
+from xecg.errors import ConfigError, NotFoundError, WriteError
 from xecg.explain.callback import ExplanationScores
 from xecg.guards import (
     NonFiniteLossGuard,
@@ -149,6 +149,8 @@ class XECGCLI(LightningCLI):
 
     #: True when resuming (``--ckpt_path``): keep the run folder and continue its W&B run.
     resume: bool = False
+    #: ``xecg train``'s ``--ckpt_path`` (it reaches ``trainer.fit``, not the parser).
+    ckpt_path: str | None = None
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
@@ -169,6 +171,35 @@ class XECGCLI(LightningCLI):
         except Exception as err:
             _reraise_checkpoint_error(self.config[self.config.subcommand].get("ckpt_path"), err)
             raise
+        sub = self.config.get("subcommand")
+        if sub:
+            self._take_the_checkpoint_seed(self.config[sub], self.config[sub].get("ckpt_path"))
+        else:  # xecg train: the path goes to trainer.fit, not through the parser
+            self._take_the_checkpoint_seed(self.config, self.ckpt_path)
+
+    def _take_the_checkpoint_seed(self, cfg, ckpt: str | None) -> None:
+        """Before anything is made: a ``--ckpt_path`` file that does not exist is one line (it
+        was a traceback after the data were prepared), and a resume seeds as the checkpoint's
+        run did (``--ckpt_path last`` after ``--seed_everything 1`` used to seed 0 and record
+        the run as seed 0)."""
+        if not ckpt or str(ckpt).startswith(("best", "hpc", "registry")):
+            return
+        if ckpt == "last":  # Lightning finds it in the run's checkpoint folder; so do we
+            run_dir = cfg.trainer.default_root_dir or Path(cfg.experiment.runs_dir) / \
+                cfg.experiment.name
+            path = Path(cfg.checkpoint.dirpath or Path(run_dir) / "checkpoints") / "last.ckpt"
+            if not path.is_file():
+                return  # Lightning warns and starts afresh: a requeued job may always pass it
+        else:
+            path = Path(ckpt)
+            if not path.is_file():
+                raise NotFoundError(f"--ckpt_path {ckpt}: no such checkpoint file")
+        seed, said = _checkpoint_seed(path), cfg.get("seed_everything")
+        # `is False`, not `in (..., False)`: 0 == False, and seed 0 is a seed.
+        if seed is not None and said is not False and said != seed:
+            print(f"--ckpt_path {ckpt}: seed_everything {seed}, as when it was trained (the "
+                  f"command said {said})")
+            cfg["seed_everything"] = seed
 
     def _run_subcommand(self, subcommand: str) -> None:
         try:
@@ -310,6 +341,17 @@ def _reraise_write_error(err: OSError, run_dir) -> None:
                         "the run stopped; the files written before are complete") from err
 
 
+def _checkpoint_seed(path: Path) -> int | None:
+    """The seed of the run that wrote checkpoint ``path`` (None for one written before
+    2026-11-27 or without seed_everything); memory-mapped, the weights are not read."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:
+        _reraise_checkpoint_error(path, err)
+        raise
+    return ckpt.get("xecg_seed")
+
+
 def _reraise_checkpoint_error(ckpt_path, err: Exception) -> None:
     """Raise an unsafe or incomplete ``--ckpt_path`` as a one-line CheckpointError, and a
     collective that failed because another DDP process died as a DistributedError."""
@@ -364,7 +406,8 @@ def fit_and_test(args: list[str], callbacks: list | None = None,
     from ``last`` or a checkpoint; ``prog``: the command its ``--help`` names. Returns the run
     folder, which holds ``metrics.json``.
     """
-    cli_class = type("XECGCLIRun", (XECGCLI,), {"resume": ckpt_path is not None})
+    cli_class = type("XECGCLIRun", (XECGCLI,), {"resume": ckpt_path is not None,
+                                                 "ckpt_path": ckpt_path})
     cli = cli_class(args=args, run=False, parser_kwargs={"prog": prog} if prog else None)
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
     trainer.callbacks.extend(callbacks or [])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 import lightning as L
@@ -208,6 +209,8 @@ class XECGModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["xecg_eval_windows"] = dict(self.eval_windows)
         checkpoint["xecg_bandpass"] = None if self.bandpass is None else list(self.bandpass)
+        if "PL_GLOBAL_SEED" in os.environ:  # set by seed_everything: a resume takes it again
+            checkpoint["xecg_seed"] = int(os.environ["PL_GLOBAL_SEED"])
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.eval_windows = dict(checkpoint.get("xecg_eval_windows", self.eval_windows))
