@@ -69,3 +69,23 @@ def test_a_trainer_starts_without_lightnings_cloud_logger_advert():
     messages = [r.getMessage() for r in records]  # what passed the logger's filters
     assert any("GPU available" in m for m in messages), messages
     assert not any("litlogger" in m for m in messages), messages
+
+
+@pytest.mark.parametrize(("command", "args", "expected"), [
+    ("fit", ["--trainer.max_epocs", "1"],
+     "unrecognized arguments: --trainer.max_epocs 1 (options: xecg fit --help)"),
+    ("train", ["--model.loss.gama", "0.1"],
+     "model.loss: Option 'gama' is not accepted (options: xecg train --help)"),
+    ("fit", ["--model.loss.gamma", "abc"], "model.loss.gamma: Expected a <class 'float'>"),
+    ("test", ["--trainer.max_epochs", "abc"], "trainer.max_epochs: Expected a <class 'int'> "
+                                              "(given: abc)"),
+    ("validate", ["--config", "experiments/nope.yaml"], "config: File does not exist"),
+])
+def test_a_mistyped_training_option_is_one_line(command, args, expected):
+    """jsonargparse printed LightningCLI's whole usage (about 110 lines) before the error, and
+    its report of every Union alternative after it."""
+    config = [] if "--config" in args else ["--config", "experiments/smoke.yaml"]
+    proc = xecg(command, *config, *args, "--print_config")
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"xecg: error: {expected}"), line

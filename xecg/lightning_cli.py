@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 import uuid
@@ -143,6 +144,49 @@ def default_precision(accelerator: str | None) -> str:
     return "32-true"
 
 
+class OneLineErrorParser(LightningArgumentParser):
+    """LightningCLI's parser with one-line errors, as every xecg command has: ``xecg: error:
+    unrecognized arguments: --trainer.max_epocs 1 (options: xecg fit --help)``. jsonargparse
+    printed the whole usage first (about 110 lines) and, for a nested value, its report of
+    every alternative of a Union. Where it raises instead of exiting (``exit_on_error`` off, a
+    parse inside LightningCLI), it still does."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):
+            return super().error(message, ex)
+        parser = getattr(ex, "subcommand_parser", None) or self
+        prog = parser.prog.replace(" [options]", "")
+        sys.stderr.write(f"xecg: error: {parse_error_line(message)} (options: {prog} --help)\n")
+        self.exit(2)
+
+
+def parse_error_line(message: str) -> str:
+    """jsonargparse's error as one line: ``KEY: REASON (given: VALUE)`` out of its ``Parser
+    key "KEY":`` report, keeping the reasons of the alternatives other than ``None``."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    head = re.match(r'Parser key "([^"]+)":\s*(.*)', lines[0]) if lines else None
+    if head is None:
+        return " ".join(lines)
+    key, rest = head.groups()
+    given = next((line.split(":", 1)[1].strip() for line in lines
+                  if line.startswith("Given value:")), "")
+    if "Errors:" in lines:
+        start = lines.index("Errors:") + 1
+        reasons = [line.removeprefix("- ") for line in lines[start:]
+                   if not line.startswith(("Given value", "Subtypes"))
+                   and "NoneType" not in line]
+        # "Problem with given class_path 'X':" heads the reason it nests: keep the reason.
+        reasons = [r for r in reasons if not r.startswith("Problem with given class_path")] or \
+            reasons
+        inner = re.fullmatch(r'Parser key "([^"]+)":', reasons[0]) if reasons else None
+        if inner and len(reasons) > 1:  # a value inside a class: model.loss + gamma
+            key, reasons = f"{key}.{inner.group(1)}", reasons[1:]
+        rest = "; ".join(reasons)
+    rest = rest or " ".join(lines[1:])
+    shown = f" (given: {given})" if given and not given.startswith("NestedArg(") else ""
+    return f"{key}: {rest}{shown}"
+
+
 class XECGCLI(LightningCLI):
     """LightningCLI for :class:`XECGModule` and :class:`CPSCDataModule` with xecg's run folder,
     callbacks and logger as configurable defaults (nothing the user sets is overwritten)."""
@@ -162,6 +206,7 @@ class XECGCLI(LightningCLI):
         kwargs.setdefault("trainer_defaults", {"use_distributed_sampler": False,
                                                "callbacks": [LearningRateMonitor(),
                                                              NonFiniteLossGuard()]})
+        kwargs.setdefault("parser_class", OneLineErrorParser)
         super().__init__(XECGModule, CPSCDataModule, *args, **kwargs)
 
     def _parse_ckpt_path(self) -> None:
