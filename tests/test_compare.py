@@ -281,7 +281,7 @@ def test_error_no_metrics_json(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main([str(empty)]) == 2
-    assert error_line(capsys) == f"xecg compare: no metrics.json found under {empty}"
+    assert error_line(capsys) == f"xecg: error: no metrics.json found under {empty}"
 
 
 def test_error_invalid_json_alone_and_skipped_beside_valid(tmp_path, capsys):
@@ -302,7 +302,7 @@ def test_error_invalid_json_alone_and_skipped_beside_valid(tmp_path, capsys):
 
 def test_error_unknown_reference(runs, capsys):
     assert main([str(runs), "--reference", "nope"]) == 2
-    assert error_line(capsys) == ("xecg compare: reference variant 'nope' not found; "
+    assert error_line(capsys) == ("xecg: error: reference variant 'nope' not found; "
                                   "available: abn, cnn, xecgnet")
 
 

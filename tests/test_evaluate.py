@@ -132,6 +132,6 @@ def test_evaluate_refuses_a_split_whose_records_are_not_there(run, tiny_data, tm
                  str(other)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     n = len(split["test"])
-    assert err == [f"xecg evaluate: {other}: 2 of its {n} test records are not in "
+    assert err == [f"xecg: error: {other}: 2 of its {n} test records are not in "
                    f"{tiny_data.store} (first: Z9998, Z9999); evaluate the data the split was "
                    "made of"]

@@ -418,7 +418,7 @@ def test_prepare_cli_empty_folder(tmp_path):
     run = _prepare(tmp_path / "src", tmp_path / "store")
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1] == (
-        f"xecg prepare: {tmp_path / 'src'}: no ECG records found (no .hea or .mat files in it "
+        f"xecg: error: {tmp_path / 'src'}: no ECG records found (no .hea or .mat files in it "
         "or its subfolders)")
     assert "Traceback" not in run.stderr and not (tmp_path / "store").exists()
 

@@ -114,7 +114,7 @@ def test_predict_refuses_a_checkpoint_that_would_run_code(hostile, tiny_data, tm
     assert main(["predict", "--ckpt", str(path), str(tiny_data.store), "--out",
                  str(tmp_path / "out"), "--no-images"]) == 2
     out = capsys.readouterr().err
-    assert (f"xecg predict: {path}: refused to load: it holds the global io.open, not only "
+    assert (f"xecg: error: {path}: refused to load: it holds the global io.open, not only "
             "tensors and plain data") in out
     assert not marker.exists() and not (tmp_path / "out").exists()
 

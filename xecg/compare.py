@@ -641,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         markdown = compare(args)
     except CompareError as err:
-        print(f"xecg compare: {err}", file=sys.stderr)
+        print(f"xecg: error: {err}", file=sys.stderr)
         return 2
     print(markdown, end="")
     return 0

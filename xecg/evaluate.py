@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         evaluate(args.ckpt, args.path, args.out, split=args.split, subset=args.subset,
                  device=args.device)
     except (DatasetError, FileNotFoundError) as err:
-        print(f"xecg evaluate: {err}", file=sys.stderr)
+        print(f"xecg: error: {err}", file=sys.stderr)
         return 2
     return 0
 

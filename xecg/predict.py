@@ -77,6 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         predict(args.ckpt, args.path, args.out, images=args.images, device=args.device)
     except (XECGError, FileNotFoundError) as err:
-        print(f"xecg predict: {err}", file=sys.stderr)
+        print(f"xecg: error: {err}", file=sys.stderr)
         return 2
     return 0

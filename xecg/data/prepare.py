@@ -180,7 +180,7 @@ def prepare_dataset(source: str | os.PathLike, out: str | os.PathLike, fs: float
             print(f"{out}: {store_damage(out)}; preparing it again")
         target = float(fs) if fs else _native_rate(reader)
     except DatasetError as e:
-        print(f"xecg prepare: {e}", file=sys.stderr)
+        print(f"xecg: error: {e}", file=sys.stderr)
         return 2
     workers = max(1, min(workers or default_workers(), len(reader)))
     meta = {"layout": reader.layout, "reference": [str(p) for p in reader.reference_files]}
@@ -206,7 +206,7 @@ def prepare_dataset(source: str | os.PathLike, out: str | os.PathLike, fs: float
                 raise _Stop(f"no usable records in {source}; nothing written")
             summary = writer.summary()
     except _Stop as e:
-        print(f"xecg prepare: {e}", file=sys.stderr)
+        print(f"xecg: error: {e}", file=sys.stderr)
         return 1
     _print_summary(summary, source, out, target, time.perf_counter() - started)
     if unfiled:

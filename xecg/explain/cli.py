@@ -111,6 +111,6 @@ def main(argv: list[str] | None = None) -> int:
             explain_records(args.ckpt, args.path, args.out, args.method, args.window,
                             args.device, args.ig_steps or 32, args.records, args.limit)
     except (DatasetError, FileNotFoundError) as err:
-        print(f"xecg explain: {err}", file=sys.stderr)
+        print(f"xecg: error: {err}", file=sys.stderr)
         return 2
     return 0
