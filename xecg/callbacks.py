@@ -117,6 +117,9 @@ class MetricsReport(L.Callback):
         if "PL_GLOBAL_SEED" in os.environ:  # set by seed_everything: the run's seed
             data["seed"] = int(os.environ["PL_GLOBAL_SEED"])
         data["model"] = dict(pl_module.hparams)
+        settings = getattr(dm, "loader_settings", None)
+        if callable(settings):  # chosen for the machine at run time: not in config.yaml
+            data["loader"] = settings()
         data[stage] = pl_module.last_metrics.get(stage, {})
         data[f"{stage}_of"] = _evaluated(trainer, "fit epoch {}")
         ckpt = trainer.checkpoint_callback

@@ -683,6 +683,14 @@ class CPSCDataModule(L.LightningDataModule):
         kwargs = self.trainer.distributed_sampler_kwargs or {"num_replicas": 1, "rank": 0}
         return kwargs["num_replicas"], kwargs["rank"]
 
+    def loader_settings(self) -> dict[str, Any]:
+        """The loader as it runs: the values of ``num_workers``, ``pad_on_device`` and
+        ``half_transfer`` chosen for the machine where the config left them empty (README
+        "Defaults that fit the hardware"); metrics.json keeps them under ``loader``."""
+        return {"num_workers": self._workers(), "worker_kind": self.worker_kind,
+                "pad_on_device": self._pack(),
+                "half_transfer": self._x_dtype() != torch.float32}
+
     def _workers(self) -> int:
         """``num_workers``, or when None: 0 on a CPU (loader processes would compete with the
         training threads: README "Defaults that fit the hardware"), else up to 8 per process
