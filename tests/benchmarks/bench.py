@@ -1151,6 +1151,19 @@ DEFAULT_CPU = ("lightning_vs_plain", "lightning_overhead", "bucket_vs_pad", "loa
 DEFAULT_GPU = ("loader_transfer", "lightning_vs_plain", "bucket_vs_pad")
 
 
+def results_file(out: Path | None, gpu: bool, quick: bool, partial: bool,
+                 merge: bool) -> tuple[Path, bool]:
+    """Where a run writes, and whether it keeps the other comparisons there. Without ``--out``:
+    a ``--quick`` smoke run writes ``results-quick.json`` (git ignores it), never over measured
+    numbers; a run of some comparisons (``--only``) replaces those in ``results.json`` (or
+    ``results-gpu.json``) and keeps the rest, each stamped with its own date and commit; before
+    2026-11-27 it wrote the file anew and lost them."""
+    if out is not None:
+        return out, merge
+    name = "results-quick.json" if quick else "results-gpu.json" if gpu else "results.json"
+    return ROOT / "benchmarks" / name, merge or (partial and not quick)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1163,7 +1176,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="default: all but bucket_vs_pad_compiled (--gpu: lightning_vs_plain "
                         "bucket_vs_pad)")
     p.add_argument("--out", type=Path, default=None,
-                   help="results JSON (default benchmarks/results.json, -gpu with --gpu)")
+                   help="results JSON (default benchmarks/results.json, -gpu with --gpu, -quick "
+                        "with --quick; with --only the other comparisons there are kept)")
     p.add_argument("--rounds", type=int, default=None,
                    help="alternating runs of each contender (default 3, quick 1)")
     p.add_argument("--bucket-rounds", type=int, default=None, help="default 1")
@@ -1215,6 +1229,7 @@ def main(argv: list[str] | None = None) -> int:
 
     a.half_transfer = {"auto": None, "on": True, "off": False}[a.half_transfer]
     gpu = a.gpu  # the GPU plan: paper lengths, bf16, compiled (on --device cpu: its CPU path)
+    out, a.merge = results_file(a.out, gpu, a.quick, partial=a.only is not None, merge=a.merge)
     a.device = a.device or ("cuda" if gpu else "cpu")
     a.only = a.only or list(DEFAULT_GPU if gpu else DEFAULT_CPU)
     a.case_timeout = a.case_timeout or (300.0 if gpu and not a.quick else None)
@@ -1226,7 +1241,6 @@ def main(argv: list[str] | None = None) -> int:
     a.scale = a.scale or (1 if a.device == "cuda" else 10)
     a.workers = a.workers if a.workers is not None else (8 if a.device == "cuda" else 0)
     a.loader_workers = a.loader_workers or ([0, 8] if a.device == "cuda" else [0, 2])
-    out = a.out or ROOT / "benchmarks" / ("results-gpu.json" if gpu else "results.json")
     if a.device == "cuda":
         import torch
 

@@ -238,3 +238,20 @@ def test_gpu_window_script_runs_its_cpu_path(tmp_path):
                  "profile-threads/lightning/summary.json",
                  "profile-bucket-eager/plain/ops.txt"):
         assert path in names, names
+
+
+def test_smoke_and_partial_runs_keep_the_measured_numbers():
+    """README's `bench.py --quick` and `bench.py --only lightning_vs_plain` each wrote
+    benchmarks/results.json anew, losing the full run's other comparisons."""
+    bench_dir = bench.ROOT / "benchmarks"
+    assert bench.results_file(None, False, True, False, False) == (
+        bench_dir / "results-quick.json", False)
+    assert bench.results_file(None, False, False, True, False) == (
+        bench_dir / "results.json", True)
+    assert bench.results_file(None, True, False, True, False) == (
+        bench_dir / "results-gpu.json", True)
+    assert bench.results_file(None, False, False, False, False) == (
+        bench_dir / "results.json", False)  # the whole set: written anew
+    mine = Path("mine.json")
+    assert bench.results_file(mine, False, False, True, False) == (mine, False)
+    assert "/benchmarks/results-quick.json" in (bench.ROOT / ".gitignore").read_text()
