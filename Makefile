@@ -10,7 +10,7 @@ DATA ?=
 EXPERIMENT ?= $(if $(DATA),experiments/xecgnet.yaml,experiments/smoke.yaml)
 ARGS ?=
 SWEEP ?= sweeps/gamma.yaml
-# The ablation grid of `make ablate` (experiments/ablations/gamma-cpu.yaml: the ~90-minute CPU one).
+# The ablation grid of `make ablate` (experiments/ablations/gamma-cpu.yaml: the CPU one, about 1 h 5 min on 2 cores).
 ABLATION ?= experiments/ablations/gamma.yaml
 
 # Real records for `make sim2real` and `make finetune-cv` (never training data for sim2real).
