@@ -247,6 +247,24 @@ def test_explain_writes_a_page_per_record_and_method(trained_run, tmp_path):
     assert all(png_size(out / p) == PAGE_PX for p in pages)
 
 
+def test_explain_limit_leaves_the_rest_of_the_folder_unread(trained_run, tmp_path, capsys):
+    """`--limit 1`: the first record's pages; the folder's other inputs (here a .mat without
+    its header) are not reported as skipped by a run that did not look at them."""
+    from xecg.explain.cli import explain_records
+
+    src = tmp_path / "src"
+    write_wfdb_record(src, "X0001", make_signal(3000, seed=1), ["AF"])
+    write_wfdb_record(src, "X0002", make_signal(3000, seed=2), ["PVC"])
+    (src / "X0002.hea").unlink()
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    pages = explain_records(ckpt, src, tmp_path / "one", methods=["attention"], limit=1)
+    assert [p.name for p in pages] == ["X0001_attention.png"]
+    assert "1 pages written, records 0 skipped" in capsys.readouterr().out
+    assert not (tmp_path / "one" / "skipped.csv").exists()
+    explain_records(ckpt, src, tmp_path / "all", methods=["attention"])
+    assert "1 pages written, records 1 skipped" in capsys.readouterr().out
+
+
 def test_explain_evaluate_writes_scores_with_the_randomised_check(trained_run, tiny_data,
                                                                    tmp_path):
     ckpt = trained_run / "checkpoints" / "last.ckpt"

@@ -118,7 +118,7 @@ def test_predict_reports_every_file_it_does_not_predict(checkpoint, tmp_path, ca
     assert reasons["g1/X0004.hea"] == ("too short: 100 samples at 500 Hz; the network needs at "
                                        "least 243 (0.49 s)")
     console = capsys.readouterr().out
-    assert "2 records predicted, 4 skipped" in console
+    assert "2 records predicted, 3 skipped (4 lines in skipped.csv)" in console
     assert f"skipped {src / 'g1' / 'X0002.mat'}: no header" in console
 
     # The header-less .mat given alone: its reason, not a guess at the layout.

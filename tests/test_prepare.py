@@ -117,6 +117,7 @@ def test_records_listed_without_a_file_are_said_once(tmp_path, capsys):
     with open(out / "skipped.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["reason"].split()[2] for r in rows] == ids[2:]
+    assert store.meta["summary"]["skipped_lines"] == len(rows) == 18  # counted them too
     assert rows[0] == {"file": str(ref), "reason": "no file: A0003 is listed, but no file of it "
                                                    "was found"}
 

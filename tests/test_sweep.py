@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from fixtures import xecg_command, xecg_env
+from fixtures import ROOT, xecg_command, xecg_env
 from optuna.trial import TrialState
 
 from xecg.cli import main
@@ -418,3 +418,15 @@ def test_the_pareto_plot_of_a_one_parameter_search_labels_its_points(tmp_path):
     _label_points(ax, trials, spec)
     assert sorted(t.get_text() for t in ax.texts) == ["gamma=0, 0.01", "gamma=0.05547"]
     plt.close("all")
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_sweep_parses_against_its_experiment(path, monkeypatch):
+    """Each file in sweeps/ loads, and its overrides, a value of each parameter and each
+    enqueued trial parse as its experiment's training arguments (as `xecg sweep` checks before
+    it starts), from the repository's root, where README runs them."""
+    from xecg.sweep import check_against_experiment
+
+    monkeypatch.chdir(ROOT)
+    spec = load_sweep(path)
+    assert check_against_experiment(spec)["project"]

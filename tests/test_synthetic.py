@@ -516,7 +516,8 @@ def test_cli_prepare_synthetic(tmp_path):
     with pytest.raises(SystemExit) as stop:  # argparse's one line: an empty store is no dataset
         main(["prepare", "synthetic", "--n", "0", "--out", str(tmp_path / "empty")])
     assert stop.value.code == 2 and not (tmp_path / "empty").exists()
-    for fs in ("0", "-500", "nan"):  # a traceback (-500) or the native rate without a word (0)
+    # -500, inf and 1e-9 were tracebacks, 0 the native rate without a word
+    for fs in ("0", "-500", "nan", "inf", "1e-9"):
         with pytest.raises(SystemExit) as stop:
             main(["prepare", "synthetic", "--fs", fs, "--out", str(tmp_path / "norate")])
         assert stop.value.code == 2 and not (tmp_path / "norate").exists()

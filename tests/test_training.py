@@ -400,10 +400,12 @@ def test_a_resume_seeds_as_the_run_it_resumes(tiny_config, tmp_path, capsys, com
 def test_a_missing_checkpoint_is_one_line_before_anything_starts(tiny_config, tmp_path, capsys):
     config = tiny_config(tmp_path, "nockpt", experiment={"wandb": True})
     missing = tmp_path / "runs" / "nockpt" / "checkpoints" / "last.ckpt"
-    for command in ("test", "fit", "validate"):
-        assert main([command, "--config", str(config), "--ckpt_path", str(missing)]) == 2
+    # best-epoch003.ckpt: a file's name, though it starts like Lightning's "best"
+    for command, path in [("test", missing), ("fit", missing), ("validate", missing),
+                          ("test", Path("best-epoch003.ckpt"))]:
+        assert main([command, "--config", str(config), "--ckpt_path", str(path)]) == 2
         (line,) = capsys.readouterr().err.strip().splitlines()
-        assert line == f"xecg: error: --ckpt_path {missing}: no such checkpoint file"
+        assert line == f"xecg: error: --ckpt_path {path}: no such checkpoint file"
     assert not (tmp_path / "runs").exists()  # no run folder, no W&B run; data not prepared
 
 

@@ -158,11 +158,15 @@ def _at_least_one(text: str) -> int:
 
 
 def _rate(text: str) -> float:
-    """An argparse type: a sampling rate in Hz, above 0 (leave --fs out for the native rate)."""
+    """An argparse type: a sampling rate in Hz within the range headers may state (leave --fs
+    out for the native rate)."""
+    from xecg.data.readers.header import FS_RANGE
+
     value = float(text)
-    if not value > 0:  # also refuses NaN
-        raise argparse.ArgumentTypeError(f"must be above 0 Hz, got {text} (leave --fs out to "
-                                         "keep the records' own rate)")
+    if not FS_RANGE[0] <= value <= FS_RANGE[1]:  # also refuses NaN and inf
+        raise argparse.ArgumentTypeError(
+            f"must be {FS_RANGE[0]:g} to {FS_RANGE[1]:g} Hz, got {text} (leave --fs out to "
+            "keep the records' own rate)")
     return value
 
 

@@ -28,7 +28,7 @@ from xecg.atomic import write_atomic, write_csv
 from xecg.callbacks import format_report
 from xecg.classes import CLASSES, NUM_CLASSES
 from xecg.data.readers import DatasetError
-from xecg.data.splits import load_split
+from xecg.data.splits import load_split, missing_records
 from xecg.guards import load_module
 from xecg.metrics import ECGMetrics
 from xecg.records import records_at_rate, select_records, write_skipped
@@ -48,12 +48,9 @@ def evaluate(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.Pat
     selection = select_records(Path(path))
     if split is not None:
         wanted = load_split(split)[subset]
-        missing = [i for i in wanted if i not in selection.found]
+        missing = missing_records(split, subset, wanted, selection.found, str(path))
         if missing:  # metrics titled as the split's would be those of another set of records
-            raise DatasetError(
-                f"{split}: {len(missing):,} of its {len(wanted):,} {subset} records are not in "
-                f"{path} (first: {', '.join(missing[:5])}); evaluate the data the split was "
-                "made of")
+            raise DatasetError(f"{missing}; evaluate the data the split was made of")
         selection = selection.only(wanted)
     thresholds = module.thresholds
     metrics = ECGMetrics().to(thresholds.device)
@@ -84,7 +81,7 @@ def evaluate(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.Pat
         "records": len(rows),
         "positives": {c: int(n) for c, n in zip(CLASSES, targets.sum(0).tolist())},
         "skipped_no_label": len(no_label),
-        "skipped_unreadable": len(unreadable),
+        "skipped_unreadable": selection.skipped_records(unreadable),
         "thresholds": [round(float(t), 4) for t in thresholds],
         "protocol": {"dataset": str(path), "split": f"{split}:{subset}" if split else "all",
                      **module.eval_windows, "records": len(rows)},
@@ -104,7 +101,8 @@ def evaluate(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.Pat
             + ("  (n/a: the records hold no positive or no negative of the class)"
                if any(math.isnan(a) for a in aurocs) else ""))
         print(f"{len(rows)} records evaluated; skipped: {len(no_label)} with no label among the "
-              f"nine, {len(unreadable)} unreadable" + (f" -> {out}" if out is not None else ""))
+              f"nine, unreadable or no record: {selection.count_skipped(unreadable)}"
+              + (f" -> {out}" if out is not None else ""))
     return result
 
 

@@ -227,8 +227,8 @@ class XECGCLI(LightningCLI):
         was a traceback after the data were prepared), and a resume seeds as the checkpoint's
         run did (``--ckpt_path last`` after ``--seed_everything 1`` used to seed 0 and record
         the run as seed 0)."""
-        if not ckpt or str(ckpt).startswith(("best", "hpc", "registry")):
-            return
+        if not ckpt or ckpt in ("best", "hpc", "registry") or str(ckpt).startswith("registry:"):
+            return  # Lightning's own names (a file best-epoch003.ckpt is a path)
         if ckpt == "last":  # Lightning finds it in the run's checkpoint folder; so do we
             run_dir = cfg.trainer.default_root_dir or Path(cfg.experiment.runs_dir) / \
                 cfg.experiment.name
@@ -242,8 +242,9 @@ class XECGCLI(LightningCLI):
         seed, said = _checkpoint_seed(path), cfg.get("seed_everything")
         # `is False`, not `in (..., False)`: 0 == False, and seed 0 is a seed.
         if seed is not None and said is not False and said != seed:
-            print(f"--ckpt_path {ckpt}: seed_everything {seed}, as when it was trained (the "
-                  f"command said {said})")
+            if rank_zero_only.rank == 0:  # every DDP rank parses the command line
+                print(f"--ckpt_path {ckpt}: seed_everything {seed}, as when it was trained "
+                      f"(the command said {said})")
             cfg["seed_everything"] = seed
 
     def _run_subcommand(self, subcommand: str) -> None:

@@ -60,7 +60,7 @@ def predict(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.Path
     csv_path = out / "predictions.csv"
     write_csv(csv_path, header, rows)
     write_skipped(out, skipped)
-    print(f"{len(rows)} records predicted, {len(skipped)} skipped -> {csv_path}")
+    print(f"{len(rows)} records predicted, {selection.count_skipped(skipped)} -> {csv_path}")
     return csv_path
 
 

@@ -59,7 +59,19 @@ class Selection:
 
     def _record_of(self, path: str) -> str | None:
         """The record id an orphan's file names (None for a REFERENCE.csv row, a folder)."""
-        return self.reader.record_named(path)
+        named = getattr(self.reader, "record_named", None)  # a store has no orphans to name
+        return named(path) if named else Path(path).stem
+
+    def skipped_records(self, skipped: list[tuple[str, str]]) -> int:
+        """How many records (or other inputs) ``skipped`` names, each once: both copies of a
+        duplicated id are one record."""
+        return len({self._record_of(path) or path for path, _ in skipped})
+
+    def count_skipped(self, skipped: list[tuple[str, str]]) -> str:
+        """``3 skipped (4 lines in skipped.csv)``: :meth:`skipped_records`, and the lines."""
+        n = self.skipped_records(skipped)
+        return f"{n} skipped" + (f" ({len(skipped)} lines in skipped.csv)"
+                                 if len(skipped) != n else "")
 
 
 def select_records(path: Path) -> Selection:

@@ -53,6 +53,7 @@ from xecg.data.splits import (
     default_seed,
     load_split,
     make_split,
+    missing_records,
     save_split,
 )
 from xecg.data.store import Store, is_store
@@ -628,15 +629,14 @@ class CPSCDataModule(L.LightningDataModule):
         split = load_split(self.split_path)
         known = set(store.ids)
         for name in SPLITS:
-            missing = [r for r in split[name] if r not in known]
+            missing = missing_records(self.split_path, name, split[name], known,
+                                      f"store {self.store_path}")
             if missing:
                 # xecg's own split file is remade by deleting it; a user's file is theirs.
                 fix = ("delete the split file to make it again for this store" if self.split is None
                        else f"it was made for other data: make one for this store with `xecg "
                             f"split {self.store_path} --out FILE`, or leave out --data.split")
-                raise ConfigError(f"{self.split_path}: {len(missing):,} of its "
-                                  f"{len(split[name]):,} {name} records are not in store "
-                                  f"{self.store_path} (first: {', '.join(missing[:3])}); {fix}")
+                raise ConfigError(f"{missing}; {fix}")
             self.indices[name] = store.indices(split[name])
         if not self._restored_stats:
             if self.normalize:

@@ -153,3 +153,14 @@ def load_split(path: str | os.PathLike) -> dict:
     if repeated:
         raise ValueError(f"{path}: record ids appear more than once across splits: {repeated[:5]}")
     return split
+
+
+def missing_records(split_path: str | os.PathLike, subset: str, wanted: Sequence[str],
+                    present: set[str], where: str) -> str | None:
+    """``SPLIT: 2 of its 1,376 test records are not in WHERE (first: A0101, A0102)``, or None
+    when ``present`` holds every record of ``wanted`` (the ``subset`` of the split file)."""
+    missing = [r for r in wanted if r not in present]
+    if not missing:
+        return None
+    return (f"{split_path}: {len(missing):,} of its {len(wanted):,} {subset} records are not in "
+            f"{where} (first: {', '.join(missing[:5])})")

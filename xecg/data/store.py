@@ -322,7 +322,8 @@ class StoreWriter:
                 records.setdefault(_reason_kind(reason), set()).add(record)
         return {"skipped": len(set().union(*records.values())),
                 "skipped_reasons": {k: len(ids) for k, ids in records.items()},
-                "skipped_inputs": dict(inputs), "skipped_lines": len(self._skipped)}
+                "skipped_inputs": dict(inputs),
+                "skipped_lines": len(self._skipped) + len(self._unfiled)}
 
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._tmp is not None

@@ -54,7 +54,7 @@ def explain_records(ckpt, path, out, methods=None, window: float = 0.0, device: 
             raise XECGError(f"{path}: no record {', '.join(unknown)}")
         selection = selection.only(records)
     if limit is not None:
-        selection.ids = selection.ids[:limit]
+        selection = selection.only(selection.ids[:limit])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written, skipped = [], []
@@ -69,7 +69,7 @@ def explain_records(ckpt, path, out, methods=None, window: float = 0.0, device: 
             save_figure(fig, path_png, dpi=ECG_DPI)
             written.append(path_png)
     write_skipped(out, skipped)
-    print(f"{len(written)} pages written, {len(skipped)} records skipped -> {out}")
+    print(f"{len(written)} pages written, records {selection.count_skipped(skipped)} -> {out}")
     return written
 
 
