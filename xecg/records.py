@@ -59,7 +59,7 @@ class Selection:
 
     def _record_of(self, path: str) -> str | None:
         """The record id an orphan's file names (None for a REFERENCE.csv row, a folder)."""
-        named = getattr(self.reader, "record_named", None)  # a store has no orphans to name
+        named = getattr(self.reader, "record_named", None)  # a store: the file's stem
         return named(path) if named else Path(path).stem
 
     def skipped_records(self, skipped: list[tuple[str, str]]) -> int:
