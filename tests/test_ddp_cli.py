@@ -21,7 +21,8 @@ def run_xecg(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.skipif(not XECG.is_file(), reason=f"the xecg script is not installed at {XECG}")
+@pytest.mark.skipif(xecg_command()[0] != str(XECG),
+                    reason=f"the xecg script of this checkout is not installed at {XECG}")
 # `xecg fit` on two processes also runs in test_ddp_equivalence and (through torchrun) in
 # test_multinode; here it is slow, to keep `make test` within its time.
 @pytest.mark.parametrize("command", ["train", pytest.param("fit", marks=pytest.mark.slow)])

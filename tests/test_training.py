@@ -407,6 +407,11 @@ def test_a_missing_checkpoint_is_one_line_before_anything_starts(tiny_config, tm
         (line,) = capsys.readouterr().err.strip().splitlines()
         assert line == f"xecg: error: --ckpt_path {path}: no such checkpoint file"
     assert not (tmp_path / "runs").exists()  # no run folder, no W&B run; data not prepared
+    # A remote path is left to Lightning (fsspec), which names it in its own error.
+    config = tiny_config(tmp_path, "remote", experiment={"wandb": False})
+    with pytest.raises(Exception, match="memory://nowhere/last.ckpt") as err:
+        main(["test", "--config", str(config), "--ckpt_path", "memory://nowhere/last.ckpt"])
+    assert "no such checkpoint file" not in str(err.value)
 
 
 def test_fit_without_validation_when_early_stopping_is_off(tiny_config, tmp_path):

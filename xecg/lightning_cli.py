@@ -229,6 +229,8 @@ class XECGCLI(LightningCLI):
         the run as seed 0)."""
         if not ckpt or ckpt in ("best", "hpc", "registry") or str(ckpt).startswith("registry:"):
             return  # Lightning's own names (a file best-epoch003.ckpt is a path)
+        if "://" in str(ckpt):
+            return  # a remote checkpoint (s3://, gs://): Lightning opens it through fsspec
         if ckpt == "last":  # Lightning finds it in the run's checkpoint folder; so do we
             run_dir = cfg.trainer.default_root_dir or Path(cfg.experiment.runs_dir) / \
                 cfg.experiment.name
