@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from xecg.cli import cli_value, load_mapping, override_args
-from xecg.errors import ConfigError
+from xecg.errors import ConfigError, error_exit
 
 FILE_KEYS = ("name", "experiment", "overrides", "variants", "seeds", "reference", "out")
 DEFAULT_REFERENCE = "abn"
@@ -508,8 +508,7 @@ def main(argv: list[str] | None = None) -> int:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
     except ConfigError as err:
-        print(f"xecg: error: {err}", file=sys.stderr)
-        return err.exit_code
+        return error_exit(err)
 
 
 def _run_grid(ablation: Ablation, runs: list[Run], compare: bool) -> int:

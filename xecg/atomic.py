@@ -15,6 +15,7 @@ import io
 import os
 import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -99,3 +100,24 @@ def replace_dir(new: Path, dest: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def process_gone(host: object, pid: object) -> bool:
+    """True when ``host`` is this machine and process ``pid`` no longer runs there (a zombie,
+    dead but not reaped, counts as gone): its writer was killed and what it left is stale.
+    False for another host (a shared file system or database) and for a live process."""
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # it exists, as another user's
+    except (TypeError, ValueError, OverflowError):
+        return False  # no pid to judge by
+    stat = Path(f"/proc/{pid}/stat")
+    with contextlib.suppress(OSError, IndexError):
+        if stat.read_text().rpartition(")")[2].split()[0] == "Z":
+            return True
+    return False

@@ -104,8 +104,9 @@ def store_for(root: Path) -> str:
     otherwise prepare over each other's store."""
     import hashlib
 
-    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
-    return f"data/stores/{root.resolve().name}-{digest}"
+    root = root.resolve()
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:8]
+    return f"data/stores/{root.name}-{digest}"
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -231,13 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     # sys.argv stays as it is: Lightning's DDP launcher re-runs it for the other ranks.
     argv = sys.argv[1:] if argv is None else argv
-    from xecg.errors import XECGError
+    from xecg.errors import XECGError, error_exit
 
     try:
         return _dispatch(argv)
     except XECGError as err:
-        print(f"xecg: error: {err}", file=sys.stderr)
-        return getattr(err, "exit_code", 2)
+        return error_exit(err)
 
 
 def _dispatch(argv: list[str]) -> int:

@@ -58,6 +58,7 @@ from scipy import stats
 
 from xecg.classes import CLASSES, multi_hot
 from xecg.data.store import write_atomic, write_csv
+from xecg.errors import error_exit
 
 #: Metrics of the headline table, the paired tests and the figure (``--metrics`` overrides).
 HEADLINE: tuple[str, ...] = ("micro_f1", "macro_f1", "subset_acc", "subset_acc_multi",
@@ -641,8 +642,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         markdown = compare(args)
     except CompareError as err:
-        print(f"xecg: error: {err}", file=sys.stderr)
-        return 2
+        return error_exit(err)
     print(markdown, end="")
     return 0
 

@@ -5,6 +5,14 @@ the problem; the ``xecg`` command prints that one line (no traceback) and exits 
 from __future__ import annotations
 
 import os
+import sys
+
+
+def error_exit(err: BaseException, status: int | None = None) -> int:
+    """Print ``xecg: error: ERR`` on stderr, the one line every command stops with, and return
+    the exit status: ``status``, else the error's ``exit_code``, else 2."""
+    print(f"xecg: error: {err}", file=sys.stderr)
+    return status if status is not None else getattr(err, "exit_code", 2)
 
 
 def one_line(err: object, limit: int = 300) -> str:

@@ -18,7 +18,6 @@ import argparse
 import json
 import math
 import os
-import sys
 from pathlib import Path
 
 import torch
@@ -29,6 +28,7 @@ from xecg.callbacks import format_report
 from xecg.classes import CLASSES, NUM_CLASSES
 from xecg.data.readers import DatasetError
 from xecg.data.splits import load_split, missing_records
+from xecg.errors import error_exit
 from xecg.guards import load_module
 from xecg.metrics import ECGMetrics
 from xecg.records import records_at_rate, select_records, write_skipped
@@ -131,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         evaluate(args.ckpt, args.path, args.out, split=args.split, subset=args.subset,
                  device=args.device)
     except (DatasetError, FileNotFoundError) as err:
-        print(f"xecg: error: {err}", file=sys.stderr)
-        return 2
+        return error_exit(err)
     return 0
 
 

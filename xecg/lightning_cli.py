@@ -232,9 +232,7 @@ class XECGCLI(LightningCLI):
         if "://" in str(ckpt):
             return  # a remote checkpoint (s3://, gs://): Lightning opens it through fsspec
         if ckpt == "last":  # Lightning finds it in the run's checkpoint folder; so do we
-            run_dir = cfg.trainer.default_root_dir or Path(cfg.experiment.runs_dir) / \
-                cfg.experiment.name
-            path = Path(cfg.checkpoint.dirpath or Path(run_dir) / "checkpoints") / "last.ckpt"
+            path = _checkpoint_dir(cfg) / "last.ckpt"
             if not path.is_file():
                 return  # Lightning warns and starts afresh: a requeued job may always pass it
         else:
@@ -297,11 +295,11 @@ class XECGCLI(LightningCLI):
         exp = cfg.experiment
         trainer = cfg.trainer
         if not trainer.default_root_dir:
-            trainer.default_root_dir = str(Path(exp.runs_dir) / exp.name)
+            trainer.default_root_dir = str(_run_dir(cfg))
         if not trainer.precision:
             trainer.precision = default_precision(trainer.accelerator)
         if not cfg.checkpoint.dirpath:
-            cfg.checkpoint.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
+            cfg.checkpoint.dirpath = str(_checkpoint_dir(cfg))
         if not cfg.early_stopping.patience:
             # EarlyStopping is a required callback here; patience 0 means "never stop early",
             # and then a run without validation must not fail for want of its metric.
@@ -387,6 +385,16 @@ def _reraise_write_error(err: OSError, run_dir) -> None:
         raise err
     raise WriteError.of(err.filename or f"a file in {run_dir}", err,
                         "the run stopped; the files written before are complete") from err
+
+
+def _run_dir(cfg) -> Path:
+    """The run folder: ``trainer.default_root_dir``, else ``experiment.runs_dir/name``."""
+    return Path(cfg.trainer.default_root_dir or Path(cfg.experiment.runs_dir) / cfg.experiment.name)
+
+
+def _checkpoint_dir(cfg) -> Path:
+    """The checkpoint folder: ``checkpoint.dirpath``, else ``RUN/checkpoints``."""
+    return Path(cfg.checkpoint.dirpath or _run_dir(cfg) / "checkpoints")
 
 
 def _checkpoint_seed(path: Path) -> int | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 import torch
@@ -22,7 +21,7 @@ import torch
 from xecg.atomic import inside, output_name, write_csv
 from xecg.callbacks import render_attention
 from xecg.classes import CLASSES
-from xecg.errors import WriteError, XECGError
+from xecg.errors import WriteError, XECGError, error_exit
 from xecg.guards import load_module
 from xecg.plots import ECG_DPI, save_figure
 from xecg.records import records_at_rate, select_records, write_skipped
@@ -77,6 +76,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         predict(args.ckpt, args.path, args.out, images=args.images, device=args.device)
     except (XECGError, FileNotFoundError) as err:
-        print(f"xecg: error: {err}", file=sys.stderr)
-        return 2
+        return error_exit(err)
     return 0

@@ -73,7 +73,7 @@ from optuna.storages import JournalStorage
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import TrialState
 
-from xecg.atomic import write_atomic, write_csv
+from xecg.atomic import process_gone, write_atomic, write_csv
 from xecg.cli import load_mapping, override_args
 from xecg.errors import ConfigError, one_line
 
@@ -674,20 +674,6 @@ def counts(study: optuna.Study) -> dict[str, int]:
 
 # ------------------------------------------------------------------------------ dead workers
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    with contextlib.suppress(OSError, IndexError):
-        if stat.read_text().rpartition(")")[2].split()[0] == "Z":  # a zombie: dead, unreaped
-            return False
-    return True
-
-
 def fail_dead_trials(study: optuna.Study) -> list[int]:
     """Mark FAIL the RUNNING trials whose worker is gone: those of a worker process on this
     machine that no longer exists (at once), and those whose heartbeat is older than the grace
@@ -696,12 +682,11 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
     storage = study._storage
     callback = (storage.get_heartbeat_stale_trial_callback()
                 if is_heartbeat_enabled(storage) else None)
-    host = socket.gethostname()
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get(WORKER_ATTR) or {}
-        if (worker.get("host") != host or worker.get("trial") != trial.number
-                or _pid_alive(int(worker.get("pid", 0)))):
+        if (worker.get("trial") != trial.number
+                or not process_gone(worker.get("host"), worker.get("pid"))):
             continue
         try:
             if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):

@@ -40,7 +40,7 @@ from xecg.data.store import (
     store_damage,
     unsafe_record_id,
 )
-from xecg.errors import XECGError
+from xecg.errors import XECGError, error_exit
 
 #: One worker result: (record, None) or (None, (file, problem)).
 _Result = tuple[Record | None, tuple[str, str] | None]
@@ -180,8 +180,7 @@ def prepare_dataset(source: str | os.PathLike, out: str | os.PathLike, fs: float
             print(f"{out}: {store_damage(out)}; preparing it again")
         target = float(fs) if fs else _native_rate(reader)
     except DatasetError as e:
-        print(f"xecg: error: {e}", file=sys.stderr)
-        return 2
+        return error_exit(e)
     workers = max(1, min(workers or default_workers(), len(reader)))
     meta = {"layout": reader.layout, "reference": [str(p) for p in reader.reference_files]}
     try:
@@ -206,8 +205,7 @@ def prepare_dataset(source: str | os.PathLike, out: str | os.PathLike, fs: float
                 raise _Stop(f"no usable records in {source}; nothing written")
             summary = writer.summary()
     except _Stop as e:
-        print(f"xecg: error: {e}", file=sys.stderr)
-        return 1
+        return error_exit(e, 1)
     _print_summary(summary, source, out, target, time.perf_counter() - started)
     if unfiled:
         # One line, not one per record: a partial download lists thousands.

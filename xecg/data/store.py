@@ -42,7 +42,12 @@ from pathlib import Path
 
 import numpy as np
 
-from xecg.atomic import replace_dir, write_atomic, write_csv  # noqa: F401 (re-exported)
+from xecg.atomic import (  # noqa: F401 (re-exported)
+    process_gone,
+    replace_dir,
+    write_atomic,
+    write_csv,
+)
 from xecg.classes import CLASSES, LEADS, NUM_CLASSES, NUM_LEADS, multi_hot
 from xecg.data.record import Record
 from xecg.errors import WriteError, XECGError
@@ -178,7 +183,7 @@ def reclaim_stale(out: Path) -> list[Path]:
     for tmp in out.parent.glob(f".{out.name}.tmp-*"):
         try:
             writer = json.loads((tmp / WRITER).read_text())
-            if writer["host"] != socket.gethostname() or _process_runs(int(writer["pid"])):
+            if not process_gone(writer["host"], writer["pid"]):
                 continue
         except (OSError, ValueError, KeyError, TypeError):
             continue
@@ -187,16 +192,6 @@ def reclaim_stale(out: Path) -> list[Path]:
               file=sys.stderr)
         removed.append(tmp)
     return removed
-
-
-def _process_runs(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, as another user's
-    return True
 
 
 class StoreWriter:
@@ -217,8 +212,8 @@ class StoreWriter:
         self._rows: list[dict] = []
         self._moments: list[np.ndarray] = []
         self._evidence: list[tuple[str, str, int, int]] = []
-        self._skipped: list[tuple[str, str]] = []  # skipped.csv: (file, reason)
-        self._skipped_records: list[str | None] = []  # the record each names, if any
+        # skipped.csv's (file, reason), with the record each names (None: no record)
+        self._skipped: list[tuple[str, str, str | None]] = []
         self._unfiled: list[tuple[str, str]] = []  # skipped.csv: reference rows without a file
         self.ignored_codes: Counter[str] = Counter()
         self._offset = 0
@@ -281,8 +276,7 @@ class StoreWriter:
         ``record``: the id of the record it holds, None for an input that holds none (a
         symlink loop, a REFERENCE.csv row): the summary counts records, each once however many
         of its files are listed (both copies of a duplicated id are one record)."""
-        self._skipped.append((str(path), reason))
-        self._skipped_records.append(record)
+        self._skipped.append((str(path), reason, record))
 
     def listed_without_file(self, reference: str, records: Sequence[str]) -> None:
         """List records that ``reference`` labels but no file holds (goes to skipped.csv, one
@@ -315,7 +309,7 @@ class StoreWriter:
         in skipped.csv (one per file or row)."""
         records: dict[str, set[str]] = {}
         inputs: Counter[str] = Counter()
-        for (_, reason), record in zip(self._skipped, self._skipped_records):
+        for _, reason, record in self._skipped:
             if record is None:
                 inputs[_reason_kind(reason)] += 1
             else:
@@ -358,7 +352,8 @@ class StoreWriter:
         moments = np.stack(self._moments) if self._moments else np.zeros((0, 2, NUM_LEADS))
         np.save(tmp / "moments.npy", moments)
         write_csv(tmp / "evidence.csv", ("record", "label", "start", "end"), self._evidence)
-        write_csv(tmp / "skipped.csv", ("file", "reason"), self._skipped + self._unfiled)
+        write_csv(tmp / "skipped.csv", ("file", "reason"),
+                  [(path, reason) for path, reason, _ in self._skipped] + self._unfiled)
         expected = self._offset * _COLUMN_BYTES
         if (tmp / "signals.f32").stat().st_size != expected:
             raise OSError(f"signals.f32 holds {(tmp / 'signals.f32').stat().st_size} bytes, "

@@ -22,7 +22,6 @@ trained network and a randomly initialised one, and writes ``DIR/scores.csv``,
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
@@ -100,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if (args.path is None) == (args.evaluate is None):
         p.error("give either PATH (pages) or --evaluate STORE (scores)")
     from xecg.data.readers import DatasetError
+    from xecg.errors import error_exit
 
     try:
         if args.evaluate is not None:
@@ -111,6 +111,5 @@ def main(argv: list[str] | None = None) -> int:
             explain_records(args.ckpt, args.path, args.out, args.method, args.window,
                             args.device, args.ig_steps or 32, args.records, args.limit)
     except (DatasetError, FileNotFoundError) as err:
-        print(f"xecg: error: {err}", file=sys.stderr)
-        return 2
+        return error_exit(err)
     return 0
