@@ -199,6 +199,7 @@ class StepProfile:
 
     def __init__(self, spec: dict | None, device: str):
         self.spec, self.device, self.prof, self.step = spec, device, None, 0
+        self.t0: float | None = None  # when profiling began (after a sync)
 
     def after_step(self, step: int) -> None:
         if not self.spec:
@@ -286,6 +287,9 @@ def case_fit(c: dict) -> dict:
         wall, cpu = marks["epoch_start"]
         marks["epochs"].append(time.perf_counter() - wall)
         marks["epochs_cpu"].append(time.process_time() - cpu)
+        # printed as it ends: a run stopped at its time limit still tells its finished epochs
+        print(f"epoch {len(marks['epochs'])}: {marks['epochs'][-1]:.2f} s "
+              f"({marks['epochs_cpu'][-1]:.2f} CPU-s)", file=sys.stderr, flush=True)
 
     if c["mode"] == "lightning":
         from lightning.pytorch.callbacks import LearningRateMonitor
@@ -344,6 +348,11 @@ def case_fit(c: dict) -> dict:
         end, end_cpu = time.perf_counter(), time.process_time()
     profile.close()
     timed = marks["step"] - c["warmup"]
+    # The steps between warm-up and profiling, which the profiler's own cost does not slow.
+    unprofiled = ({"unprofiled_steps_per_s": (profile.spec["start"] - c["warmup"])
+                   / (profile.t0 - marks["t0"])}
+                  if profile.t0 is not None and marks["t0"] is not None
+                  and profile.spec["start"] > c["warmup"] else {})
     samples = int(dm.store.lengths[dm.indices["train"]].sum())
     # CPU only (on a GPU the host runs ahead of the device): 1 / the median step.
     steps = np.diff(np.array(marks["ends"]).reshape(-1, 2), axis=0)
@@ -355,7 +364,7 @@ def case_fit(c: dict) -> dict:
             "samples_per_s": timed * c["batch"] / (end - marks["t0"]),
             "epoch_s": marks["epochs"], "epoch_cpu_s": marks["epochs_cpu"],
             "records": len(dm.indices["train"]),
-            "real_samples_per_epoch": samples, **_peak_memory(device)}
+            "real_samples_per_epoch": samples, **unprofiled, **_peak_memory(device)}
 
 
 def case_train_eval(c: dict) -> dict:
