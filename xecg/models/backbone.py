@@ -389,27 +389,10 @@ def conv1d(layer: nn.Conv1d, x: Tensor, length_generic: bool = False) -> Tensor:
     """``layer(x)``, ``B x c_in x T`` -> ``B x c_out x T`` (same padding, stride 1).
     ``length_generic`` under torch.compile: as :class:`_Conv1dFunction`, so that one compiled
     graph serves every length; otherwise the layer's own call (module hooks, and the faster
-    compiled code for one length), compiled for a GPU as a 2-D convolution of height 1."""
-    if not torch.compiler.is_compiling():
+    compiled code for one length)."""
+    if not (length_generic and torch.compiler.is_compiling()):
         return layer(x)
-    if length_generic:
-        return _Conv1dFunction.apply(x, layer.weight, layer.bias, layer.padding[0])
-    if x.is_cuda:
-        # PyTorch runs a 1-D convolution on contiguous (channels-first) tensors, and cuDNN's
-        # Hopper kernels want channels last, so each one paid two layout transposes: 27% of a
-        # compiled padded step's kernel time on an H100 (benchmarks/README.md, 2026-11-27).
-        # Inductor keeps 2-D convolutions channels last from end to end (layout_optimization;
-        # not with a symbolic length, hence not above).
-        return conv1d_as_2d(layer, x)
-    return layer(x)
-
-
-def conv1d_as_2d(layer: nn.Conv1d, x: Tensor) -> Tensor:
-    """``layer(x)`` (stride 1, no dilation, one group) as ``F.conv2d`` over ``B x c_in x 1 x T``:
-    the same arithmetic, ``B x c_in x T`` -> ``B x c_out x T``."""
-    out = F.conv2d(x.unsqueeze(2), layer.weight.unsqueeze(2), layer.bias,
-                   padding=(0, layer.padding[0]))
-    return out.squeeze(2)
+    return _Conv1dFunction.apply(x, layer.weight, layer.bias, layer.padding[0])
 
 
 def use_length_generic_layers(net: nn.Module, on: bool = True) -> None:
