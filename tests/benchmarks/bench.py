@@ -227,12 +227,17 @@ class StepProfile:
         prof.__exit__(None, None, None)
         import gzip
 
+        import torch
+
         out = Path(self.spec["out"])
         out.mkdir(parents=True, exist_ok=True)
         n = max(self.step - self.spec["start"], 1)
         events = prof.key_averages()
         # Kernels (and copies) on the device: their own time, summed over the profiled steps.
-        device_us = sum(getattr(e, "self_device_time_total", 0) for e in events)
+        # Device events only: the op that launched a kernel reports its time as its own too,
+        # which doubled this sum until 2026-11-27 (the op table's total was right).
+        device_us = sum(e.self_device_time_total for e in events
+                        if e.device_type == torch.autograd.DeviceType.CUDA)
         summary = {"steps": n, "wall_ms_per_step": 1000 * wall / n,
                    "main_thread_cpu_ms_per_step": 1000 * cpu / n,
                    "device_busy_ms_per_step": device_us / 1000 / n}

@@ -33,8 +33,10 @@ step() {  # step LIMIT COMMAND...: run it for at most LIMIT seconds and what is 
 # a padded or bucketed epoch of the paper's 5,225 records is 164 such steps, and steps 67-76
 # are profiled in the third. Each epoch's seconds are printed as it ends.
 small=(--start 66 --steps 10)
+tiny=()
 if [[ $DEVICE != cuda ]]; then  # a check of the script: the smallest network, few records
     small=(--width 0.0625 --records 96 --start 2 --steps 2)
+    tiny=(--width 0.0625 --length 972 --batch 4 --steps 2)
 fi
 {
     date -u
@@ -46,35 +48,28 @@ fi
     #    the masked norm stopped returning an in-place output under dynamo). Seconds; needs pytest.
     $PY -c "import pytest" 2>/dev/null && step 60 $PY -m pytest -q -p no:cacheprovider \
         tests/test_datamodule.py tests/test_compile.py -k "gpu_as_on_the_cpu or one_traced_graph"
-    # 1. Where a compiled padded step's time goes (Lightning and a plain loop, x as bf16).
-    step 180 $PY tests/benchmarks/profile_fit.py --compile --no-trace "${small[@]}" \
-        --device "$DEVICE" --out "$work/profile-half"
-    # 2. The Lightning fit of 1 with loader threads (data.worker_kind thread): batches built in
-    #    pinned memory, nothing for the main process to receive or copy.
-    step 100 $PY tests/benchmarks/profile_fit.py --compile --no-trace "${small[@]}" \
-        --device "$DEVICE" --worker-kind thread --mode lightning --out "$work/profile-threads"
-    # 3. A compiled bucketed Lightning fit (buckets of 9,720 samples, as bench.py compiles
-    #    them): its step, and why torch compiled again (the goal of a bucketed epoch in 1.5 s;
-    #    on 2026-11-27 bench.py's compiled bucket case ran past 280 s). On a CPU each compile
-    #    takes minutes.
-    [[ $DEVICE == cuda ]] && step 200 env TORCH_LOGS=recompiles $PY tests/benchmarks/profile_fit.py \
-        --compile --policy bucket --bucket-multiple 9720 --mode lightning --no-trace \
-        "${small[@]}" --device "$DEVICE" --out "$work/profile-bucket"
-    # 4. The Lightning fit of 1 with CUDA graphs (model.compile_mode reduce-overhead): one
-    #    launch for a step's kernels.
-    step 110 $PY tests/benchmarks/profile_fit.py --compile --compile-mode reduce-overhead \
-        --no-trace "${small[@]}" --device "$DEVICE" --mode lightning --out "$work/profile-cudagraphs"
-    # 5. Where an eager bucketed step's time goes (buckets of 972, masked), Lightning and a plain
-    #    loop, in the second epoch: 60-65 ms a step on the H100 (2026-11-26/27) against SPEC's
-    #    plain bucketed epoch of 1.64 s on an H200 (10 ms a step). Wall against GPU-kernel
-    #    milliseconds says whether the host sets the pace; a masked step dispatches 1,604 ops
-    #    under bf16 against 565 unmasked (masked_step.py --bf16), and each new length may cost
-    #    kernel set-up (ops by host time).
+    # The window of 2026-11-27 (benchmarks/gpu-window-2026-11-27) measured the compiled padded
+    # fit (Lightning, plain, loader threads, CUDA graphs) and the compiled bucketed fit; what
+    # it left open comes first here.
+    # 1. The network alone, compiled: do 2-D convolutions of height 1 with a static batch
+    #    remove cuDNN's layout transposes (8 of a padded step's 30 kernel-ms on that day)?
+    #    Inductor keeps only 2-D convolutions channels last, and none when a shape holds a
+    #    symbol, as XECGModule's dynamic batch does. conv2d:static first, then xecg's own form.
+    step 200 $PY tests/benchmarks/conv_layout.py --device "$DEVICE" "${tiny[@]}" \
+        --variants conv2d:static conv1d:dynamic --out "$work/conv-layout.json"
+    # 2. The compiled bucketed Lightning fit with CUDA graphs (model.compile_mode
+    #    reduce-overhead): that day its step took 32 ms against 9.5 ms of kernels, the host's
+    #    24 ms setting the pace; one graph served every length (compiled in 138 s).
+    [[ $DEVICE == cuda ]] && step 230 env TORCH_LOGS=recompiles $PY tests/benchmarks/profile_fit.py \
+        --compile --compile-mode reduce-overhead --policy bucket --bucket-multiple 9720 \
+        --mode lightning --no-trace "${small[@]}" --device "$DEVICE" \
+        --out "$work/profile-bucket-cudagraphs"
+    # 3. The eager bucketed fit (buckets of 972, masked), Lightning and a plain loop: that day
+    #    the plain loop's profile ran out of time (Lightning: 70 ms a step, 12 of them kernels).
     step 90 $PY tests/benchmarks/profile_fit.py --policy bucket --no-trace "${small[@]}" \
         --device "$DEVICE" --out "$work/profile-bucket-eager"
-    # 6. The network alone at 72,000 samples, with and without the padding mask, and the
-    #    loader alone (eager, bf16): what the masked BatchNorm costs since it writes its output
-    #    zero at padding and works in place (0.46x of the unmasked network on 2026-11-26).
+    # 4. The network alone at 72,000 samples, with and without the padding mask, and the
+    #    loader alone (eager, bf16): what the masked BatchNorm costs.
     [[ $DEVICE == cuda ]] && step 90 $PY tests/benchmarks/bench.py --gpu --only model_only \
         --out "$work/results-gpu-model-only.json"
     echo "==== done after $((SECONDS - start)) s"
