@@ -1,0 +1,56 @@
+"""The README's benchmark commands, run as a user types them (each in a subprocess, minutes each:
+``slow``). They check that the scripts run and write what the docs say they write, not the speeds
+(which benchmarks measure, never tests)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+
+import pytest
+from fixtures import ROOT, xecg_env
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_bench_writes_every_comparison(tmp_path):
+    """``bench.py --quick`` (README "Benchmarks"): every default comparison in the JSON, with a
+    ratio that was computed, and the table printed."""
+    out = tmp_path / "results-quick.json"
+    proc = subprocess.run([sys.executable, "tests/benchmarks/bench.py", "--quick", "--out",
+                           str(out)], cwd=ROOT, env=xecg_env(), capture_output=True, text=True,
+                          timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    for key in ("lightning_vs_plain", "lightning_overhead", "bucket_vs_pad", "loader_transfer",
+                "loader", "ddp_balance"):
+        assert key in results, key
+        assert f"\n{key} " in proc.stdout, key  # a row of the printed table
+    assert results["lightning_vs_plain"]["ratio"] > 0
+    assert results["bucket_vs_pad"]["speedup"] > 0
+    assert results["bucket_vs_pad"]["pad"]["epoch_s"] > 0
+
+
+def test_gpu_window_script_runs_on_a_cpu(tmp_path):
+    """``DEVICE=cpu bash tests/benchmarks/gpu_window.sh`` (benchmarks/README.md): the steps that
+    do not need CUDA finish, the archive holds the network-alone layout results and a profiled
+    fit's summary, and the log each fit's epochs and unprofiled steps/s."""
+    env = xecg_env(OUT=str(tmp_path), DEVICE="cpu", PY=sys.executable)
+    proc = subprocess.run(["bash", "tests/benchmarks/gpu_window.sh"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (tmp_path / "window.log").read_text()
+    assert log.count("==== exit 0 ") == 3, log[-3000:]  # pytest, conv_layout.py, profile_fit.py
+    assert "skipped (out of time)" not in log
+    with tarfile.open(tmp_path / "window.tgz") as tar:
+        layout = json.load(tar.extractfile("./conv-layout.json"))
+        summary = json.load(tar.extractfile("./profile-bucket-eager/lightning/summary.json"))
+    assert [(r["form"], r["batch"]) for r in layout["results"]] == [("conv2d", "static"),
+                                                                      ("conv1d", "dynamic")]
+    # the same network each time: the 2-D form computes what the 1-D layers do
+    first, second = (r["first_loss"] for r in layout["results"])
+    assert first == pytest.approx(second, rel=1e-5)
+    assert summary["steps"] == 2 and summary["wall_ms_per_step"] > 0
+    assert '"unprofiled_steps_per_s": ' in log and '"epoch_s": [' in log
