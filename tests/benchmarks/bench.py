@@ -317,6 +317,7 @@ def case_fit(c: dict) -> dict:
                 logger=CSVLogger(tmp, name="", version=""), enable_checkpointing=False,
                 enable_model_summary=False, enable_progress_bar=True,
                 callbacks=[LearningRateMonitor(), Marks()], use_distributed_sampler=False,
+                benchmark=c.get("cudnn_benchmark"),  # None: as the session set it (off)
                 default_root_dir=tmp)
             trainer.fit(module, datamodule=dm)
             _sync(device)
@@ -325,6 +326,8 @@ def case_fit(c: dict) -> dict:
         from xecg.data.datamodule import restore_batch
 
         module.to(device)
+        if c.get("cudnn_benchmark") is not None:  # what Trainer(benchmark=...) sets
+            torch.backends.cudnn.benchmark = c["cudnn_benchmark"]
         _attach_trainer(dm, c, module)
         # as setup("fit") does under Lightning: compile for this policy (symbolic lengths for
         # bucket only), and the same mask for each batch (mask_for)

@@ -64,10 +64,13 @@ fi
         --compile --compile-mode reduce-overhead --policy bucket --bucket-multiple 9720 \
         --mode lightning --no-trace "${small[@]}" --device "$DEVICE" \
         --out "$work/profile-bucket-cudagraphs"
-    # 3. The eager bucketed fit (buckets of 972, masked), Lightning and a plain loop: that day
-    #    the plain loop's profile ran out of time (Lightning: 70 ms a step, 12 of them kernels).
+    # 3. The eager bucketed fit (buckets of 972, masked), Lightning and a plain loop, with
+    #    trainer.benchmark (cuDNN times its algorithms per shape and keeps the fastest): that day,
+    #    without it, Lightning's step took 70 ms, 12 of them kernels, and each of its 23
+    #    convolution_backward calls 1.7 ms of host time (200 us compiled at one length); the plain
+    #    loop's profile ran out of time.
     step 90 $PY tests/benchmarks/profile_fit.py --policy bucket --no-trace "${small[@]}" \
-        --device "$DEVICE" --out "$work/profile-bucket-eager"
+        --cudnn-benchmark --device "$DEVICE" --out "$work/profile-bucket-eager"
     # 4. The network alone at 72,000 samples, with and without the padding mask, and the
     #    loader alone (eager, bf16): what the masked BatchNorm costs.
     [[ $DEVICE == cuda ]] && step 90 $PY tests/benchmarks/bench.py --gpu --only model_only \

@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="data.worker_kind: loader worker processes or threads")
     p.add_argument("--half-transfer", choices=("auto", "on", "off"), default="auto",
                    help="data.half_transfer (auto: on under 16-bit precision on a GPU)")
+    p.add_argument("--cudnn-benchmark", action="store_true",
+                   help="trainer.benchmark: cuDNN times its algorithms for each new shape and "
+                        "keeps the fastest (torch.backends.cudnn.benchmark)")
     p.add_argument("--out", type=Path, default=Path("profile"))
     p.add_argument("--no-trace", action="store_true",
                    help="no trace.json.gz (a lent GPU machine returns at most 8 files)")
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
            "length": bench.PAPER_LENGTH // scale if a.policy != "crop" else 2880,
            "mask_padding": a.policy != "pad",  # pad as the paper runs it: no mask
            "half_transfer": {"auto": None, "on": True, "off": False}[a.half_transfer],
-           "worker_kind": a.worker_kind}
+           "worker_kind": a.worker_kind, "cudnn_benchmark": a.cudnn_benchmark or None}
     summaries = {}
     with tempfile.TemporaryDirectory(prefix="xecg-profile-") as tmp:
         store = bench.random_store(Path(tmp) / "store", bench.cpsc_lengths(records, seed=2,
