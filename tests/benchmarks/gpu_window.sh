@@ -57,6 +57,18 @@ fi
     #    symbol, as XECGModule's dynamic batch does. conv2d:static first, then xecg's own form.
     step 200 $PY tests/benchmarks/conv_layout.py --device "$DEVICE" "${tiny[@]}" \
         --variants conv2d:static conv1d:dynamic --out "$work/conv-layout.json"
+    # 1b. Only where 1 found the transposes (nearly) gone with 2-D convolutions and a static
+    #     batch: the compiled padded Lightning fit so (profile_fit.py --conv2d-static patches
+    #     both in), against that evening's 36.0 ms a step. Saves a window's round trip.
+    if [[ $DEVICE == cuda ]] && $PY -c '
+import json, sys
+r = {x["form"] + ":" + x["batch"]: x for x in json.load(open(sys.argv[1]))["results"]}
+gone = r["conv2d:static"]["transpose_ms_per_step"] < 0.25 * r["conv1d:dynamic"]["transpose_ms_per_step"]
+print("==== 2-D convolutions, static batch: transposes", "gone" if gone else "stay")
+sys.exit(0 if gone else 1)' "$work/conv-layout.json"; then
+        step 150 $PY tests/benchmarks/profile_fit.py --compile --conv2d-static --no-trace \
+            "${small[@]}" --device "$DEVICE" --mode lightning --out "$work/profile-conv2d-static"
+    fi
     # 2. The compiled bucketed Lightning fit with CUDA graphs (model.compile_mode
     #    reduce-overhead): that day its step took 32 ms against 9.5 ms of kernels, the host's
     #    24 ms setting the pace; one graph served every length (compiled in 138 s).
