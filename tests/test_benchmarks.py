@@ -54,3 +54,22 @@ def test_gpu_window_script_runs_on_a_cpu(tmp_path):
     assert first == pytest.approx(second, rel=1e-5)
     assert summary["steps"] == 2 and summary["wall_ms_per_step"] > 0
     assert '"unprofiled_steps_per_s": ' in log and '"epoch_s": [' in log
+
+
+def test_a_run_of_some_comparisons_keeps_the_others(tmp_path):
+    """``bench.py --only NAME`` replaces that comparison and keeps the rest, each with its own
+    stamp (here with ``--out FILE --merge``, which is what ``--only`` does to results.json)."""
+    out = tmp_path / "results.json"
+
+    def bench(*args: str) -> None:
+        proc = subprocess.run([sys.executable, "tests/benchmarks/bench.py", "--quick", "--out",
+                               str(out), *args], cwd=ROOT, env=xecg_env(), capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    bench("--only", "ddp_balance")
+    first = json.loads(out.read_text())["ddp_balance"]
+    bench("--only", "loader", "--merge")
+    results = json.loads(out.read_text())
+    assert results["ddp_balance"] == first  # kept as it was
+    assert "loader" in results
