@@ -76,13 +76,13 @@ sys.exit(0 if gone else 1)' "$work/conv-layout.json"; then
         --compile --compile-mode reduce-overhead --policy bucket --bucket-multiple 9720 \
         --mode lightning --no-trace "${small[@]}" --device "$DEVICE" \
         --out "$work/profile-bucket-cudagraphs"
-    # 3. The eager bucketed fit (buckets of 972, masked), Lightning and a plain loop, with
-    #    trainer.benchmark (cuDNN times its algorithms per shape and keeps the fastest): that day,
-    #    without it, Lightning's step took 70 ms, 12 of them kernels, and each of its 23
-    #    convolution_backward calls 1.7 ms of host time (200 us compiled at one length); the plain
-    #    loop's profile ran out of time.
-    step 90 $PY tests/benchmarks/profile_fit.py --policy bucket --no-trace "${small[@]}" \
-        --cudnn-benchmark --device "$DEVICE" --out "$work/profile-bucket-eager"
+    # 3. The eager bucketed fit (masked), Lightning and a plain loop, with buckets of 9,720 (8
+    #    lengths) instead of 972 (74): that day, with 972, Lightning's step took 70 ms, 12 of
+    #    them kernels, and each of its 23 convolution_backward calls 1.7 ms of host time (200 us
+    #    compiled at one length), about what pytorch/pytorch#187212 measures for a cuDNN
+    #    convolution's cold start (an unseen shape: 1.27 ms). Fewer shapes, fewer cold starts.
+    step 90 $PY tests/benchmarks/profile_fit.py --policy bucket --bucket-multiple 9720 \
+        --no-trace "${small[@]}" --device "$DEVICE" --out "$work/profile-bucket-eager"
     # 4. The network alone at 72,000 samples, with and without the padding mask, and the
     #    loader alone (eager, bf16): what the masked BatchNorm costs.
     [[ $DEVICE == cuda ]] && step 90 $PY tests/benchmarks/bench.py --gpu --only model_only \
