@@ -15,14 +15,20 @@ from fixtures import ROOT, xecg_env
 pytestmark = pytest.mark.slow
 
 
+def quick_bench(out, *args: str) -> subprocess.CompletedProcess:
+    """``python tests/benchmarks/bench.py --quick --out OUT ARGS``, which must succeed."""
+    proc = subprocess.run([sys.executable, "tests/benchmarks/bench.py", "--quick", "--out",
+                           str(out), *args], cwd=ROOT, env=xecg_env(), capture_output=True,
+                          text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
 def test_quick_bench_writes_every_comparison(tmp_path):
     """``bench.py --quick`` (README "Benchmarks"): every default comparison in the JSON, with a
     ratio that was computed, and the table printed."""
     out = tmp_path / "results-quick.json"
-    proc = subprocess.run([sys.executable, "tests/benchmarks/bench.py", "--quick", "--out",
-                           str(out)], cwd=ROOT, env=xecg_env(), capture_output=True, text=True,
-                          timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = quick_bench(out)
     results = json.loads(out.read_text())
     for key in ("lightning_vs_plain", "lightning_overhead", "bucket_vs_pad", "loader_transfer",
                 "loader", "ddp_balance"):
@@ -60,16 +66,9 @@ def test_a_run_of_some_comparisons_keeps_the_others(tmp_path):
     """``bench.py --only NAME`` replaces that comparison and keeps the rest, each with its own
     stamp (here with ``--out FILE --merge``, which is what ``--only`` does to results.json)."""
     out = tmp_path / "results.json"
-
-    def bench(*args: str) -> None:
-        proc = subprocess.run([sys.executable, "tests/benchmarks/bench.py", "--quick", "--out",
-                               str(out), *args], cwd=ROOT, env=xecg_env(), capture_output=True,
-                              text=True, timeout=600)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-
-    bench("--only", "ddp_balance")
+    quick_bench(out, "--only", "ddp_balance")
     first = json.loads(out.read_text())["ddp_balance"]
-    bench("--only", "loader", "--merge")
+    quick_bench(out, "--only", "loader", "--merge")
     results = json.loads(out.read_text())
     assert results["ddp_balance"] == first  # kept as it was
     assert "loader" in results

@@ -114,6 +114,16 @@ def random_store(out: Path, lengths: np.ndarray, seed: int = 0, fs: float = 500.
 
 # ============================================================================ cases (children)
 
+def device_kernels(events: list) -> list:
+    """The rows of a profile (``key_averages()``) that are kernels and copies on the device. The
+    op that launched a kernel reports the kernel's time as its own too: summed over every row,
+    device time came out twice (StepProfile's, until 2026-11-27; the op table's total was
+    right)."""
+    import torch
+
+    return [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+
+
 def _sync(device: str) -> None:
     if device == "cuda":
         import torch
@@ -227,17 +237,12 @@ class StepProfile:
         prof.__exit__(None, None, None)
         import gzip
 
-        import torch
-
         out = Path(self.spec["out"])
         out.mkdir(parents=True, exist_ok=True)
         n = max(self.step - self.spec["start"], 1)
         events = prof.key_averages()
         # Kernels (and copies) on the device: their own time, summed over the profiled steps.
-        # Device events only: the op that launched a kernel reports its time as its own too,
-        # which doubled this sum until 2026-11-27 (the op table's total was right).
-        device_us = sum(e.self_device_time_total for e in events
-                        if e.device_type == torch.autograd.DeviceType.CUDA)
+        device_us = sum(e.self_device_time_total for e in device_kernels(events))
         summary = {"steps": n, "wall_ms_per_step": 1000 * wall / n,
                    "main_thread_cpu_ms_per_step": 1000 * cpu / n,
                    "device_busy_ms_per_step": device_us / 1000 / n}

@@ -31,6 +31,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import _sync, device_kernels  # noqa: E402
+
 from xecg.classes import NUM_CLASSES, NUM_LEADS  # noqa: E402
 from xecg.losses import XECGLoss  # noqa: E402
 from xecg.models import MODELS, backbone, branches  # noqa: E402
@@ -45,11 +48,6 @@ def conv_as_2d(layer: nn.Conv1d, x: Tensor, length_generic: bool = False) -> Ten
     out = F.conv2d(x.unsqueeze(2), layer.weight.unsqueeze(2), layer.bias,
                    padding=(0, layer.padding[0]))
     return out.squeeze(2)
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def variant(a, form: str, dynamic: bool) -> dict:
@@ -96,17 +94,13 @@ def variant(a, form: str, dynamic: bool) -> dict:
             for _ in range(3):
                 step()
             _sync(dev)
-        kernels = [e for e in prof.key_averages()
-                   if e.device_type == torch.autograd.DeviceType.CUDA]
-        kernel_us = sum(e.self_device_time_total for e in kernels)
-        transpose_us = sum(e.self_device_time_total for e in kernels
-                           if any(t in e.key for t in TRANSPOSES))
+        kernels = device_kernels(prof.key_averages())
+        transposes = [e for e in kernels if any(t in e.key for t in TRANSPOSES)]
         return {"form": form, "batch": "dynamic" if dynamic else "static",
                 "compile_s": compile_s, "ms_per_step": ms,
-                "kernel_ms_per_step": kernel_us / 3000,
-                "transpose_ms_per_step": transpose_us / 3000,
-                "transpose_calls_per_step": sum(e.count for e in kernels
-                                                if any(t in e.key for t in TRANSPOSES)) / 3,
+                "kernel_ms_per_step": sum(e.self_device_time_total for e in kernels) / 3000,
+                "transpose_ms_per_step": sum(e.self_device_time_total for e in transposes) / 3000,
+                "transpose_calls_per_step": sum(e.count for e in transposes) / 3,
                 "first_loss": first}
     finally:
         backbone.conv1d = branches.conv1d = original
