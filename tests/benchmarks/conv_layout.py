@@ -2,17 +2,21 @@
 them give? The network alone (XECGNet, batch 32, 72,000 samples, bf16 autocast, a training step
 with the fused Adam, again and again on one batch already on the device), compiled four ways:
 
-- ``conv1d`` (xecg's layers) or ``conv2d``: each convolution as a 2-D one of height 1, which
-  inductor may keep channels last (its ``layout_optimization`` applies to 2-D convolutions only);
+- ``conv1d`` (the layers' own calls, ``compiled_form`` native) or ``conv2d`` (each convolution
+  as a 2-D one of height 1, which inductor may keep channels last: its ``layout_optimization``
+  applies to 2-D convolutions only);
 - ``static`` or ``dynamic`` batch: ``torch._dynamo.maybe_mark_dynamic(x, 0)``, as XECGModule
-  marks every batch so that an epoch's smaller last batch needs no second graph. Inductor skips
-  its layout optimisation when a convolution's shape holds a symbol.
+  marks every batch except training batches in the ``conv2d`` form. Inductor skips its layout
+  optimisation when a convolution's shape holds a symbol.
 
 Why: on an H100 on 2026-11-27 (benchmarks/gpu-window-2026-11-27) cuDNN's nchwToNhwc and
 nhwcToNchw kernels took 8 of a compiled padded step's 30 kernel-ms, and the 2-D form under
-XECGModule (dynamic batch) did not remove them. Per variant it prints, as each ends: compile
-seconds, ms per step (wall, over ``--steps`` steps after a warm-up), kernel-ms and transpose
-kernel-ms per step (torch.profiler), and the first step's loss (the same network each time).
+XECGModule (dynamic batch) did not remove them. The night's window measured conv2d:static at
+23.6 ms a step without a transpose, against 30.4 ms for conv1d:dynamic, and 29% slower than
+conv1d:static on this project's CPU (``models.backbone.compiled_form`` chose by both). Per
+variant it prints, as each ends: compile seconds, ms per step (wall, over ``--steps`` steps
+after a warm-up), kernel-ms and transpose kernel-ms per step (torch.profiler), and the first
+step's loss (the same network each time).
 
     python3 tests/benchmarks/conv_layout.py --device cuda --out results.json   # a lent GPU
     python3 tests/benchmarks/conv_layout.py --width 0.0625 --length 972 --steps 2  # CPU check
@@ -27,8 +31,7 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -36,29 +39,19 @@ from bench import _sync, device_kernels  # noqa: E402
 
 from xecg.classes import NUM_CLASSES, NUM_LEADS  # noqa: E402
 from xecg.losses import XECGLoss  # noqa: E402
-from xecg.models import MODELS, backbone, branches  # noqa: E402
+from xecg.models import MODELS  # noqa: E402
+from xecg.models.backbone import use_compiled_form  # noqa: E402
 
 TRANSPOSES = ("nchwToNhwc", "nhwcToNchw")
 
 
-def conv_as_2d(layer: nn.Conv1d, x: Tensor, length_generic: bool = False) -> Tensor:
-    """``backbone.conv1d`` with the compiled convolution as a 2-D one over ``B x c x 1 x T``."""
-    if not torch.compiler.is_compiling():
-        return layer(x)
-    out = F.conv2d(x.unsqueeze(2), layer.weight.unsqueeze(2), layer.bias,
-                   padding=(0, layer.padding[0]))
-    return out.squeeze(2)
-
-
 def variant(a, form: str, dynamic: bool) -> dict:
     torch._dynamo.reset()
-    original = backbone.conv1d
-    if form == "conv2d":  # both modules call the name they imported
-        backbone.conv1d = branches.conv1d = conv_as_2d
     try:
         torch.manual_seed(0)
         dev = a.device
         net = MODELS["XECGNet"](width=a.width).to(dev).train()
+        use_compiled_form(net, "conv2d" if form == "conv2d" else "native")
         loss = XECGLoss(gamma=0.01)
         opt = torch.optim.Adam(net.parameters(), lr=1e-3, fused=True)
         x = torch.randn(a.batch, NUM_LEADS, a.length, device=dev)
@@ -103,7 +96,6 @@ def variant(a, form: str, dynamic: bool) -> dict:
                 "transpose_calls_per_step": sum(e.count for e in transposes) / 3,
                 "first_loss": first}
     finally:
-        backbone.conv1d = branches.conv1d = original
         torch._dynamo.reset()
 
 
