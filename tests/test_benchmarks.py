@@ -41,18 +41,23 @@ def test_quick_bench_writes_every_comparison(tmp_path):
 
 def test_gpu_window_script_runs_on_a_cpu(tmp_path):
     """``DEVICE=cpu bash tests/benchmarks/gpu_window.sh`` (benchmarks/README.md): the steps that
-    do not need CUDA finish, the archive holds the compiled fit's summaries, Lightning's and the
-    plain loop's, and the log each fit's epochs and unprofiled steps/s."""
+    do not need CUDA finish; in float32 the compiled 2-D form's gradients are the eager
+    network's, as xecg's layers' are; the archive holds both compiled fits' summaries, and the
+    log each fit's epochs and unprofiled steps/s."""
     env = xecg_env(OUT=str(tmp_path), DEVICE="cpu", PY=sys.executable)
     proc = subprocess.run(["bash", "tests/benchmarks/gpu_window.sh"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = (tmp_path / "window.log").read_text()
-    assert log.count("==== exit 0 ") == 2, log[-3000:]  # pytest, profile_fit.py
+    assert log.count("==== exit 0 ") == 4, log[-3000:]  # pytest, conv_layout.py, 2 fits
     assert "skipped (out of time)" not in log
     with tarfile.open(tmp_path / "window.tgz") as tar:
-        summaries = [json.load(tar.extractfile(f"./profile-pad-conv2d/{mode}/summary.json"))
-                     for mode in ("lightning", "plain")]
+        layout = json.load(tar.extractfile("./conv-layout-fp32.json"))
+        summaries = [json.load(tar.extractfile(f"./profile-pad-{form}/lightning/summary.json"))
+                     for form in ("native", "conv2d-static")]
+    assert [r["form"] for r in layout["results"]] == ["conv1d", "conv2d"]
+    for r in layout["results"]:
+        assert r["grad_err_compiled_median"] < 1e-3, r
     for summary in summaries:
         assert summary["steps"] == 2 and summary["wall_ms_per_step"] > 0
     assert '"unprofiled_steps_per_s": ' in log and '"epoch_s": [' in log

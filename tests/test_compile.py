@@ -3,7 +3,7 @@
 Under ``bucket`` each batch has its own length. torch 2.13 specialised the compiled network on
 the length in two places (``F.max_pool1d`` in dynamo, the input gradient of
 ``convolution_backward`` in inductor), so every bucket length was compiled again and, after
-eight, torch fell back to eager. Compiled for ``bucket`` (:func:`use_compiled_form`), the
+eight, torch fell back to eager. Compiled for ``bucket`` (:func:`use_length_generic_layers`), the
 network now pools with the strided form of :func:`max_pool` and runs its convolutions as
 :class:`_Conv1dFunction`; these tests hold both to the layers they replace and count compiled
 graphs across lengths.
@@ -21,7 +21,7 @@ from torch._dynamo.utils import counters
 from xecg.classes import NUM_CLASSES, NUM_LEADS
 from xecg.losses import XECGLoss
 from xecg.models import MODELS
-from xecg.models.backbone import _Conv1dFunction, max_pool, use_compiled_form
+from xecg.models.backbone import _Conv1dFunction, max_pool, use_length_generic_layers
 
 LENGTHS = (1944, 2916, 3888, 5832)  # bucket lengths: multiples of bucket_multiple 972
 
@@ -82,7 +82,7 @@ def _graphs_over_lengths(name: str, backend: str) -> tuple[int, list, list]:
     eager = MODELS[name](width=0.0625).train()
     compiled = MODELS[name](width=0.0625).train()
     compiled.load_state_dict(eager.state_dict())
-    use_compiled_form(compiled, "length_generic")
+    use_length_generic_layers(compiled)
     compiled.compile(dynamic=True, backend=backend)
     loss = XECGLoss(gamma=0.01)
     steps = [(_masked_step(compiled, loss, t), _masked_step(eager, loss, t)) for t in LENGTHS]
@@ -111,64 +111,3 @@ def test_inductor_compiles_a_few_graphs_not_one_per_length():
     for ours, ref in zip(compiled, eager):
         for key in ref:
             torch.testing.assert_close(ours[key], ref[key], rtol=1e-3, atol=1e-4, msg=key)
-
-
-def _step_at(net: nn.Module, loss: XECGLoss, batch: int, length: int = 972,
-             masked: bool = True) -> dict[str, torch.Tensor]:
-    """One training step's loss and gradients on ``batch`` records of one ``length``."""
-    gen = torch.Generator().manual_seed(batch)
-    x = torch.randn(batch, NUM_LEADS, length, generator=gen)
-    mask = torch.arange(length) < torch.randint(length // 2, length + 1, (batch, 1), generator=gen)
-    y = (torch.rand(batch, NUM_CLASSES, generator=gen) > 0.7).float()
-    total = loss(net(x, mask if masked else None), y).total
-    grads = torch.autograd.grad(total, list(net.parameters()))
-    return {"loss": total.detach(), **{n: g for (n, _), g in zip(net.named_parameters(), grads)}}
-
-
-@pytest.mark.parametrize("name", list(MODELS))
-@pytest.mark.parametrize("masked", [False, True])
-def test_conv2d_form_computes_what_the_native_layers_do(name, masked):
-    """The GPU's form for one length (``compiled_form``: 2-D convolutions of height 1, static
-    batch): dynamo's capture, run eagerly, gives the eager network's loss and gradients, and
-    each batch size its own graph (the full batch keeps its static one)."""
-    torch._dynamo.reset()
-    counters.clear()
-    torch.manual_seed(0)
-    eager = MODELS[name](width=0.0625).train()
-    compiled = MODELS[name](width=0.0625).train()
-    compiled.load_state_dict(eager.state_dict())
-    use_compiled_form(compiled, "conv2d")
-    compiled.compile(dynamic=False, backend="eager")
-    loss = XECGLoss(gamma=0.01)
-    for batch in (4, 3, 4):
-        ours, ref = _step_at(compiled, loss, batch, masked=masked), _step_at(eager, loss, batch,
-                                                                             masked=masked)
-        for key in ref:
-            torch.testing.assert_close(ours[key], ref[key], rtol=1e-4, atol=1e-5, msg=key)
-    assert counters["stats"]["unique_graphs"] == 2  # batches of 4 and 3; 4 again reuses its own
-    torch._dynamo.reset()
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_conv2d_form_on_a_gpu_as_eager():
-    """Inductor's channels-last code for the ``conv2d`` form, under bf16 autocast as a fit runs
-    it: loss and gradients as the eager network's, within bf16's rounding."""
-    torch._dynamo.reset()
-    torch.manual_seed(0)
-    eager = MODELS["XECGNet"](width=0.25).cuda().train()
-    compiled = MODELS["XECGNet"](width=0.25).cuda().train()
-    compiled.load_state_dict(eager.state_dict())
-    use_compiled_form(compiled, "conv2d")
-    compiled.compile(dynamic=False)
-    loss = XECGLoss(gamma=0.01)
-    x = torch.randn(8, NUM_LEADS, 2916, device="cuda")
-    y = (torch.rand(8, NUM_CLASSES, device="cuda") > 0.7).float()
-    results = []
-    for net in (compiled, eager):
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            total = loss(net(x), y).total
-        grads = torch.autograd.grad(total, list(net.parameters()))
-        results.append([total.detach().float(), *grads])
-    for ours, ref in zip(*results):
-        torch.testing.assert_close(ours.float(), ref.float(), rtol=5e-2, atol=5e-3)
-    torch._dynamo.reset()

@@ -14,6 +14,8 @@ import torch
 
 from xecg.classes import CLASS_INDEX, CLASSES, NUM_CLASSES, NUM_LEADS
 from xecg.data.datamodule import (
+    BUCKET_MULTIPLE,
+    GPU_BUCKET_MULTIPLE,
     POLICIES,
     BatchPlanner,
     CPSCDataModule,
@@ -707,3 +709,23 @@ def test_round_to_16bit_rounds_as_torch(dtype):
     out = torch.empty(len(x), dtype=dtype)
     round_to_16bit(x.copy(), numpy_bits(out))  # (the copy: a bfloat16 rounding overwrites x)
     assert torch.equal(out.view(torch.int16), expected.view(torch.int16))
+
+
+def test_bucket_multiple_default_fits_the_hardware(store, monkeypatch):
+    """Left empty: 972 on a CPU (and with no trainer), 9,720 on an accelerator, where every new
+    batch shape costs a cold start; the bucketed batches' lengths follow it, and metrics.json's
+    ``loader`` says which was used. A value given is kept on both."""
+    dm = CPSCDataModule(store, policy="bucket", batch_size=4, num_workers=0)
+    dm.setup()
+    assert dm.bucket_multiple == BUCKET_MULTIPLE == 972  # no trainer
+    dm.trainer = L.Trainer(accelerator="cpu", logger=False)
+    assert dm.bucket_multiple == 972 and dm.loader_settings()["bucket_multiple"] == 972
+    assert {b["x"].shape[-1] % 972 for b in batches(dm, "train")} == {0}
+    monkeypatch.setattr(CPSCDataModule, "_on_accelerator", lambda self: True)
+    assert dm.bucket_multiple == GPU_BUCKET_MULTIPLE == 9720
+    lengths = {dm.on_after_batch_transfer(b, 0)["x"].shape[-1] for b in batches(dm, "train")}
+    assert lengths == {9720}  # every record is shorter
+    given = CPSCDataModule(store, policy="bucket", bucket_multiple=243)
+    assert given.bucket_multiple == 243
+    with pytest.raises(ValueError, match="bucket_multiple must be a positive integer"):
+        CPSCDataModule(store, bucket_multiple=0)

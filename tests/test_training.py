@@ -275,7 +275,8 @@ def test_train_writes_the_run_folder(train_run, tiny_data):
     # What the machine chose for the loader (the tiny config names num_workers: 0; a CPU run
     # pads on the host in float32): config.yaml keeps the empty values, metrics.json these.
     assert report["loader"] == {"num_workers": 0, "worker_kind": "process",
-                                "pad_on_device": False, "half_transfer": False}
+                                "pad_on_device": False, "half_transfer": False,
+                                "bucket_multiple": 972}
     assert len(report["thresholds"]) == NUM_CLASSES
     assert Path(report["best_checkpoint"]) == best
 

@@ -18,7 +18,7 @@ from xecg.data.filters import bandpass, check_band
 from xecg.losses import XECGLoss, check_choice
 from xecg.metrics import ECGMetrics, tune_thresholds
 from xecg.models import DOWNSAMPLE
-from xecg.models.backbone import CompiledForm, compiled_form, use_compiled_form
+from xecg.models.backbone import use_length_generic_layers
 
 Stage = Literal["train", "val", "test"]
 
@@ -150,19 +150,15 @@ class XECGModule(L.LightningModule):
         # Per-step accumulators, read at epoch ends or once in a while (see `_step`): per stage
         # the epoch's (probs, target) rows, the loss terms' sums and the records they cover.
         self._rows: dict[str, list[tuple[Tensor, Tensor]]] = {}
-        # The form `configure_model` compiled the network's layers in (forward's batch marking).
-        self._compiled_form: CompiledForm = "native"
         self._loss_sums: dict[str, tuple[Tensor, int]] = {}
 
     def forward(self, x: Tensor, mask: Tensor | None = None):
         """x: B x 12 x T normalised; mask: B x T (True = real sample). Returns the model output."""
         mask = mask if self.hparams.mask_padding else None
-        if self.hparams.get("compile") and not (self.training and self._compiled_form == "conv2d"):
+        if self.hparams.get("compile"):
             # Batches differ in size (an epoch's last batch, a crop's windows per record): a
             # symbolic batch from the first call makes one graph, where torch would compile a
             # second when the size first changes (46 s on an H100 for the paper's network).
-            # Not in training under ``conv2d``: a symbolic batch costs the channels-last
-            # layouts (`compiled_form`), so each training batch size has its own graph (two).
             for t in (x, mask):
                 if t is not None:
                     torch._dynamo.maybe_mark_dynamic(t, 0)
@@ -190,38 +186,25 @@ class XECGModule(L.LightningModule):
                                "other signals")
 
     def configure_model(self) -> None:
-        """``compile``: compile the network in place (its parameter names do not change), its
-        layers traced in the form that suits the length policy and the device
-        (``models.backbone.compiled_form``). Under ``bucket`` every batch has its own length, so
-        sizes are dynamic from the start and the layers keep the length symbolic: one compiled
-        graph serves every length (inductor adds one per size class of its kernel choices;
-        tests/test_compile.py). For one length on a GPU the convolutions are 2-D ones of
-        height 1 and the training batch is static (``dynamic=False``: a graph per batch size,
-        where torch's automatic dynamic shapes would replace the full batch's graph by a
-        symbolic one at the epoch's last batch). Otherwise torch.compile makes a dimension
-        dynamic once it sees it change."""
+        """``compile``: compile the network in place (its parameter names do not change). Under
+        the ``bucket`` policy every batch has its own length, so sizes are dynamic from the
+        start, and the network pools and convolves in forms that keep the length symbolic
+        (``models.backbone.use_length_generic_layers``), so one compiled graph serves every
+        length (inductor adds one per size class of its kernel choices; tests/test_compile.py).
+        Otherwise torch.compile makes a dimension dynamic once it sees it change."""
         if self.hparams.get("compile") and getattr(self.net, "_compiled_call_impl", None) is None:
-            policy = self.eval_windows.get("policy")
-            self._compiled_form = form = compiled_form(policy, self._compile_device())
-            use_compiled_form(self.net, form)
+            bucket = self.eval_windows.get("policy") == "bucket"
+            use_length_generic_layers(self.net, bucket)
             mode = self.hparams.get("compile_mode", "default")
             # The progress bar stands still while inductor compiles: say why, once.
-            last = ", for an epoch's smaller last training batch" if form == "conv2d" else ""
-            rank_zero_info(f"model.compile: torch.compile (mode {mode}, {form} layers for "
-                           f"{policy}) compiles the network at the first training step{last} "
-                           "and at the first validation step (eval mode): about a minute each "
-                           "on an H100 at the paper's width")
-            dynamic = {"length_generic": True, "conv2d": False}.get(form)
+            rank_zero_info(f"model.compile: torch.compile (mode {mode}"
+                           f"{', symbolic lengths for bucket' if bucket else ''}) compiles the "
+                           "network at the first training step and again at the first "
+                           "validation step (eval mode): 1-2 minutes each on an H100 at the "
+                           "paper's width")
             # mode only when asked: torch takes no mode beside an explicit backend (tests)
-            self.net.compile(dynamic=dynamic, **({} if mode == "default" else {"mode": mode}))
-
-    def _compile_device(self) -> str:
-        """The device type the network will run on: the Trainer's (``configure_model`` runs
-        before the Trainer moves the module there), else the module's own (a loop of one's
-        own moves it first)."""
-        if self._trainer is not None:
-            return self.trainer.strategy.root_device.type
-        return self.device.type
+            self.net.compile(dynamic=True if bucket else None,
+                             **({} if mode == "default" else {"mode": mode}))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["xecg_eval_windows"] = dict(self.eval_windows)

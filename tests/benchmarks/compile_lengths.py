@@ -30,7 +30,7 @@ from torch._dynamo.utils import counters  # noqa: E402
 from xecg.classes import NUM_CLASSES, NUM_LEADS  # noqa: E402
 from xecg.losses import XECGLoss  # noqa: E402
 from xecg.models import XECGNet  # noqa: E402
-from xecg.models.backbone import use_compiled_form  # noqa: E402
+from xecg.models.backbone import use_length_generic_layers  # noqa: E402
 
 
 def main() -> None:
@@ -47,7 +47,7 @@ def main() -> None:
     dev = a.device
     torch.manual_seed(0)
     net = XECGNet(width=a.width).to(dev)
-    use_compiled_form(net, "native" if a.native else "length_generic")
+    use_length_generic_layers(net, not a.native)
     net.compile(dynamic=True, mode=a.mode)
     bf16 = dev == "cuda"
     step = train_step(net, XECGLoss(gamma=0.01), torch.optim.Adam(net.parameters(), lr=1e-3),

@@ -2,21 +2,17 @@
 them give? The network alone (XECGNet, batch 32, 72,000 samples, bf16 autocast, a training step
 with the fused Adam, again and again on one batch already on the device), compiled four ways:
 
-- ``conv1d`` (the layers' own calls, ``compiled_form`` native) or ``conv2d`` (each convolution
-  as a 2-D one of height 1, which inductor may keep channels last: its ``layout_optimization``
-  applies to 2-D convolutions only);
+- ``conv1d`` (xecg's layers) or ``conv2d``: each convolution as a 2-D one of height 1, which
+  inductor may keep channels last (its ``layout_optimization`` applies to 2-D convolutions only);
 - ``static`` or ``dynamic`` batch: ``torch._dynamo.maybe_mark_dynamic(x, 0)``, as XECGModule
-  marks every batch except training batches in the ``conv2d`` form. Inductor skips its layout
-  optimisation when a convolution's shape holds a symbol.
+  marks every batch so that an epoch's smaller last batch needs no second graph. Inductor skips
+  its layout optimisation when a convolution's shape holds a symbol.
 
 Why: on an H100 on 2026-11-27 (benchmarks/gpu-window-2026-11-27) cuDNN's nchwToNhwc and
 nhwcToNchw kernels took 8 of a compiled padded step's 30 kernel-ms, and the 2-D form under
-XECGModule (dynamic batch) did not remove them. The night's window measured conv2d:static at
-23.6 ms a step without a transpose, against 30.4 ms for conv1d:dynamic, and 29% slower than
-conv1d:static on this project's CPU (``models.backbone.compiled_form`` chose by both). Per
-variant it prints, as each ends: compile seconds, ms per step (wall, over ``--steps`` steps
-after a warm-up), kernel-ms and transpose kernel-ms per step (torch.profiler), and the first
-step's loss (the same network each time).
+XECGModule (dynamic batch) did not remove them. Per variant it prints, as each ends: compile
+seconds, ms per step (wall, over ``--steps`` steps after a warm-up), kernel-ms and transpose
+kernel-ms per step (torch.profiler), and the first step's loss (the same network each time).
 
     python3 tests/benchmarks/conv_layout.py --device cuda --out results.json   # a lent GPU
     python3 tests/benchmarks/conv_layout.py --width 0.0625 --length 972 --steps 2  # CPU check
@@ -25,13 +21,16 @@ step's loss (the same network each time).
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import json
 import sys
 import time
 from pathlib import Path
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -39,19 +38,67 @@ from bench import _sync, device_kernels  # noqa: E402
 
 from xecg.classes import NUM_CLASSES, NUM_LEADS  # noqa: E402
 from xecg.losses import XECGLoss  # noqa: E402
-from xecg.models import MODELS  # noqa: E402
-from xecg.models.backbone import use_compiled_form  # noqa: E402
+from xecg.models import MODELS, backbone, branches  # noqa: E402
 
 TRANSPOSES = ("nchwToNhwc", "nhwcToNchw")
 
 
+def conv_as_2d(layer: nn.Conv1d, x: Tensor, length_generic: bool = False, *,
+               along: int = 2, channels_last: bool = False) -> Tensor:
+    """``backbone.conv1d`` with the compiled convolution as a 2-D one of height 1 over
+    ``B x c x 1 x T`` (``along`` 2), or of width 1 over ``B x c x T x 1`` (``along`` 3);
+    ``channels_last``: input and weight made channels-last contiguous first, so that no
+    convolution (the first one's backward above all) mixes layouts."""
+    if not torch.compiler.is_compiling():
+        return layer(x)
+    x4, w4 = x.unsqueeze(along), layer.weight.unsqueeze(along)
+    if channels_last:
+        x4 = x4.contiguous(memory_format=torch.channels_last)
+        w4 = w4.contiguous(memory_format=torch.channels_last)
+    pad = (0, layer.padding[0]) if along == 2 else (layer.padding[0], 0)
+    return F.conv2d(x4, w4, layer.bias, padding=pad).squeeze(along)
+
+
+#: FORM -> the convolution that backbone.conv1d becomes (None: xecg's own layers)
+FORMS = {"conv1d": None,
+         "conv2d": conv_as_2d,
+         "conv2d_cl": functools.partial(conv_as_2d, channels_last=True),
+         "conv2d_t": functools.partial(conv_as_2d, along=3)}
+
+
+def grad_errors(compiled, net: nn.Module, loss: XECGLoss, x: Tensor, y: Tensor,
+                autocast: bool) -> dict:
+    """One step's gradients, each parameter's error against an eager float32 copy of the
+    network (the truth) as ``|g - g_true| / |g_true|`` (norms), for the compiled network and
+    for an eager copy under the same autocast (the rounding any form pays): their medians over
+    the parameters and the first parameter's (the first convolution, whose backward sees the
+    network's input). A convolution's bias before a BatchNorm has a gradient of about zero, so
+    the largest relative error says nothing and is left out."""
+    eager, truth = copy.deepcopy(net), copy.deepcopy(net)
+    grads = []
+    for model, params, cast in ((compiled, net, autocast), (eager, eager, autocast),
+                                (truth, truth, False)):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cast):
+            total = loss(model(x), y).total
+        grads.append(torch.autograd.grad(total, list(params.parameters())))
+    out = {}
+    for name, got in (("compiled", grads[0]), ("eager", grads[1])):
+        errs = [float((g.float() - t.float()).norm() / t.float().norm().clamp_min(1e-12))
+                for g, t in zip(got, grads[2])]
+        out[f"grad_err_{name}_median"] = sorted(errs)[len(errs) // 2]
+        out[f"grad_err_{name}_first"] = errs[0]
+    return out
+
+
 def variant(a, form: str, dynamic: bool) -> dict:
     torch._dynamo.reset()
+    original = backbone.conv1d
+    if FORMS[form] is not None:  # both modules call the name they imported
+        backbone.conv1d = branches.conv1d = FORMS[form]
     try:
         torch.manual_seed(0)
         dev = a.device
         net = MODELS["XECGNet"](width=a.width).to(dev).train()
-        use_compiled_form(net, "conv2d" if form == "conv2d" else "native")
         loss = XECGLoss(gamma=0.01)
         opt = torch.optim.Adam(net.parameters(), lr=1e-3, fused=True)
         x = torch.randn(a.batch, NUM_LEADS, a.length, device=dev)
@@ -62,16 +109,17 @@ def variant(a, form: str, dynamic: bool) -> dict:
         compiled = torch.compile(net)
 
         def step() -> Tensor:
-            with torch.autocast(dev, dtype=torch.bfloat16):
+            with torch.autocast(dev, dtype=torch.bfloat16, enabled=not a.fp32):
                 total = loss(compiled(x), y).total
             total.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             return total.detach()
 
-        t0 = time.perf_counter()
-        first = step().item()
+        t0 = time.perf_counter()  # compiles; before any step, so every form sees one network
+        errors = grad_errors(compiled, net, loss, x, y, autocast=not a.fp32)
         compile_s = time.perf_counter() - t0
+        first = step().item()
         for _ in range(3):
             step()
         _sync(dev)
@@ -94,8 +142,9 @@ def variant(a, form: str, dynamic: bool) -> dict:
                 "kernel_ms_per_step": sum(e.self_device_time_total for e in kernels) / 3000,
                 "transpose_ms_per_step": sum(e.self_device_time_total for e in transposes) / 3000,
                 "transpose_calls_per_step": sum(e.count for e in transposes) / 3,
-                "first_loss": first}
+                "first_loss": first, **errors}
     finally:
+        backbone.conv1d = branches.conv1d = original
         torch._dynamo.reset()
 
 
@@ -109,9 +158,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--variants", nargs="+", default=["conv1d:dynamic", "conv2d:static",
                                                      "conv2d:dynamic", "conv1d:static"],
-                   help="FORM:BATCH pairs, most telling first (each compiles anew)")
+                   help="FORM:BATCH pairs, most telling first (each compiles anew); FORM "
+                        f"one of {', '.join(FORMS)}")
+    p.add_argument("--fp32", action="store_true",
+                   help="no bf16 autocast (gradients against eager without bf16's rounding)")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
+    if a.fp32:  # float32 convolutions and matrix products, not TF32's 10-bit mantissas
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     results = []
     for v in a.variants:
         form, batch = v.split(":")

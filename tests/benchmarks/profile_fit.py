@@ -51,10 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cudnn-benchmark", action="store_true",
                    help="trainer.benchmark: cuDNN times its algorithms for each new shape and "
                         "keeps the fastest (torch.backends.cudnn.benchmark)")
+    p.add_argument("--conv2d-static", action="store_true",
+                   help="an experiment, for --compile --policy pad: each compiled convolution "
+                        "as a 2-D one of height 1 and the batch dimension static (XECGModule "
+                        "marks it dynamic), which inductor's layout optimisation needs to keep "
+                        "them channels last (conv_layout.py)")
     p.add_argument("--out", type=Path, default=Path("profile"))
     p.add_argument("--no-trace", action="store_true",
                    help="no trace.json.gz (a lent GPU machine returns at most 8 files)")
     a = p.parse_args(argv)
+    if a.conv2d_static:
+        conv2d_static()
     gpu = a.device == "cuda"
     scale = a.scale or (1 if gpu else 10)
     records = a.records or (1024 if gpu else 128)
@@ -69,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
            "length": bench.PAPER_LENGTH // scale if a.policy != "crop" else 2880,
            "mask_padding": a.policy != "pad",  # pad as the paper runs it: no mask
            "half_transfer": {"auto": None, "on": True, "off": False}[a.half_transfer],
-           "worker_kind": a.worker_kind, "cudnn_benchmark": a.cudnn_benchmark or None}
+           "worker_kind": a.worker_kind, "cudnn_benchmark": a.cudnn_benchmark or None,
+           "conv2d_static": a.conv2d_static}
     summaries = {}
     with tempfile.TemporaryDirectory(prefix="xecg-profile-") as tmp:
         store = bench.random_store(Path(tmp) / "store", bench.cpsc_lengths(records, seed=2,
@@ -93,6 +101,20 @@ def main(argv: list[str] | None = None) -> int:
                 summaries[mode]["compiled_graphs"] = _graphs() - graphs
     print(json.dumps({"config": cfg, **summaries}, indent=1))
     return 0
+
+
+def conv2d_static() -> None:
+    """Patch this process: xecg's compiled convolutions become 2-D ones of height 1
+    (``conv_layout.conv_as_2d``) and ``XECGModule`` no longer marks the batch dynamic, the two
+    conditions under which inductor may keep the convolutions channels last. The product is
+    unchanged until a GPU shows the gain (benchmarks/README.md)."""
+    import torch._dynamo
+    from conv_layout import conv_as_2d
+
+    from xecg.models import backbone, branches
+
+    backbone.conv1d = branches.conv1d = conv_as_2d
+    torch._dynamo.maybe_mark_dynamic = lambda *args, **kwargs: None
 
 
 def _graphs() -> int:

@@ -66,7 +66,7 @@ def apply_mask(x: Tensor, mask: Tensor | None) -> Tensor:
 def max_pool(x: Tensor, length_generic: bool = False) -> Tensor:
     """``MaxPool1d(3, stride 3)`` over the last dimension, ``... x T`` -> ``... x T // 3``.
 
-    ``length_generic`` under torch.compile (why: :func:`use_compiled_form`): the
+    ``length_generic`` under torch.compile (why: :func:`use_length_generic_layers`): the
     maximum of the three strided views of each window, where compile fixes ``F.max_pool1d``'s
     length. Same values; where two samples of a window tie, the gradient is split between them
     rather than given to one. Otherwise max_pool1d, one kernel (in eager the views cost a CPU
@@ -385,55 +385,30 @@ class _Conv1dFunction(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None
 
 
-#: How a compiled network traces its convolutions (:func:`use_compiled_form`).
-CompiledForm = Literal["native", "length_generic", "conv2d"]
-
-
-def compiled_form(policy: str, device: str) -> CompiledForm:
-    """The form in which to compile a network for a length ``policy`` on a ``device`` type.
-
-    - ``bucket`` (a length per batch): ``length_generic``, so that one graph serves every length.
-    - one length (``pad``, ``crop``) on a GPU: ``conv2d``. cuDNN runs a 1-D convolution
-      channels last and transposed each one's input and output (129 transpose kernels, 8 of a
-      padded step's 30 kernel-ms on an H100); inductor keeps 2-D convolutions channels last
-      from one to the next, and in the network alone the step fell from 30.4 to 23.6 ms with
-      no transposes left (benchmarks/gpu-window-2026-11-27-night).
-    - one length on a CPU: ``native`` (the layers' own calls, whose compiled CPU code was 17%
-      faster than the length-generic form; no transposes to remove).
-    """
-    if policy == "bucket":
-        return "length_generic"
-    return "conv2d" if device == "cuda" else "native"
-
-
-def conv1d(layer: nn.Conv1d, x: Tensor, form: CompiledForm = "native") -> Tensor:
-    """``layer(x)``, ``B x c_in x T`` -> ``B x c_out x T`` (same padding, stride 1), traced
-    under torch.compile in the given ``form`` (:func:`compiled_form`); eager runs are always
-    the layer's own call (module hooks)."""
-    if form == "native" or not torch.compiler.is_compiling():
+def conv1d(layer: nn.Conv1d, x: Tensor, length_generic: bool = False) -> Tensor:
+    """``layer(x)``, ``B x c_in x T`` -> ``B x c_out x T`` (same padding, stride 1).
+    ``length_generic`` under torch.compile: as :class:`_Conv1dFunction`, so that one compiled
+    graph serves every length; otherwise the layer's own call (module hooks, and the faster
+    compiled code for one length)."""
+    if not (length_generic and torch.compiler.is_compiling()):
         return layer(x)
-    if form == "length_generic":
-        return _Conv1dFunction.apply(x, layer.weight, layer.bias, layer.padding[0])
-    # B x c x 1 x T: the same arithmetic, in the form inductor lays out channels last
-    out = F.conv2d(x.unsqueeze(2), layer.weight.unsqueeze(2), layer.bias,
-                   padding=(0, layer.padding[0]))
-    return out.squeeze(2)
+    return _Conv1dFunction.apply(x, layer.weight, layer.bias, layer.padding[0])
 
 
-def use_compiled_form(net: nn.Module, form: CompiledForm) -> None:
-    """Set the form in which ``net``'s convolutions and pooling are traced under torch.compile
-    (every layer with a ``compiled_form``; eager runs are the same in every form).
+def use_length_generic_layers(net: nn.Module, on: bool = True) -> None:
+    """Make ``net``'s pooling and convolutions keep the length symbolic under torch.compile,
+    for a network compiled with ``dynamic=True`` (the ``bucket`` policy: a length per batch).
 
-    ``length_generic``, for a network compiled with ``dynamic=True`` (the ``bucket`` policy): the
-    length stays symbolic. torch 2.13 fixed the length at ``F.max_pool1d`` (dynamo) and at every
-    convolution's input gradient (inductor), so a compiled XECGNet was compiled again for every
-    bucket length, and after eight torch ran the rest eagerly. ``conv2d`` gains only with a
-    static batch too: inductor gives up its channels-last layouts when a convolution's shape
-    holds a symbol (``XECGModule.forward``).
+    torch 2.13 fixed the length at ``F.max_pool1d`` (dynamo) and at every convolution's input
+    gradient (inductor), so a compiled XECGNet was compiled again for every bucket length, and
+    after eight torch ran the rest eagerly. A network compiled for one length (``pad``,
+    ``crop``) keeps the native layers, whose compiled CPU code was 17% faster (README
+    "Benchmarks"). Eager runs are the same either way. Sets ``length_generic`` on every layer
+    that has it.
     """
     for module in net.modules():
-        if hasattr(module, "compiled_form"):
-            module.compiled_form = form
+        if hasattr(module, "length_generic"):
+            module.length_generic = on
 
 
 class ConvBN(nn.Module):
@@ -447,10 +422,10 @@ class ConvBN(nn.Module):
         self.conv = nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2, bias=bias)
         self.norm = MaskedBatchNorm1d(c_out)
         self.act = make_activation(activation)
-        self.compiled_form: CompiledForm = "native"  # see use_compiled_form
+        self.length_generic = False  # see use_length_generic_layers
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        return self.act(self.norm(conv1d(self.conv, x, self.compiled_form), mask))
+        return self.act(self.norm(conv1d(self.conv, x, self.length_generic), mask))
 
 
 class FeatureExtractor(nn.Module):
@@ -473,7 +448,7 @@ class FeatureExtractor(nn.Module):
                 c_in = scaled(channels, width)
             self.blocks.append(layers)
         self.out_channels = c_in
-        self.compiled_form: CompiledForm = "native"  # see use_compiled_form
+        self.length_generic = False  # see use_length_generic_layers
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         x = apply_mask(x, mask)
@@ -481,7 +456,7 @@ class FeatureExtractor(nn.Module):
         for level, layers in enumerate(self.blocks, 1):
             for layer in layers:
                 x = layer(x, mask)  # zero at padding: what the next convolution must see
-            x = max_pool(x, self.compiled_form == "length_generic")
+            x = max_pool(x, self.length_generic)
             if run is not None:
                 mask = pooled_mask(*run, x.shape[-1], POOL ** level)
                 x = apply_mask(x, mask)

@@ -12,7 +12,6 @@ from torch import Tensor, nn
 
 from xecg.models.backbone import (
     Activation,
-    CompiledForm,
     ConvBN,
     MaskedBatchNorm1d,
     apply_mask,
@@ -63,11 +62,11 @@ class AttentionBranch(nn.Module):
         self.response = nn.Conv1d(channels, num_classes, 1, bias=False)
         self.classifier = nn.Linear(num_classes, num_classes, bias=False)
         self.attention = ConvBN(num_classes, 1, 1, bias=False)
-        self.compiled_form: CompiledForm = "native"  # see backbone.use_compiled_form
+        self.length_generic = False  # see backbone.use_length_generic_layers
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         maps = F.relu(conv1d(self.response, self.norm(self.bottleneck(x, mask), mask),
-                             self.compiled_form))
+                             self.length_generic))
         maps = apply_mask(maps, mask)
         logits = self.classifier(masked_mean(maps, mask))
         attention = apply_mask(torch.sigmoid(self.attention(maps, mask)), mask)
