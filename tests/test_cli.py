@@ -89,3 +89,32 @@ def test_a_mistyped_training_option_is_one_line(command, args, expected):
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith(f"xecg: error: {expected}"), line
+
+
+def test_xecg_train_draws_a_steady_progress_bar(tmp_path, tiny_config, monkeypatch):
+    """Where Lightning would make its default tqdm bar (redrawn after every step), ``xecg
+    train`` has :class:`SteadyProgressBar`: redrawn at most every 0.2 s and at each bar's end.
+    With the bar off there is none (and no error); a bar the config names is kept."""
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    from xecg.callbacks import SteadyProgressBar
+    from xecg.lightning_cli import XECGCLI
+
+    config = str(tiny_config(tmp_path))
+    cli = XECGCLI(args=["--config", config, "--trainer.enable_progress_bar", "true"], run=False)
+    assert type(cli.trainer.progress_bar_callback) is SteadyProgressBar
+    off = XECGCLI(args=["--config", config], run=False)  # the tiny config turns it off
+    assert off.trainer.progress_bar_callback is None
+    named = XECGCLI(args=["--config", config, "--trainer.enable_progress_bar", "true",
+                          "--trainer.callbacks+=TQDMProgressBar",
+                          "--trainer.callbacks.refresh_rate", "5"], run=False)
+    assert type(named.trainer.progress_bar_callback) is TQDMProgressBar
+    assert named.trainer.progress_bar_callback.refresh_rate == 5
+    # Steps 1-9 of 10 come within 0.2 s: the first and the last are drawn.
+    clock = iter([0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.5, 0.51])
+    monkeypatch.setattr("xecg.callbacks.time.monotonic", lambda: next(clock))
+    bar = SteadyProgressBar()
+    drawn = [n for n in range(1, 11) if bar._should_update(n, 10)]
+    assert drawn == [1, 10]
+    assert bar._should_update(1, 10)  # 0.5 s later: drawn again
+    assert not bar._should_update(2, 10)

@@ -32,13 +32,18 @@ from pathlib import Path
 
 import torch
 import yaml
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import (
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    TQDMProgressBar,
+)
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from xecg.averaging import WeightEMA
-from xecg.callbacks import AttentionImages, MetricsReport
+from xecg.callbacks import AttentionImages, MetricsReport, SteadyProgressBar
 from xecg.data.datamodule import CPSCDataModule
 from xecg.errors import ConfigError, NotFoundError, WriteError
 from xecg.explain.callback import ExplanationScores
@@ -327,6 +332,7 @@ class XECGCLI(LightningCLI):
         if trainer_cfg.get("logger") in (None, True):  # the user named no logger: xecg's default
             kwargs["logger"] = _default_logger(exp, run_dir, resume, cfg)
         trainer = super().instantiate_trainer(**kwargs)
+        use_steady_progress_bar(trainer)
         use_atomic_checkpoints(trainer)  # last.ckpt is whole whenever the process dies
         # last.ckpt after every epoch, for resuming. A second callback because with a monitor,
         # `save_last=True` writes last.ckpt only when a new best was saved
@@ -336,6 +342,16 @@ class XECGCLI(LightningCLI):
             dirpath=self._get(self.config_init, "checkpoint").dirpath, filename="last",
             enable_version_counter=False))
         return trainer
+
+
+def use_steady_progress_bar(trainer) -> None:
+    """Where the Trainer made Lightning's default tqdm bar (the progress bar on, none named),
+    put :class:`~xecg.callbacks.SteadyProgressBar` in its place. A bar the config names, Rich's
+    (chosen by Lightning where ``rich`` is installed: it redraws on its own clock) or none is
+    left as it is."""
+    bar = trainer.progress_bar_callback
+    if type(bar) is TQDMProgressBar and bar.refresh_rate == 1:
+        trainer.callbacks[trainer.callbacks.index(bar)] = SteadyProgressBar()
 
 
 def _reason(err: Exception) -> str:

@@ -305,6 +305,8 @@ def case_fit(c: dict) -> dict:
         from lightning.pytorch.callbacks import LearningRateMonitor
         from lightning.pytorch.loggers import CSVLogger
 
+        from xecg.callbacks import SteadyProgressBar
+
         class Marks(L.Callback):
             def on_train_batch_end(self, *args: Any) -> None:
                 after_step()
@@ -321,7 +323,9 @@ def case_fit(c: dict) -> dict:
                 limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=10,
                 logger=CSVLogger(tmp, name="", version=""), enable_checkpointing=False,
                 enable_model_summary=False, enable_progress_bar=True,
-                callbacks=[LearningRateMonitor(), Marks()], use_distributed_sampler=False,
+                # xecg train's progress bar (lightning_cli.use_steady_progress_bar)
+                callbacks=[LearningRateMonitor(), Marks(), SteadyProgressBar()],
+                use_distributed_sampler=False,
                 benchmark=c.get("cudnn_benchmark"),  # None: as the session set it (off)
                 default_root_dir=tmp)
             trainer.fit(module, datamodule=dm)
