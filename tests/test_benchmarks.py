@@ -73,3 +73,16 @@ def test_a_run_of_some_comparisons_keeps_the_others(tmp_path):
     results = json.loads(out.read_text())
     assert results["ddp_balance"] == first  # kept as it was
     assert "loader" in results
+
+
+def test_progress_bar_benchmark_runs(tmp_path):
+    """``python3 tests/benchmarks/progress_bar.py --out FILE`` (README): both bars' fits finish
+    and the file holds a median step for each round of each."""
+    out = tmp_path / "bar.json"
+    proc = subprocess.run([sys.executable, "tests/benchmarks/progress_bar.py", "--rounds", "1",
+                           "--records", "64", "--out", str(out)], cwd=ROOT, env=xecg_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ms = json.loads(out.read_text())["median_step_cpu_ms"]
+    assert set(ms) == {"tqdm_every_step", "steady"}
+    assert all(len(v) == 1 and v[0] > 0 for v in ms.values())
