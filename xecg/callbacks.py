@@ -27,7 +27,8 @@ class SteadyProgressBar(TQDMProgressBar):
     (cProfile of a Lightning fit at width 0.0625, 192 steps of 12 ms: tqdm's
     ``on_train_batch_end`` took 97 ms), which on a GPU, 30 and more steps a second, is host
     time the step waits for and a redraw nobody can read. ``xecg train`` uses it wherever the
-    default bar would be (README "Defaults that fit the hardware")."""
+    default bar would be (README "What `make train` does"; ``tests/benchmarks/progress_bar.py``
+    measures it)."""
 
     def __init__(self, interval: float = 0.2, refresh_rate: int = 1, **kwargs) -> None:
         super().__init__(refresh_rate=refresh_rate, **kwargs)

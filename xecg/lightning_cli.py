@@ -36,6 +36,7 @@ from lightning.pytorch.callbacks import (
     EarlyStopping,
     LearningRateMonitor,
     ModelCheckpoint,
+    ProgressBar,
     TQDMProgressBar,
 )
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -332,7 +333,8 @@ class XECGCLI(LightningCLI):
         if trainer_cfg.get("logger") in (None, True):  # the user named no logger: xecg's default
             kwargs["logger"] = _default_logger(exp, run_dir, resume, cfg)
         trainer = super().instantiate_trainer(**kwargs)
-        use_steady_progress_bar(trainer)
+        if not any(isinstance(c, ProgressBar) for c in trainer_cfg.get("callbacks") or []):
+            use_steady_progress_bar(trainer)  # the config names no bar of its own
         use_atomic_checkpoints(trainer)  # last.ckpt is whole whenever the process dies
         # last.ckpt after every epoch, for resuming. A second callback because with a monitor,
         # `save_last=True` writes last.ckpt only when a new best was saved
@@ -345,12 +347,12 @@ class XECGCLI(LightningCLI):
 
 
 def use_steady_progress_bar(trainer) -> None:
-    """Where the Trainer made Lightning's default tqdm bar (the progress bar on, none named),
-    put :class:`~xecg.callbacks.SteadyProgressBar` in its place. A bar the config names, Rich's
-    (chosen by Lightning where ``rich`` is installed: it redraws on its own clock) or none is
-    left as it is."""
+    """Where the Trainer made Lightning's default tqdm bar (the progress bar on and no bar in
+    the config), put :class:`~xecg.callbacks.SteadyProgressBar` in its place. Rich's bar (which
+    Lightning chooses where ``rich`` is installed, and which redraws on its own clock) and no
+    bar are left as they are."""
     bar = trainer.progress_bar_callback
-    if type(bar) is TQDMProgressBar and bar.refresh_rate == 1:
+    if type(bar) is TQDMProgressBar:
         trainer.callbacks[trainer.callbacks.index(bar)] = SteadyProgressBar()
 
 
