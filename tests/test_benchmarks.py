@@ -61,6 +61,8 @@ def test_gpu_window_script_runs_on_a_cpu(tmp_path):
     for summary in summaries:
         assert summary["steps"] == 2 and summary["wall_ms_per_step"] > 0
     assert '"unprofiled_steps_per_s": ' in log and '"epoch_s": [' in log
+    # each epoch's mean training loss, as it ends and in the fit's summary
+    assert log.count("mean training loss ") >= 4 and '"epoch_loss": [' in log
 
 
 def test_a_run_of_some_comparisons_keeps_the_others(tmp_path):

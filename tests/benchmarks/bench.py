@@ -263,7 +263,7 @@ class StepProfile:
 
 def case_fit(c: dict) -> dict:
     """Training of ``c["mode"]`` (``lightning`` or ``plain``) for ``c["epochs"]`` epochs: steps/s
-    after ``c["warmup"]`` steps, and each epoch's seconds."""
+    after ``c["warmup"]`` steps, and each epoch's seconds and mean training loss."""
     import lightning as L
     import torch
 
@@ -275,12 +275,15 @@ def case_fit(c: dict) -> dict:
     # itself; on a shared machine far steadier than the wall clock).
     # Every step's end is kept: the median step resists a busy machine's pauses.
     marks: dict[str, Any] = {"step": 0, "t0": None, "cpu0": None, "epoch_start": None,
-                             "epochs": [], "epochs_cpu": [], "ends": []}
+                             "epochs": [], "epochs_cpu": [], "ends": [], "losses": [],
+                             "epoch_losses": []}
 
     profile = StepProfile(c.get("profile"), device)
 
-    def after_step() -> None:
+    def after_step(loss) -> None:
         marks["step"] += 1
+        if loss is not None:  # kept on the device: read once, at the epoch's end
+            marks["losses"].append(loss)
         profile.after_step(marks["step"])
         if marks["step"] == c["warmup"]:
             _sync(device)
@@ -297,9 +300,15 @@ def case_fit(c: dict) -> dict:
         wall, cpu = marks["epoch_start"]
         marks["epochs"].append(time.perf_counter() - wall)
         marks["epochs_cpu"].append(time.process_time() - cpu)
+        # The epoch's mean training loss: contenders that should train alike must agree here.
+        losses = marks["losses"]
+        marks["epoch_losses"].append(float(torch.stack(losses).float().mean()) if losses
+                                     else math.nan)
+        marks["losses"].clear()
         # printed as it ends: a run stopped at its time limit still tells its finished epochs
         print(f"epoch {len(marks['epochs'])}: {marks['epochs'][-1]:.2f} s "
-              f"({marks['epochs_cpu'][-1]:.2f} CPU-s)", file=sys.stderr, flush=True)
+              f"({marks['epochs_cpu'][-1]:.2f} CPU-s), mean training loss "
+              f"{marks['epoch_losses'][-1]:.4f}", file=sys.stderr, flush=True)
 
     if c["mode"] == "lightning":
         from lightning.pytorch.callbacks import LearningRateMonitor
@@ -308,8 +317,9 @@ def case_fit(c: dict) -> dict:
         from xecg.callbacks import SteadyProgressBar
 
         class Marks(L.Callback):
-            def on_train_batch_end(self, *args: Any) -> None:
-                after_step()
+            def on_train_batch_end(self, trainer, module, outputs, *args: Any) -> None:
+                loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+                after_step(None if loss is None else loss.detach())
 
             def on_train_epoch_start(self, *args: Any) -> None:
                 epoch_start()
@@ -357,8 +367,7 @@ def case_fit(c: dict) -> dict:
                 batch = restore_batch({k: v.to(device, non_blocking=True)
                                        if isinstance(v, torch.Tensor) else v
                                        for k, v in batch.items()})  # as Lightning's hook
-                step(batch["x"], batch["y"], module.mask_for(batch))
-                after_step()
+                after_step(step(batch["x"], batch["y"], module.mask_for(batch)))
             sched.step()
             epoch_end()
         _sync(device)
@@ -380,7 +389,7 @@ def case_fit(c: dict) -> dict:
             "steps_per_cpu_s": timed / (end_cpu - marks["cpu0"]),
             "samples_per_s": timed * c["batch"] / (end - marks["t0"]),
             "epoch_s": marks["epochs"], "epoch_cpu_s": marks["epochs_cpu"],
-            "records": len(dm.indices["train"]),
+            "epoch_loss": marks["epoch_losses"], "records": len(dm.indices["train"]),
             "real_samples_per_epoch": samples, **unprofiled, **_peak_memory(device)}
 
 

@@ -63,7 +63,8 @@ fi
     step 200 $PY tests/benchmarks/conv_layout.py --device "$DEVICE" --fp32 "${layout[@]}" \
         --out "$work/conv-layout-fp32.json"
     # 2. The compiled padded Lightning fit with xecg's layers and with the 2-D form, one after
-    #    the other: do the training losses after two epochs differ again (0.82 against 0.88)?
+    #    the other: do the training losses after two epochs differ again (0.82 against 0.88 in
+    #    the progress bar)? Each epoch's mean training loss is printed and in epoch_loss.
     for form in native conv2d-static; do
         flag=(); [[ $form == conv2d-static ]] && flag=(--conv2d-static)
         step 150 $PY tests/benchmarks/profile_fit.py --compile "${flag[@]}" --no-trace \

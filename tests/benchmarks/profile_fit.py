@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                                "steps_per_s": result["steps_per_s"],
                                "unprofiled_steps_per_s": result.get("unprofiled_steps_per_s"),
                                "epoch_s": result["epoch_s"], "epoch_cpu_s": result["epoch_cpu_s"],
+                               "epoch_loss": result["epoch_loss"],
                                "steps_per_epoch": steps_per_epoch}
             # A few, not one per bucket length (TORCH_LOGS=recompiles: why); 0 where a contender
             # reuses the graphs of one before it (the same network code, in this process).
