@@ -30,6 +30,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import lightning as L
 import torch
 import yaml
 from lightning.pytorch.callbacks import (
@@ -193,6 +194,23 @@ def parse_error_line(message: str) -> str:
     return f"{key}: {rest}{shown}"
 
 
+class Trainer(L.Trainer):
+    """Lightning's Trainer with its ``limit_*_batches`` typed ``int | float``, int first.
+    Lightning types them ``float | int``, and jsonargparse takes the first type that parses, so
+    ``--trainer.limit_val_batches 1`` (or ``1`` in a YAML) became 1.0, every batch instead of
+    one, and ``3`` became 3.0, which Lightning rejects. An int is a number of batches, a float a
+    fraction, as Lightning documents them."""
+
+    def __init__(self, *args, limit_train_batches: int | float | None = None,
+                 limit_val_batches: int | float | None = None,
+                 limit_test_batches: int | float | None = None,
+                 limit_predict_batches: int | float | None = None, **kwargs) -> None:
+        super().__init__(*args, limit_train_batches=limit_train_batches,
+                         limit_val_batches=limit_val_batches,
+                         limit_test_batches=limit_test_batches,
+                         limit_predict_batches=limit_predict_batches, **kwargs)
+
+
 class XECGCLI(LightningCLI):
     """LightningCLI for :class:`XECGModule` and :class:`CPSCDataModule` with xecg's run folder,
     callbacks and logger as configurable defaults (nothing the user sets is overwritten)."""
@@ -213,6 +231,7 @@ class XECGCLI(LightningCLI):
                                                "callbacks": [LearningRateMonitor(),
                                                              NonFiniteLossGuard()]})
         kwargs.setdefault("parser_class", OneLineErrorParser)
+        kwargs.setdefault("trainer_class", Trainer)  # limit_*_batches parsed as Lightning means
         super().__init__(XECGModule, CPSCDataModule, *args, **kwargs)
 
     def _parse_ckpt_path(self) -> None:
