@@ -120,8 +120,8 @@ def test_xecg_train_draws_a_steady_progress_bar(tmp_path, tiny_config, monkeypat
 
 def test_a_batch_limit_given_as_an_integer_stays_a_number_of_batches(tmp_path):
     """``--trainer.limit_val_batches 1`` is one batch: Lightning types the limits ``float | int``
-    and jsonargparse made it 1.0, every batch (and ``3`` 3.0, an error). A fraction stays one,
-    on the command line and in a YAML."""
+    and jsonargparse made it 1.0, every batch. Whole numbers and fractions keep their types, on
+    the command line and in a YAML."""
     extra = tmp_path / "limits.yaml"
     extra.write_text("trainer:\n  limit_test_batches: 2\n  limit_predict_batches: 0.5\n")
     proc = xecg("train", "--config", "experiments/smoke.yaml", "--config", str(extra),

@@ -197,9 +197,9 @@ def parse_error_line(message: str) -> str:
 class Trainer(L.Trainer):
     """Lightning's Trainer with its ``limit_*_batches`` typed ``int | float``, int first.
     Lightning types them ``float | int``, and jsonargparse takes the first type that parses, so
-    ``--trainer.limit_val_batches 1`` (or ``1`` in a YAML) became 1.0, every batch instead of
-    one, and ``3`` became 3.0, which Lightning rejects. An int is a number of batches, a float a
-    fraction, as Lightning documents them."""
+    ``--trainer.limit_val_batches 1`` (or ``1`` in a YAML) became 1.0: every batch instead of
+    one (larger whole numbers Lightning turns back into counts). An int is a number of batches,
+    a float a fraction, as Lightning documents them."""
 
     def __init__(self, *args, limit_train_batches: int | float | None = None,
                  limit_val_batches: int | float | None = None,
