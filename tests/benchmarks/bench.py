@@ -311,7 +311,7 @@ def case_fit(c: dict) -> dict:
               f"{marks['epoch_losses'][-1]:.4f}", file=sys.stderr, flush=True)
 
     if c["mode"] == "lightning":
-        from lightning.pytorch.callbacks import LearningRateMonitor
+        from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
         from lightning.pytorch.loggers import CSVLogger
 
         from xecg.callbacks import SteadyProgressBar
@@ -333,8 +333,11 @@ def case_fit(c: dict) -> dict:
                 limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=10,
                 logger=CSVLogger(tmp, name="", version=""), enable_checkpointing=False,
                 enable_model_summary=False, enable_progress_bar=True,
-                # xecg train's progress bar (lightning_cli.use_steady_progress_bar)
-                callbacks=[LearningRateMonitor(), Marks(), SteadyProgressBar()],
+                # xecg train's progress bar (lightning_cli.use_steady_progress_bar), or
+                # Lightning's default, redrawn every step (progress_bar.py compares them)
+                callbacks=[LearningRateMonitor(), Marks(),
+                           TQDMProgressBar() if c.get("progress_bar") == "tqdm"
+                           else SteadyProgressBar()],
                 use_distributed_sampler=False,
                 benchmark=c.get("cudnn_benchmark"),  # None: as the session set it (off)
                 default_root_dir=tmp)

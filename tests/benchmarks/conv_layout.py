@@ -1,9 +1,11 @@
 """Do the compiled network's convolutions pay cuDNN layout transposes, and what would removing
 them give? The network alone (XECGNet, batch 32, 72,000 samples, bf16 autocast, a training step
-with the fused Adam, again and again on one batch already on the device), compiled four ways:
+with the fused Adam, again and again on one batch already on the device), compiled in forms:
 
 - ``conv1d`` (xecg's layers) or ``conv2d``: each convolution as a 2-D one of height 1, which
   inductor may keep channels last (its ``layout_optimization`` applies to 2-D convolutions only);
+  ``conv2d_cl`` the same with channels-last inputs and weights, ``conv2d_t`` with the length as
+  the height;
 - ``static`` or ``dynamic`` batch: ``torch._dynamo.maybe_mark_dynamic(x, 0)``, as XECGModule
   marks every batch so that an epoch's smaller last batch needs no second graph. Inductor skips
   its layout optimisation when a convolution's shape holds a symbol.
@@ -12,7 +14,9 @@ Why: on an H100 on 2026-11-27 (benchmarks/gpu-window-2026-11-27) cuDNN's nchwToN
 nhwcToNchw kernels took 8 of a compiled padded step's 30 kernel-ms, and the 2-D form under
 XECGModule (dynamic batch) did not remove them. Per variant it prints, as each ends: compile
 seconds, ms per step (wall, over ``--steps`` steps after a warm-up), kernel-ms and transpose
-kernel-ms per step (torch.profiler), and the first step's loss (the same network each time).
+kernel-ms per step (torch.profiler), the first step's loss (the same network each time), and
+the compiled gradients' error against an eager float32 copy (``grad_errors``; ``--fp32`` for the
+check without bf16's rounding).
 
     python3 tests/benchmarks/conv_layout.py --device cuda --out results.json   # a lent GPU
     python3 tests/benchmarks/conv_layout.py --width 0.0625 --length 972 --steps 2  # CPU check
@@ -59,11 +63,19 @@ def conv_as_2d(layer: nn.Conv1d, x: Tensor, length_generic: bool = False, *,
     return F.conv2d(x4, w4, layer.bias, padding=pad).squeeze(along)
 
 
-#: FORM -> the convolution that backbone.conv1d becomes (None: xecg's own layers)
-FORMS = {"conv1d": None,
+#: FORM -> the convolution that backbone.conv1d becomes (``conv1d``: xecg's own)
+FORMS = {"conv1d": backbone.conv1d,
          "conv2d": conv_as_2d,
          "conv2d_cl": functools.partial(conv_as_2d, channels_last=True),
          "conv2d_t": functools.partial(conv_as_2d, along=3)}
+
+
+def use_conv(conv) -> object:
+    """Make ``conv`` the convolution of xecg's layers in this process (``backbone`` and
+    ``branches`` each call the name they imported); returns the one it replaces."""
+    previous = backbone.conv1d
+    backbone.conv1d = branches.conv1d = conv
+    return previous
 
 
 def grad_errors(compiled, net: nn.Module, loss: XECGLoss, x: Tensor, y: Tensor,
@@ -76,11 +88,10 @@ def grad_errors(compiled, net: nn.Module, loss: XECGLoss, x: Tensor, y: Tensor,
     the largest relative error says nothing and is left out."""
     eager, truth = copy.deepcopy(net), copy.deepcopy(net)
     grads = []
-    for model, params, cast in ((compiled, net, autocast), (eager, eager, autocast),
-                                (truth, truth, False)):
+    for model, cast in ((compiled, autocast), (eager, autocast), (truth, False)):
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cast):
             total = loss(model(x), y).total
-        grads.append(torch.autograd.grad(total, list(params.parameters())))
+        grads.append(torch.autograd.grad(total, list(model.parameters())))
     out = {}
     for name, got in (("compiled", grads[0]), ("eager", grads[1])):
         errs = [float((g.float() - t.float()).norm() / t.float().norm().clamp_min(1e-12))
@@ -92,9 +103,7 @@ def grad_errors(compiled, net: nn.Module, loss: XECGLoss, x: Tensor, y: Tensor,
 
 def variant(a, form: str, dynamic: bool) -> dict:
     torch._dynamo.reset()
-    original = backbone.conv1d
-    if FORMS[form] is not None:  # both modules call the name they imported
-        backbone.conv1d = branches.conv1d = FORMS[form]
+    original = use_conv(FORMS[form])
     try:
         torch.manual_seed(0)
         dev = a.device
@@ -144,7 +153,7 @@ def variant(a, form: str, dynamic: bool) -> dict:
                 "transpose_calls_per_step": sum(e.count for e in transposes) / 3,
                 "first_loss": first, **errors}
     finally:
-        backbone.conv1d = branches.conv1d = original
+        use_conv(original)
         torch._dynamo.reset()
 
 

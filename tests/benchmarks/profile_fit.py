@@ -91,10 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             graphs = _graphs()
             result = bench.case_fit(c)
             summaries[mode] = {**json.loads((out / "summary.json").read_text()),
-                               "steps_per_s": result["steps_per_s"],
-                               "unprofiled_steps_per_s": result.get("unprofiled_steps_per_s"),
-                               "epoch_s": result["epoch_s"], "epoch_cpu_s": result["epoch_cpu_s"],
-                               "epoch_loss": result["epoch_loss"],
+                               **{k: result.get(k) for k in FIT_KEYS},
                                "steps_per_epoch": steps_per_epoch}
             # A few, not one per bucket length (TORCH_LOGS=recompiles: why); 0 where a contender
             # reuses the graphs of one before it (the same network code, in this process).
@@ -104,17 +101,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+#: What a profiled fit's summary takes from ``bench.case_fit``'s result.
+FIT_KEYS = ("steps_per_s", "unprofiled_steps_per_s", "epoch_s", "epoch_cpu_s", "epoch_loss")
+
+
 def conv2d_static() -> None:
     """Patch this process: xecg's compiled convolutions become 2-D ones of height 1
     (``conv_layout.conv_as_2d``) and ``XECGModule`` no longer marks the batch dynamic, the two
-    conditions under which inductor may keep the convolutions channels last. The product is
-    unchanged until a GPU shows the gain (benchmarks/README.md)."""
+    conditions under which inductor may keep the convolutions channels last. Faster on an H100,
+    but its fits trained to a higher loss there: the product keeps its layers until a GPU shows
+    the form exact (benchmarks/README.md)."""
     import torch._dynamo
-    from conv_layout import conv_as_2d
+    from conv_layout import conv_as_2d, use_conv
 
-    from xecg.models import backbone, branches
-
-    backbone.conv1d = branches.conv1d = conv_as_2d
+    use_conv(conv_as_2d)
     torch._dynamo.maybe_mark_dynamic = lambda *args, **kwargs: None
 
 

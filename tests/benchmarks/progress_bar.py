@@ -12,9 +12,7 @@ machine).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -25,9 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402
-from lightning.pytorch.callbacks import TQDMProgressBar  # noqa: E402
-
-import xecg.callbacks  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    steady = xecg.callbacks.SteadyProgressBar
-    bars = {"tqdm_every_step": TQDMProgressBar, "steady": steady}
+    bars = {"tqdm_every_step": "tqdm", "steady": "steady"}  # bench.case_fit's progress_bar
     ms: dict[str, list[float]] = {name: [] for name in bars}
     with tempfile.TemporaryDirectory(prefix="xecg-bench-bar-") as tmp:
         store = bench.random_store(Path(tmp) / "store",
@@ -47,16 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         c = {"case": "fit", "device": "cpu", "batch": 8, "width": 0.0625, "workers": 0,
              "precision": "32-true", "epochs": 2, "warmup": 5, "policy": "crop", "length": 243,
              "mask_padding": True, "mode": "lightning", "store": str(store)}
-        try:
-            for _ in range(a.rounds):
-                for name, bar in bars.items():
-                    xecg.callbacks.SteadyProgressBar = bar  # bench.case_fit's progress bar
-                    ms[name].append(1000 / bench.case_fit(c)["median_steps_per_cpu_s"])
-        finally:
-            xecg.callbacks.SteadyProgressBar = steady
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()
-    result = {"date": datetime.date.today().isoformat(), "commit": commit,
+        for _ in range(a.rounds):
+            for name, bar in bars.items():
+                fit = bench.case_fit({**c, "progress_bar": bar})
+                ms[name].append(1000 / fit["median_steps_per_cpu_s"])
+    result = {"machine": bench.machine("cpu"),  # date, commit, load average, ...
               "config": {k: v for k, v in c.items() if k != "store"},
               "median_step_cpu_ms": ms,
               "saved_ms_per_step": [t - s for t, s in zip(ms["tqdm_every_step"], ms["steady"])]}
