@@ -264,6 +264,67 @@ def test_a_killed_prepare_leaves_no_temporary_folder_behind_the_next(tmp_path, c
     assert _leftovers(tmp_path) == [".store.tmp-live", ".store.tmp-remote", ".store.tmp-unknown"]
 
 
+# A `prepare` killed (SIGKILL) inside the swap that puts a rewritten store in place.
+_KILLED_SWAP = """
+import os, shutil, signal, sys
+from pathlib import Path
+
+out, where = Path(sys.argv[1]), sys.argv[2]
+real_replace, real_rmtree = os.replace, shutil.rmtree
+
+
+def replace(a, b):
+    if where == "between the renames" and Path(b) == out:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_replace(a, b)
+
+
+def rmtree(path, *args, **kwargs):
+    if where == "while removing the old store" and Path(path).name.startswith(f".{out.name}.old-"):
+        (Path(path) / "signals.f32").unlink()  # removed in part, as a kill leaves it
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_rmtree(path, *args, **kwargs)
+
+
+os.replace, shutil.rmtree = replace, rmtree
+from xecg.cli import main
+
+main(["prepare", "synthetic", "--n", "20", "--out", str(out), "--force"])
+"""
+
+
+@pytest.mark.parametrize("where", ["while removing the old store", "between the renames"])
+def test_a_prepare_killed_while_swapping_stores_loses_neither_store_nor_disk(
+        tmp_path, capsys, where):
+    """Killed while removing the replaced store (which can take a while: 3 GB), the new store is
+    in place and the old one's remains are removed by the next writer. Killed between the two
+    renames, there is no store at all: the next writer puts the old one back (it passed the
+    full check) and reuses it, and removes the new one's temporary folder."""
+    out = tmp_path / "store"
+    assert main(["prepare", "synthetic", "--n", "20", "--out", str(out)]) == 0
+    capsys.readouterr()
+    before = (out / "signals.f32").read_bytes()
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_SWAP, str(out), where],
+                            env=xecg_env(), stderr=subprocess.PIPE, text=True)
+    stderr = proc.communicate(timeout=300)[1]
+    assert proc.returncode == -9, stderr[-2000:]
+    (old,) = tmp_path.glob(".store.old-*")
+    assert old.name.endswith(f"-{proc.pid}") and socket.gethostname() in old.name
+    assert out.exists() == (where == "while removing the old store")
+
+    assert main(["prepare", "synthetic", "--n", "20", "--out", str(out)]) == 0
+    err = capsys.readouterr()
+    if where == "while removing the old store":
+        assert f"removed {old}: the copy of {out} that process {proc.pid} replaced" in err.err
+    if where == "between the renames":
+        assert f"restored {out} from {old}: process {proc.pid} was stopped" in err.err
+        assert "reusing it" in err.out  # put back whole: not written again
+        assert "left by an interrupted writer" in err.err  # the new store's folder
+    assert _leftovers(tmp_path) == []
+    assert len(Store(out).verify()) == 20 and not (out / WRITER).exists()
+    assert (out / "signals.f32").read_bytes() == before  # same options, same records
+
+
 def test_a_store_under_a_file_is_one_line_and_nothing(tmp_path, capsys):
     src = _source(tmp_path / "src")
     (tmp_path / "file").write_text("not a folder")

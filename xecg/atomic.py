@@ -17,7 +17,7 @@ import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from xecg.errors import WriteError
@@ -87,10 +87,11 @@ def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Seq
 def replace_dir(new: Path, dest: Path) -> None:
     """Move the finished folder ``new`` to ``dest``; an existing ``dest`` is moved aside first
     and removed after, so ``dest`` is never a mix of both. If the final rename fails, the old
-    ``dest`` is put back before the error is raised."""
+    ``dest`` is put back before the error is raised. A process killed on the way leaves the old
+    folder as ``.DEST.old-HOST-PID``, which :func:`reclaim_replaced` finishes."""
     old = None
     if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        old = dest.with_name(f".{dest.name}.old-{socket.gethostname()}-{os.getpid()}")
         os.replace(dest, old)
     try:
         os.replace(new, dest)
@@ -100,6 +101,34 @@ def replace_dir(new: Path, dest: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def reclaim_replaced(dest: Path, whole: Callable[[Path], bool]) -> list[str]:
+    """Finish the swaps of ``dest`` that :func:`replace_dir` left undone when its process was
+    killed on this host; returns what was done, a line each.
+
+    Killed while removing the old folder (the long part: a whole store), ``dest`` is the new
+    one and the old is removed. Killed between the two renames, ``dest`` is missing and the
+    old folder, still ``whole``, is put back. Folders of live processes or other hosts (a
+    shared file system) are left alone."""
+    done = []
+    prefix = f".{dest.name}.old-"
+    for old in dest.parent.glob(f"{prefix}*"):
+        host, _, pid = old.name[len(prefix):].rpartition("-")
+        if not old.is_dir() or not process_gone(host, pid):
+            continue
+        if dest.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            done.append(f"removed {old}: the copy of {dest} that process {pid} replaced and "
+                        "was stopped while removing")
+        elif whole(old):
+            os.replace(old, dest)
+            done.append(f"restored {dest} from {old}: process {pid} was stopped while it "
+                        "replaced it")
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+            done.append(f"removed {old}: an incomplete copy of {dest} left by process {pid}")
+    return done
 
 
 def process_gone(host: object, pid: object) -> bool:

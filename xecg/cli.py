@@ -114,6 +114,7 @@ def _prepare(args: argparse.Namespace) -> int:
         from xecg.data.synthetic import Realism, make_synthetic_store
 
         make_synthetic_store(args.out, n=args.n, seed=args.seed, fs=args.fs or 500.0,
+                             force=args.force,
                              realism=Realism(nuisance=args.nuisance, st_variety=args.st_variety,
                                              lead_gains=args.lead_gains,
                                              discordant_st=args.discordant_st))

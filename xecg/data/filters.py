@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import butter, sosfiltfilt
 
-from xecg.data.store import Store, StoreWriter, is_current
+from xecg.data.store import Store, StoreWriter, is_current, reclaim_stale
 from xecg.errors import ConfigError
 
 #: Butterworth order of each direction (the forward-backward pass doubles it, as filtfilt does).
@@ -84,6 +84,7 @@ def filtered_store(store: str | os.PathLike, band: Sequence[float]) -> Path:
     fingerprint = (f"bandpass {low:g}-{high:g} Hz butterworth order {ORDER} zero-phase of "
                    f"signals {signals.get('checksum', raw.meta.get('fingerprint', ''))}")
     out = derived_path(store, (low, high))
+    reclaim_stale(out)  # a killed writer's leftovers: before judging the store
     if is_current(out, fingerprint):
         return out
     with StoreWriter(out, fs=raw.fs, source=f"{raw.path} band-passed {low:g}-{high:g} Hz",

@@ -37,6 +37,7 @@ from xecg.data.store import (
     StoreWriter,
     is_current,
     is_store,
+    reclaim_stale,
     store_damage,
     unsafe_record_id,
 )
@@ -172,6 +173,7 @@ def prepare_dataset(source: str | os.PathLike, out: str | os.PathLike, fs: float
     try:
         reader = open_dataset(source, reference)
         fp = fingerprint(reader, fs)
+        reclaim_stale(out)  # a killed writer's leftovers: before judging the store
         if not force and is_current(out, fp):
             print(f"{out}: up to date with {source} ({len(reader)} records); reusing it "
                   "(--force rewrites it)")

@@ -44,6 +44,7 @@ import numpy as np
 
 from xecg.atomic import (  # noqa: F401 (re-exported)
     process_gone,
+    reclaim_replaced,
     replace_dir,
     write_atomic,
     write_csv,
@@ -175,23 +176,37 @@ WRITER = "writer.json"
 
 
 def reclaim_stale(out: Path) -> list[Path]:
-    """Remove the temporary folders (``.NAME.tmp-*``) that writers of store ``out`` left when
-    they were killed; each can hold most of a store (3 GB for CPSC 2018). A folder is left
-    behind when its writer ran on this host and its process is gone; folders of live writers,
-    of other hosts (a shared file system) or without a :data:`WRITER` file are kept."""
+    """Clean up after writers of store ``out`` that were killed, saying what was done: finish
+    an interrupted swap (:func:`xecg.atomic.reclaim_replaced`; the old store is put back only
+    if it passes the full check), then remove the temporary folders (``.NAME.tmp-*``) that
+    each can hold most of a store (3 GB for CPSC 2018). A folder is left behind when its
+    writer ran on this host and its process is gone; folders of live writers, of other hosts
+    (a shared file system) or without a :data:`WRITER` file are kept. Returns the removed
+    temporary folders."""
+    for line in reclaim_replaced(out, lambda old: store_damage(old) is None):
+        print(line, file=sys.stderr)
+    if _writer_gone(out):  # killed after the swap, before its last step
+        (out / WRITER).unlink(missing_ok=True)
     removed = []
     for tmp in out.parent.glob(f".{out.name}.tmp-*"):
-        try:
-            writer = json.loads((tmp / WRITER).read_text())
-            if not process_gone(writer["host"], writer["pid"]):
-                continue
-        except (OSError, ValueError, KeyError, TypeError):
+        writer = _writer_gone(tmp)
+        if writer is None:
             continue
         shutil.rmtree(tmp, ignore_errors=True)
         print(f"removed {tmp}: left by an interrupted writer (process {writer['pid']} is gone)",
               file=sys.stderr)
         removed.append(tmp)
     return removed
+
+
+def _writer_gone(folder: Path) -> dict | None:
+    """The :data:`WRITER` file of ``folder`` when its writer is gone (see
+    :func:`xecg.atomic.process_gone`), else None (no such file, or a writer that may live)."""
+    try:
+        writer = json.loads((folder / WRITER).read_text())
+        return writer if process_gone(writer["host"], writer["pid"]) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 class StoreWriter:
@@ -331,9 +346,10 @@ class StoreWriter:
         try:
             self._signals.close()  # buffered samples are written here: a full disk shows now
             self._write_tables()
-            (self._tmp / WRITER).unlink()  # the store is whole: nobody writes it any more
             os.chmod(self._tmp, 0o755)  # mkdtemp makes it private; a store is shared data
             replace_dir(self._tmp, self.out)
+            # Only now: killed during the swap, the folder must still name its gone writer.
+            (self.out / WRITER).unlink(missing_ok=True)
         except OSError as err:
             shutil.rmtree(self._tmp, ignore_errors=True)
             if isinstance(err, WriteError):

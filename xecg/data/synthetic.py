@@ -33,7 +33,7 @@ import numpy as np
 
 from xecg.classes import CLASSES, LEADS, NUM_LEADS, multi_hot
 from xecg.data.record import Record
-from xecg.data.store import StoreError, StoreWriter, is_current, is_store
+from xecg.data.store import StoreError, StoreWriter, is_current, is_store, reclaim_stale
 
 #: Bump whenever the generated signals or evidence change; part of the store fingerprint. Version 3
 #: is v1's hearts and rhythms with ``nuisance="wide"`` (v2 was a rejected branch); ``nuisance="v1"``
@@ -842,6 +842,7 @@ def make_synthetic_store(out: str | os.PathLike, n: int = 2000, seed: int = 0, f
     """
     out = Path(out)
     fp = fingerprint(n, seed, fs, durations, balanced, realism)
+    reclaim_stale(out)  # a killed writer's leftovers: before judging the store
     if not force and is_current(out, fp):
         print(f"{out}: synthetic store is current ({fp}); reusing it")
         return out
