@@ -120,20 +120,45 @@ def _eleven_row_matrix(src, rec, rows):
     return [(_mat(hea), "shape mismatch: the matrix has 11 rows, the header lists 12 signals")]
 
 
-def _float_matrix(src, rec, rows):
+def _mv_matrix(src, rec, rows):
+    # Samples saved in mV instead of digital units: read as they are, a thousand times too small.
     hea = _hea(src, rec)
-    scipy.io.savemat(_mat(hea), {"val": np.zeros((12, 1000))}, format="4")
-    return [(_mat(hea), "unreadable signal: MATLAB v4 type 0 (imaginary 0), expected a real "
-                        "little-endian int16 matrix")]
+    scipy.io.savemat(_mat(hea), {"val": np.full((12, 1000), 0.25)}, format="4")
+    return [(_mat(hea), "not digital samples: 12000 values of 'val' are not whole numbers (e.g. "
+                        "0.25); a WFDB .mat holds the digital samples that the header's gain "
+                        "turns into mV")]
 
 
-def _v5_mat(src, rec, rows):
-    # Re-saved with scipy.io.savemat's default format: its text header was read as a v4
-    # matrix "891306561 x 1293955118, name of 543517801 bytes".
+def _complex_matrix(src, rec, rows):
     hea = _hea(src, rec)
-    scipy.io.savemat(_mat(hea), {"val": np.zeros((12, 1000), np.int16)})
-    return [(_mat(hea), "unreadable signal: a MATLAB v5 file, not the MATLAB v4 matrix a WFDB "
-                        ".mat holds")]
+    scipy.io.savemat(_mat(hea), {"val": np.ones((12, 1000), np.complex128)}, format="4")
+    return [(_mat(hea), "unreadable signal: 'val' is a 12 x 1000 complex128 array, not a real "
+                        "numeric matrix")]
+
+
+def _v5_mat_without_val(src, rec, rows):
+    # Re-saved with scipy.io.savemat's default format (v5, read since 2026-11-28) under
+    # another name.
+    hea = _hea(src, rec)
+    scipy.io.savemat(_mat(hea), {"ecg": np.ones((12, 1000), np.int16)})
+    return [(_mat(hea), "unreadable signal: no matrix 'val' in this MATLAB v5 file (it holds "
+                        "ecg)")]
+
+
+def _v73_mat(src, rec, rows):
+    # MATLAB's save -v7.3 writes HDF5 behind the same 128-byte text header.
+    hea = _hea(src, rec)
+    head = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Fri Nov 27 10:00:00 2026 HDF5"
+    _mat(hea).write_bytes(head.ljust(512, b" ") + _rng_bytes(2000))
+    return [(_mat(hea), "unreadable signal: a MATLAB v7.3 (HDF5) file; save it with "
+                        "save(..., '-v7') or '-v4'")]
+
+
+def _damaged_v5_mat(src, rec, rows):
+    hea = _hea(src, rec)
+    scipy.io.savemat(_mat(hea), {"val": np.ones((12, 1000), np.int16)})
+    _truncated(_mat(hea), 300)
+    return [(_mat(hea), "unreadable signal: scipy could not read this MATLAB v5 file")]
 
 
 def _random_mat(src, rec, rows):
@@ -168,8 +193,11 @@ WFDB_CASES: dict[str, Callable[[Path, str, list[str]], Expected]] = {
         (_truncated(_mat(_hea(src, rec)), 0), "truncated: 0 bytes, shorter than a MATLAB v4 "
                                               "header")],
     "random-bytes mat": _random_mat,
-    "MATLAB v5 mat": _v5_mat,
-    "float matrix": _float_matrix,
+    "MATLAB v5 mat without val": _v5_mat_without_val,
+    "MATLAB v7.3 mat": _v73_mat,
+    "damaged MATLAB v5 mat": _damaged_v5_mat,
+    "matrix in mV": _mv_matrix,
+    "complex matrix": _complex_matrix,
     "more samples in header": lambda src, rec, rows: [
         (_mat(_hea(src, rec, n_samples=1200)), "shape mismatch: the matrix has 1000 samples, "
                                                "the header says 1200")],

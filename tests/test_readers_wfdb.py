@@ -1,5 +1,6 @@
 """Readers agree with ``wfdb.rdrecord``: on every shared real record, and on random valid records
-that wfdb writes (formats 16, 24, 32, 80, 212, FLAC 516, and the Challenge MATLAB v4 layout),
+that wfdb writes (formats 16, 24, 32, 80, 212, FLAC 516, and the Challenge MATLAB v4 layout, also
+re-saved as MATLAB v5, compressed v7 or v4 doubles),
 with random gains, baselines, units, lead orders and lengths. Samples holding a format's invalid
 value (wfdb: NaN) make a record a RecordError rather than -32.768 mV spikes."""
 
@@ -22,8 +23,11 @@ from xecg.data.record import RecordError
 
 wfdb = pytest.importorskip("wfdb")
 
-#: Formats wfdb.wrsamp writes; "mat" is the Challenge layout (int16 MATLAB v4, fmt 16).
-WRITTEN = ["16", "24", "32", "80", "212", "516", "mat"]
+#: Formats wfdb.wrsamp writes; "mat" is the Challenge layout (int16 MATLAB v4, fmt 16), and the
+#: others starting "mat" the same samples as MATLAB's save or scipy's default write them.
+MAT_SAVES = {"mat": dict(format="4"), "mat-v5": {}, "mat-v7z": dict(do_compression=True),
+             "mat-double": dict(format="4", dtype=np.float64)}
+WRITTEN = ["16", "24", "32", "80", "212", "516", *MAT_SAVES]
 UNITS = ["mV", "uV", "V"]
 
 
@@ -51,18 +55,36 @@ def test_every_real_record_equals_wfdb(sample, request):
         _assert_same(reader.load_data(rec), ref, order)
 
 
+@pytest.mark.parametrize("fmt", [f for f in MAT_SAVES if f != "mat"])
+def test_real_records_resaved_in_another_matlab_format_read_the_same(wfdb_sample, tmp_path, fmt):
+    """The shared records' ``val`` re-saved as MATLAB's save or scipy's default writes it, next
+    to their unchanged headers: the same samples, where they used to be refused."""
+    originals = sorted(wfdb_sample.glob("*.hea"))[:10]
+    for hea in originals:
+        (tmp_path / hea.name).write_bytes(hea.read_bytes())
+        save = dict(MAT_SAVES[fmt])
+        val = scipy.io.loadmat(hea.with_suffix(".mat"))["val"].astype(save.pop("dtype", np.int16))
+        scipy.io.savemat(tmp_path / f"{hea.stem}.mat", {"val": val}, **save)
+    before, after = open_dataset(wfdb_sample), open_dataset(tmp_path)
+    for hea in originals:
+        np.testing.assert_array_equal(after.load_data(hea.stem), before.load_data(hea.stem))
+        assert after.load_record(hea.stem).label_names == before.load_record(hea.stem).label_names
+
+
 # --------------------------------------------------------------------- random records
 
 
 def _write(folder: Path, rec: str, digital: np.ndarray, fmt: str, gains: list[float],
            baselines: list[int], units: str, names: list[str]) -> None:
     """Write ``digital`` (N x 12) as a WFDB record: wfdb.wrsamp, or the Challenge .mat layout."""
-    if fmt != "mat":
+    if fmt not in MAT_SAVES:
         wfdb.wrsamp(rec, fs=500, units=[units] * 12, sig_name=names, d_signal=digital,
                     fmt=[fmt] * 12, adc_gain=gains, baseline=baselines,
                     comments=["Dx: AF"], write_dir=str(folder))
         return
-    scipy.io.savemat(folder / f"{rec}.mat", {"val": digital.T.astype(np.int16)}, format="4")
+    save = dict(MAT_SAVES[fmt])
+    val = digital.T.astype(save.pop("dtype", np.int16))
+    scipy.io.savemat(folder / f"{rec}.mat", {"val": val}, **save)
     sums = wfdb_checksum(digital.T)
     lines = [f"{rec} 12 500 {len(digital)}"]
     lines += [f"{rec}.mat 16+24 {g!r}({b})/{units} 16 0 {int(digital[0, i])} {int(sums[i])} 0 "
@@ -80,7 +102,7 @@ def records(draw):
     shuffle = draw(st.booleans())
     n_invalid = draw(st.sampled_from([0, 0, 0, 1, 5]))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    spec = FORMATS["16" if fmt == "mat" else fmt]
+    spec = FORMATS["16" if fmt in MAT_SAVES else fmt]
     lo, hi = -(2 ** (spec.bits - 1)), 2 ** (spec.bits - 1) - 1
     # Counts per mV such that ±10 mV spans at most a quarter of the range; baselines within
     # another quarter.
@@ -103,9 +125,13 @@ def records(draw):
 def test_random_records_equal_wfdb(case):
     fmt, units, digital, gains, baselines, names = case
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
+        folder, written = Path(tmp) / "xecg", Path(tmp) / "wfdb"
+        folder.mkdir(), written.mkdir()
         _write(folder, "R1", digital, fmt, gains, baselines, units, names)
-        ref = wfdb.rdrecord(str(folder / "R1"))
+        # wfdb reads the Challenge layout only: the reference for its re-saved copies
+        _write(written, "R1", digital, "mat" if fmt in MAT_SAVES else fmt, gains, baselines,
+               units, names)
+        ref = wfdb.rdrecord(str(written / "R1"))
         reader = open_dataset(folder)
         invalid = int(np.isnan(ref.p_signal).sum())
         if invalid:
@@ -116,17 +142,18 @@ def test_random_records_equal_wfdb(case):
         assert reader.load_record("R1").label_names == ["AF"]
 
 
-@pytest.mark.parametrize("fmt", ["mat", "16", "212"])
+@pytest.mark.parametrize("fmt", ["mat", "mat-v5", "16", "212"])
 def test_invalid_samples_skip_the_record(tmp_path, fmt):
     # wfdb reads the format's invalid value as NaN; xecg skips the record, naming the file and
     # how many samples are missing, instead of reading -32.768 mV (fmt 16 at 1000/mV).
     digital = np.zeros((100, 12), dtype=np.int64)
-    digital[[3, 50, 99], [0, 5, 11]] = FORMATS["16" if fmt == "mat" else fmt].invalid
+    digital[[3, 50, 99], [0, 5, 11]] = FORMATS["16" if fmt in MAT_SAVES else fmt].invalid
     _write(tmp_path, "R1", digital, fmt, [1000.0] * 12, [0] * 12, "mV", list(LEADS))
-    assert np.isnan(wfdb.rdrecord(str(tmp_path / "R1")).p_signal).sum() == 3
+    if fmt != "mat-v5":  # which wfdb does not read
+        assert np.isnan(wfdb.rdrecord(str(tmp_path / "R1")).p_signal).sum() == 3
     with pytest.raises(RecordError) as err:
         open_dataset(tmp_path).load_record("R1")
-    data_file = "R1.mat" if fmt == "mat" else "R1.dat"
+    data_file = "R1.mat" if fmt in MAT_SAVES else "R1.dat"
     assert err.value.path == str(tmp_path / data_file)
     assert err.value.problem.startswith("invalid samples: 3 samples hold the format's invalid "
                                         "value")

@@ -1,3 +1,3 @@
 """xecg: xECGNet experiments for multilabel 12-lead ECG classification."""
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"

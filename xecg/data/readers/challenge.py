@@ -1,5 +1,6 @@
 """WFDB records as the PhysioNet/CinC Challenge 2020 ships CPSC 2018: ``Axxxx.hea`` +
-``Axxxx.mat`` (MATLAB v4, key ``val``, int16 12 x N).
+``Axxxx.mat`` (MATLAB v4, key ``val``, int16 12 x N; also read when re-saved as MATLAB v5/v7 or
+another numeric type).
 
 v1.0.0 writes CPSC abbreviations in ``#Dx:`` (``AF,RBBB``), v1.0.2 SNOMED-CT codes
 (``164889003``). Both are one format and their vocabularies do not overlap, so one reader with
@@ -28,7 +29,13 @@ from xecg.data.readers.base import (
     parse_sex,
 )
 from xecg.data.readers.header import FORMATS, MV_PER_UNIT, WfdbHeader, parse_header
-from xecg.data.readers.matv4 import V4_INT16, check_int16_size, read_v4_header
+from xecg.data.readers.matv4 import (
+    V4_INT16,
+    LaterFormat,
+    check_int16_size,
+    read_v4_header,
+    read_val,
+)
 from xecg.data.record import RecordError
 
 
@@ -82,7 +89,7 @@ class WFDBReader(DatasetReader):
                                         "does not exist")
             files[file] = found
         if header.fast:
-            digital = _read_v4_int16(files[header.signals[0].file], header)
+            digital = _read_mat(files[header.signals[0].file], header)
         else:
             _check_file_sizes(path, header, files)
             digital = _read_with_wfdb(path, header, files)
@@ -111,25 +118,35 @@ def _lead_order(path: Path, names: list[str]) -> list[int] | None:
     return None if order == list(range(NUM_LEADS)) else order
 
 
-def _read_v4_int16(path: Path, header: WfdbHeader) -> np.ndarray:
-    """Digital samples ``N x C`` int16 of a Challenge MATLAB v4 file (a view of its bytes)."""
-    m = read_v4_header(path)
-    if m.kind != V4_INT16 or m.imaginary:
-        raise RecordError(path, f"unreadable signal: MATLAB v4 type {m.kind} (imaginary "
-                                f"{m.imaginary}), expected a real little-endian int16 matrix")
-    n_sig = len(header.signals)
-    if m.rows != n_sig:
-        raise RecordError(path, f"shape mismatch: the matrix has {m.rows} rows, the header lists "
-                                f"{n_sig} signals")
-    if header.n_samples is not None and m.cols != header.n_samples:
-        raise RecordError(path, f"shape mismatch: the matrix has {m.cols} samples, the header "
+def _read_mat(path: Path, header: WfdbHeader) -> np.ndarray:
+    """Digital samples ``N x C`` of the layout's MATLAB file: a view of a Challenge int16 v4
+    file's bytes, else ``val`` as scipy reads it (MATLAB v5/v7, other numeric types)."""
+    try:
+        m = read_v4_header(path)
+    except LaterFormat as later:
+        digital = read_val(path, later.version)
+    else:
+        if m.kind == V4_INT16 and not m.imaginary:
+            _check_shape(path, header, m.rows, m.cols)
+            if header.signals[0].byte_offset not in (0, m.data_offset):
+                raise RecordError(path, f"shape mismatch: the header puts samples at byte "
+                                        f"{header.signals[0].byte_offset}, the MATLAB header at "
+                                        f"{m.data_offset}")
+            check_int16_size(path, m)
+            return m.int16()
+        digital = read_val(path, "4")
+    _check_shape(path, header, digital.shape[1], digital.shape[0])
+    return digital
+
+
+def _check_shape(path: Path, header: WfdbHeader, rows: int, samples: int) -> None:
+    """RecordError unless the header lists ``rows`` signals of ``samples`` samples."""
+    if rows != len(header.signals):
+        raise RecordError(path, f"shape mismatch: the matrix has {rows} rows, the header lists "
+                                f"{len(header.signals)} signals")
+    if header.n_samples is not None and samples != header.n_samples:
+        raise RecordError(path, f"shape mismatch: the matrix has {samples} samples, the header "
                                 f"says {header.n_samples}")
-    if header.signals[0].byte_offset not in (0, m.data_offset):
-        raise RecordError(path, f"shape mismatch: the header puts samples at byte "
-                                f"{header.signals[0].byte_offset}, the MATLAB header at "
-                                f"{m.data_offset}")
-    check_int16_size(path, m)
-    return m.int16()
 
 
 def _read_with_wfdb(path: Path, header: WfdbHeader, files: dict[str, Path]) -> np.ndarray:
