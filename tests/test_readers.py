@@ -201,6 +201,19 @@ def test_the_real_reference_round_tripped_through_pandas(reference_csv, tmp_path
         assert ref[rec][1] == ignored == []
 
 
+@pytest.mark.parametrize("sep", [";", "\t"], ids=["semicolons", "tabs"])
+def test_the_real_reference_separated_otherwise(reference_csv, tmp_path, sep):
+    # Excel saves "CSV" with ";" where "," is the decimal mark (German, French, ... locales),
+    # and a table pasted from a sheet has tabs: every row used to be a bad row ("record id
+    # 'A0001;5;;' is not a file name"), and then "no records listed".
+    path = tmp_path / "REFERENCE.csv"
+    path.write_text(reference_csv.read_text().replace(",", sep))
+    ref, official = load_references([path]), read_reference(reference_csv)
+    assert ref.labels.keys() == official.keys() and ref.problems == []
+    for rec, (y, _) in official.items():
+        np.testing.assert_array_equal(ref.labels[rec][0], y)
+
+
 def test_the_real_reference_with_a_bom(reference_csv, tmp_path):
     path = tmp_path / "REFERENCE.csv"
     path.write_bytes(b"\xef\xbb\xbf" + reference_csv.read_bytes())

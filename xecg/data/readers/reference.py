@@ -1,4 +1,5 @@
-"""CPSC ``REFERENCE.csv`` label files: ``Recording,First_label,Second_label,Third_label``."""
+"""CPSC ``REFERENCE.csv`` label files: ``Recording,First_label,Second_label,Third_label`` (also
+separated by ";" or tabs, as Excel writes it in some locales)."""
 
 from __future__ import annotations
 
@@ -67,7 +68,8 @@ def load_references(paths: Sequence[Path]) -> Reference:
             # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which would
             # otherwise begin the first id (or the header) and lose that row.
             with open(path, newline="", encoding="utf-8-sig") as f:
-                rows = list(csv.reader(f))
+                text = f.read()
+            rows = list(csv.reader(text.splitlines(), delimiter=_delimiter(text)))
         except (OSError, UnicodeDecodeError, csv.Error) as e:
             raise DatasetError(f"{path}: cannot read the reference file ({e})") from e
         listed = 0
@@ -91,6 +93,18 @@ def load_references(paths: Sequence[Path]) -> Reference:
         if not listed:
             raise DatasetError(f"{path}: no records listed (expected Recording,First_label,...)")
     return ref
+
+
+#: The separators a REFERENCE.csv is found with: Excel writes ";" where "," is the decimal mark
+#: (German, French, ... locales), and a table pasted from a sheet has tabs.
+DELIMITERS = (",", ";", "\t")
+
+
+def _delimiter(text: str, lines: int = 20) -> str:
+    """The separator of ``text``: of :data:`DELIMITERS`, the one in most of its first
+    ``lines`` non-blank lines (a record id holds none of them); "," on a tie."""
+    head = [line for line in text.splitlines() if line.strip()][:lines]
+    return max(DELIMITERS, key=lambda d: sum(d in line for line in head))
 
 
 def _where(first: Path, line1: int, second: Path, line2: int) -> str:
