@@ -313,6 +313,12 @@ def test_empty_and_missing_folders(tmp_path):
     assert str(tmp_path / "empty") in str(err.value)
     with pytest.raises(DatasetError, match="no such folder"):
         open_dataset(tmp_path / "nope")
+    (tmp_path / "TrainingSet1.zip").write_bytes(b"PK")  # ICBEB's download, not unpacked
+    with pytest.raises(DatasetError, match=r"TrainingSet1.zip: an archive, not a folder: unpack "
+                                           r"it first \(unzip TrainingSet1.zip\)"):
+        open_dataset(tmp_path / "TrainingSet1.zip")
+    with pytest.raises(DatasetError, match="REFERENCE.csv: not a folder"):
+        open_dataset(write_reference_csv(tmp_path / "REFERENCE.csv", [("A0001", [1])]))
 
 
 def test_duplicate_record_ids(tmp_path):

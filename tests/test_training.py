@@ -206,6 +206,11 @@ def test_a_missing_dataset_stops_train_before_a_wandb_run_starts(tiny_config, tm
     a_file.write_text("Recording,First_label\n")
     assert main(["train", "--data", str(a_file)]) == 2
     assert f"--data {a_file}: not a folder (give the dataset's folder)" in capsys.readouterr().err
+    archive = tmp_path / "PhysioNetChallenge2020_Training_CPSC.tar.gz"  # as downloaded
+    archive.write_bytes(b"\x1f\x8b")
+    assert main(["train", "--data", str(archive)]) == 2
+    assert (f"--data {archive}: an archive, not a folder: unpack it first (tar xf {archive.name})"
+            in capsys.readouterr().err)
     # the same dataset named in a config: the fit fails in the datamodule's prepare_data
     config = tiny_config(tmp_path, "nodata", data={"source": str(nowhere),
                                                    "store": str(tmp_path / "store")})

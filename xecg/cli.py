@@ -81,11 +81,12 @@ def _train(argv: list[str]) -> int:
     args = list(rest)
     if known.data:
         root = Path(known.data).resolve()
-        if not root.is_dir():  # before a run folder, a logger or a store is touched
+        from xecg.data.readers.registry import folder_problem
+
+        problem = folder_problem(root)
+        if problem:  # before a run folder, a logger or a store is touched
             from xecg.errors import NotFoundError
 
-            problem = ("not a folder (give the dataset's folder)" if root.exists()
-                       else "no such folder")
             raise NotFoundError(f"--data {known.data}: {problem}")
         args += ["--data.source", str(root), "--data.store", store_for(root),
                  "--data.protocol", "paper"]

@@ -94,6 +94,23 @@ def _identity(path: Path) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
+#: How the datasets' archives end (PhysioNet's .tar.gz and .zip, ICBEB's TrainingSet1.zip).
+ARCHIVES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".7z", ".rar")
+
+
+def folder_problem(root: Path) -> str | None:
+    """Why ``root`` is no dataset folder, in words for the user, or None if it is a folder."""
+    if root.is_dir():
+        return None
+    if not root.exists():
+        return "no such folder"
+    if root.name.lower().endswith(ARCHIVES):
+        unpack = "unzip" if root.suffix.lower() == ".zip" else "tar xf"
+        return (f"an archive, not a folder: unpack it first ({unpack} {root.name}) and give the "
+                "folder it makes")
+    return "not a folder (give the dataset's folder)"
+
+
 def open_dataset(root: str | os.PathLike, reference: str | os.PathLike | None = None,
                  require_reference: bool = True) -> DatasetReader:
     """Reader for the dataset under ``root``, whatever its layout and folder depth.
@@ -108,8 +125,9 @@ def open_dataset(root: str | os.PathLike, reference: str | os.PathLike | None = 
     REFERENCE.csv row) do not stop the dataset: they are listed in the reader's ``orphans``.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{root}: no such folder")
+    problem = folder_problem(root)
+    if problem:
+        raise DatasetError(f"{root}: {problem}")
     found = scan(root)
     if reference is not None:
         if not Path(reference).is_file():
