@@ -136,6 +136,16 @@ def _complex_matrix(src, rec, rows):
                         "numeric matrix")]
 
 
+def _vax_matrix(src, rec, rows):
+    # Type 2030: int16 in VAX D-float order, which scipy reads with only a warning.
+    hea = _hea(src, rec)
+    data = bytearray(_mat(hea).read_bytes())
+    data[:4] = (2030).to_bytes(4, "little")
+    _mat(hea).write_bytes(bytes(data))
+    return [(_mat(hea), "unreadable signal: MATLAB v4 type 2030, not a numeric matrix in IEEE "
+                        "little- or big-endian order")]
+
+
 def _v5_mat_without_val(src, rec, rows):
     # Re-saved with scipy.io.savemat's default format (v5, read since 2026-11-28) under
     # another name.
@@ -198,6 +208,7 @@ WFDB_CASES: dict[str, Callable[[Path, str, list[str]], Expected]] = {
     "damaged MATLAB v5 mat": _damaged_v5_mat,
     "matrix in mV": _mv_matrix,
     "complex matrix": _complex_matrix,
+    "VAX matrix": _vax_matrix,
     "more samples in header": lambda src, rec, rows: [
         (_mat(_hea(src, rec, n_samples=1200)), "shape mismatch: the matrix has 1000 samples, "
                                                "the header says 1200")],

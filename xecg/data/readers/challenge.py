@@ -134,6 +134,9 @@ def _read_mat(path: Path, header: WfdbHeader) -> np.ndarray:
                                         f"{m.data_offset}")
             check_int16_size(path, m)
             return m.int16()
+        if not m.numeric:  # scipy would read VAX or Cray numbers with only a warning
+            raise RecordError(path, f"unreadable signal: MATLAB v4 type {m.kind}, not a numeric "
+                                    "matrix in IEEE little- or big-endian order")
         digital = read_val(path, "4")
     _check_shape(path, header, digital.shape[1], digital.shape[0])
     return digital

@@ -34,6 +34,14 @@ class V4Matrix:
     data_offset: int  # byte where the samples start
     buf: bytes
 
+    @property
+    def numeric(self) -> bool:
+        """A full numeric matrix in IEEE little- or big-endian order: type ``MOPT`` with machine
+        M 0 or 1, O 0, precision P 0-5 (double to uint8) and T 0 (not text or sparse)."""
+        machine, rest = divmod(self.kind, 1000)
+        return self.kind >= 0 and machine <= 1 and rest // 100 == 0 and rest // 10 % 10 <= 5 \
+            and rest % 10 == 0
+
     def int16(self) -> np.ndarray:
         """The samples as ``cols x rows`` int16 (a view of the bytes: ``N x C`` for ``val``).
 
