@@ -6,6 +6,7 @@ a traceback) while the good records beside it are still read; the same corpus th
 from __future__ import annotations
 
 import csv
+import struct
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -168,7 +169,8 @@ def _damaged_v5_mat(src, rec, rows):
     hea = _hea(src, rec)
     scipy.io.savemat(_mat(hea), {"val": np.ones((12, 1000), np.int16)})
     _truncated(_mat(hea), 300)
-    return [(_mat(hea), "unreadable signal: scipy could not read this MATLAB v5 file")]
+    return [(_mat(hea), "truncated: a MATLAB v5 element at byte 128 claims 24048 bytes, 164 "
+                        "are left")]
 
 
 def _random_mat(src, rec, rows):
@@ -271,16 +273,39 @@ def _icbeb(src: Path, rec: str, rows: list[str], data=None, code: str = "1") -> 
     return path
 
 
-def _icbeb_bytes(src, rec, rows, payload: bytes):
+def _icbeb_bytes(src, rec, rows, payload: bytes, problem: str):
     path = _icbeb(src, rec, rows)
     path.write_bytes(payload)
-    return [(path, "unreadable signal: not a readable MATLAB file")]
+    return [(path, problem)]
 
 
 def _icbeb_savemat(src, rec, rows, variables: dict, problem: str):
     path = _icbeb(src, rec, rows)
     scipy.io.savemat(path, variables)
     return [(path, problem)]
+
+
+def _icbeb_bad_element_type(src, rec, rows):
+    # ECG.sex's text with its type code damaged (16, miUTF8, became 25616): scipy 1.17 indexed
+    # past its table of types and crashed the process (a segmentation fault).
+    path = _icbeb(src, rec, rows)
+    data = path.read_bytes()
+    tag = struct.pack("<I", 4 << 16 | 16)  # a small element: 4 bytes of miUTF8 ("Male")
+    at = data.index(tag)
+    path.write_bytes(data[:at] + struct.pack("<I", 4 << 16 | 25616) + data[at + 4:])
+    return [(path, f"unreadable signal: a MATLAB v5 element of unknown type 25616 at byte {at}")]
+
+
+def _icbeb_bad_zlib(src, rec, rows):
+    # Saved compressed (v7, MATLAB's default) and then damaged where the zlib stream starts.
+    path = _icbeb(src, rec, rows)
+    scipy.io.savemat(path, {"ECG": {"data": make_signal(500), "age": 50.0, "sex": "Male"}},
+                     do_compression=True)
+    data = bytearray(path.read_bytes())
+    data[136:138] = b"\xff\xff"
+    path.write_bytes(bytes(data))
+    return [(path, "unreadable signal: the compressed MATLAB v5 variable at byte 128 is damaged "
+                   "(zlib: Error -3 while decompressing data: incorrect header check)")]
 
 
 def _icbeb_nonfinite(src, rec, rows):
@@ -322,9 +347,12 @@ def _icbeb_duplicate(src, rec, rows):
 ICBEB_CASES: dict[str, Callable[[Path, str, list[str]], Expected]] = {
     "truncated": lambda src, rec, rows: [
         (_truncated(_icbeb(src, rec, rows, make_signal(2000)), 300),
-         "unreadable signal: not a readable MATLAB file")],
-    "empty file": lambda src, rec, rows: _icbeb_bytes(src, rec, rows, b""),
-    "random bytes": lambda src, rec, rows: _icbeb_bytes(src, rec, rows, _rng_bytes(4000, 2)),
+         "truncated: a MATLAB v5 element at byte 128 claims 192248 bytes, 164 are left")],
+    "empty file": lambda src, rec, rows: _icbeb_bytes(
+        src, rec, rows, b"", "truncated: 0 bytes, shorter than a MATLAB v5 header"),
+    "random bytes": lambda src, rec, rows: _icbeb_bytes(
+        src, rec, rows, _rng_bytes(4000, 2), "unreadable signal: a MATLAB v5 header without its "
+                                             "byte-order mark ('IM' or 'MI' at byte 126)"),
     "wrong variable name": lambda src, rec, rows: _icbeb_savemat(
         src, rec, rows, {"val": np.zeros((12, 500))},
         "unreadable signal: no ECG struct with a data field (variables: val (12 x 500 double))"),
@@ -338,6 +366,8 @@ ICBEB_CASES: dict[str, Callable[[Path, str, list[str]], Expected]] = {
         src, rec, rows, {"ECG": {"data": "twelve leads", "age": 50.0, "sex": "Male"}},
         "unreadable signal: ECG.data holds <U12 values"),
     "non-finite": _icbeb_nonfinite,
+    "element of unknown type": _icbeb_bad_element_type,
+    "damaged compressed variable": _icbeb_bad_zlib,
     "microvolts, not mV": lambda src, rec, rows: [
         (_icbeb(src, rec, rows, make_signal(500) * 1000), "implausible amplitude: peak")],
     "malformed reference row": _icbeb_bad_rows,

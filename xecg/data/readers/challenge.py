@@ -29,7 +29,7 @@ from xecg.data.readers.base import (
     parse_sex,
 )
 from xecg.data.readers.header import FORMATS, MV_PER_UNIT, WfdbHeader, parse_header
-from xecg.data.readers.matv4 import (
+from xecg.data.readers.matfile import (
     V4_INT16,
     LaterFormat,
     check_int16_size,

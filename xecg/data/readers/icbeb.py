@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from xecg.data.readers.base import (
     parse_age,
     parse_sex,
 )
+from xecg.data.readers.matfile import check_v5, read_bytes
 from xecg.data.readers.reference import Reference
 from xecg.data.record import RecordError
 
@@ -60,10 +62,10 @@ class ICBEBReader(DatasetReader):
         from scipy.io import loadmat
 
         path = self.path_of(rec)
+        buf = read_bytes(path)
+        check_v5(path, buf)  # before scipy, which a damaged file can crash
         try:
-            mat = loadmat(path, simplify_cells=True, variable_names=["ECG"])
-        except FileNotFoundError as e:
-            raise RecordError(path, "missing file: gone since the folder was scanned") from e
+            mat = loadmat(io.BytesIO(buf), simplify_cells=True, variable_names=["ECG"])
         # scipy raises many exception types on damaged files; any of them means "unreadable".
         except Exception as e:
             raise RecordError(path, "unreadable signal: not a readable MATLAB file "
@@ -94,7 +96,9 @@ def _variables(path: Path) -> str:
     from scipy.io import whosmat
 
     try:
-        found = whosmat(path)
+        buf = path.read_bytes()
+        check_v5(path, buf)
+        found = whosmat(io.BytesIO(buf))
     except Exception:  # only for a message: whatever fails, say nothing more
         return "its variables cannot be listed"
     if not found:
