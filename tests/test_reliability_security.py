@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import torch
 from fixtures import ROOT, give_records_the_id
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_reliability_store import error_lines
 from test_training import wandb_records
 
@@ -135,6 +137,50 @@ def test_a_truncated_checkpoint_is_one_line(checkpoint, tmp_path):
     cut.write_bytes(checkpoint.read_bytes()[:50_000])
     with pytest.raises(CheckpointError, match=r"cut.ckpt: not a complete checkpoint \(truncated"):
         load_module(cut)
+
+
+def _damaged(checkpoint: Path, out: Path) -> Path:
+    """``checkpoint`` with one byte of its pickle changed: the first letter of the key
+    ``state_dict`` made a byte that starts no UTF-8 character (a bit flip on disk or in a copy;
+    torch's zip reader does not check its checksums)."""
+    data = checkpoint.read_bytes()
+    at = data.index(b"state_dict")
+    out.write_bytes(data[:at] + b"\x85" + data[at + 1:])
+    return out
+
+
+def test_a_damaged_checkpoint_is_one_line(checkpoint, tmp_path, capsys):
+    """A changed byte inside the pickle made torch's unpickler raise UnicodeDecodeError (or
+    IndexError, TypeError, ... for other bytes): a traceback from predict, test and resume."""
+    bad = _damaged(checkpoint, tmp_path / "bad.ckpt")
+    with pytest.raises(CheckpointError, match=r"bad.ckpt: damaged: torch cannot read what it "
+                                              r"holds \(UnicodeDecodeError: "):
+        load_module(bad)
+    assert main(["test", "--config", str(checkpoint.parents[1] / "config.yaml"),
+                 "--ckpt_path", str(bad), "--experiment.wandb", "false"]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert line.startswith(f"xecg: error: {bad}: damaged: torch cannot read what it holds")
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_random_damage_to_a_checkpoint_is_one_line(checkpoint, tmp_path, data):
+    """Bytes changed (most often in the pickle, at the start of the archive) or the file cut:
+    loading it works or raises CheckpointError, never another exception."""
+    raw = bytearray(checkpoint.read_bytes())
+    if data.draw(st.booleans()):
+        del raw[data.draw(st.integers(0, len(raw) - 1)):]
+    else:
+        span = data.draw(st.sampled_from([4096, len(raw)]))
+        for at in data.draw(st.lists(st.integers(0, span - 1), min_size=1, max_size=6)):
+            raw[at] = data.draw(st.integers(0, 255))
+    bad = tmp_path / "mutated.ckpt"
+    bad.write_bytes(bytes(raw))
+    try:
+        load_module(bad)
+    except CheckpointError:
+        pass
 
 
 def test_a_file_that_is_no_checkpoint_is_named_so(tmp_path):

@@ -304,6 +304,33 @@ def checkpoint_error(path: str | os.PathLike, err: BaseException) -> CheckpointE
     return None
 
 
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The contents of checkpoint ``path`` (``torch.load`` with ``weights_only=True``; tensors
+    memory-mapped, so only what is used is read), or a one-line :class:`CheckpointError`:
+    missing, not a checkpoint, truncated, unsafe, or damaged inside (a changed byte in its
+    pickle makes torch's unpickler raise whatever it meets: UnicodeDecodeError, IndexError,
+    TypeError, ...)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True,
+                                mmap=zipfile.is_zipfile(path))  # mmap needs the zip format
+    except Exception as err:
+        known = checkpoint_error(path, err)
+        if known is not None:
+            raise known from None
+        if isinstance(err, OSError):
+            raise CheckpointError(f"{path}: cannot be read ({err.strerror or err})") from None
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(f"{path}: damaged: torch cannot read what it holds "
+                              f"({type(err).__name__}: {first})") from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path}: not a checkpoint: it holds a {type(checkpoint).__name__}"
+                              ", where a checkpoint holds a dict")
+    return checkpoint
+
+
 def load_module(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
     """:class:`xecg.module.XECGModule` from a checkpoint, loaded with ``weights_only=True``.
 
@@ -314,8 +341,7 @@ def load_module(path: str | os.PathLike, map_location: str | torch.device = "cpu
     from xecg.module import XECGModule
 
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+    read_checkpoint(path)  # every way a file can fail to be a checkpoint, as one line
     load = XECGModule.load_from_checkpoint
     try:
         return load(path, map_location=map_location, **weights_only_kwargs(load))

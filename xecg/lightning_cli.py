@@ -53,6 +53,7 @@ from xecg.guards import (
     NonFiniteLossGuard,
     checkpoint_error,
     distributed_error,
+    read_checkpoint,
     use_atomic_checkpoints,
     weights_only_kwargs,
 )
@@ -235,7 +236,12 @@ class XECGCLI(LightningCLI):
         super().__init__(XECGModule, CPSCDataModule, *args, **kwargs)
 
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI reads the hyperparameters of --ckpt_path (weights_only=True) first.
+        # LightningCLI reads the hyperparameters of --ckpt_path (weights_only=True) first; a
+        # damaged file must be one line there too.
+        sub = self.config.get("subcommand")
+        ckpt = self.config[sub].get("ckpt_path") if sub else None
+        if ckpt and "://" not in str(ckpt) and Path(ckpt).is_file():
+            read_checkpoint(ckpt)
         try:
             super()._parse_ckpt_path()
         except Exception as err:
@@ -437,12 +443,7 @@ def _checkpoint_dir(cfg) -> Path:
 def _checkpoint_seed(path: Path) -> int | None:
     """The seed of the run that wrote checkpoint ``path`` (None for one written before
     2026-11-27 or without seed_everything); memory-mapped, the weights are not read."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:
-        _reraise_checkpoint_error(path, err)
-        raise
-    return ckpt.get("xecg_seed")
+    return read_checkpoint(path).get("xecg_seed")
 
 
 def _reraise_checkpoint_error(ckpt_path, err: Exception) -> None:

@@ -15,6 +15,7 @@ from torchmetrics import MaxMetric
 from xecg.classes import NUM_CLASSES, NUM_LEADS
 from xecg.data.datamodule import Aggregation, aggregate_by_group, eval_windows, fill_window
 from xecg.data.filters import bandpass, check_band
+from xecg.guards import read_checkpoint
 from xecg.losses import XECGLoss, check_choice
 from xecg.metrics import ECGMetrics, tune_thresholds
 from xecg.models import DOWNSAMPLE
@@ -53,7 +54,7 @@ def load_net_weights(net: nn.Module, ckpt: str) -> tuple[float, float] | None:
     """Copy the ``net.*`` weights of checkpoint ``ckpt`` into ``net`` (same architecture: every
     tensor must match; the checkpoint's thresholds, statistics and optimiser are not used).
     Returns the band-pass its training data went through (``data.bandpass``), or None."""
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    checkpoint = read_checkpoint(ckpt)
     state = checkpoint["state_dict"]
     weights = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
     try:
