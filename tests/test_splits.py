@@ -172,3 +172,37 @@ def test_split_of_a_reference_saved_with_a_bom(tmp_path):
     split = load_split(out)
     assert sorted(split["train"] + split["val"] + split["test"]) == ids
     assert split["test"] == make_split(plain)["test"]
+
+
+def _damaged_split(good: dict, how: str) -> str:
+    """The text of split ``good`` damaged ``how``."""
+    split = dict(good)
+    if how == "cut short":
+        return json.dumps(split, indent=1)[:200]
+    if how == "a split that is no list":
+        split["train"] = 5
+    elif how == "numbers for ids":
+        split["val"] = [1, 2]
+    elif how == "records in two splits":
+        split["test"] = split["test"] + split["train"][:3]
+    return json.dumps(split)
+
+
+@pytest.mark.parametrize("how", ["cut short", "a split that is no list", "numbers for ids",
+                                 "records in two splits", "missing"])
+def test_a_damaged_split_file_is_one_line(tiny_config, tiny_data, tmp_path, capsys, how):
+    """`--data.split FILE` that is damaged or hand-edited wrongly: each was a traceback (a
+    ValueError with the right words at its end) before the run could start."""
+    bad = tmp_path / "split.json"
+    if how != "missing":
+        bad.write_text(_damaged_split(load_split(tiny_data.split), how))
+    config = tiny_config(tmp_path)
+    assert cli_main(["fit", "--config", str(config), "--data.split", str(bad),
+                     "--experiment.wandb", "false"]) == 2
+    (line,) = [t for t in capsys.readouterr().err.splitlines() if t.startswith("xecg: error:")]
+    problem = {"cut short": "not a JSON split file (",
+               "a split that is no list": "'train' must be a list of record ids",
+               "numbers for ids": "'val' must be a list of record ids",
+               "records in two splits": "record ids appear more than once across splits",
+               "missing": "no such split file"}[how]
+    assert line.startswith(f"xecg: error: {bad}: {problem}")

@@ -31,6 +31,11 @@ class ConfigError(XECGError):
     """An experiment, sweep or ablation file, or a command-line value, that cannot be used."""
 
 
+class SplitError(ConfigError, ValueError):
+    """A split file that cannot be used (not JSON, a split missing, records in two splits).
+    Also a ``ValueError``, as load_split raised before."""
+
+
 class NotFoundError(XECGError, FileNotFoundError):
     """A file or folder given to xecg to read that does not exist. Also a
     ``FileNotFoundError``, so code that caught that still does."""

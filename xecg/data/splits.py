@@ -18,7 +18,7 @@ import numpy as np
 
 from xecg.atomic import write_atomic
 from xecg.classes import NUM_CLASSES
-from xecg.errors import NotFoundError
+from xecg.errors import NotFoundError, SplitError
 
 PROTOCOLS = ("paper", "kfold")
 SPLITS = ("train", "val", "test")
@@ -138,20 +138,24 @@ def save_split(split: dict, out: str | os.PathLike) -> None:
 
 
 def load_split(path: str | os.PathLike) -> dict:
-    """Read a split JSON; raises ValueError naming the file if it lacks or overlaps the splits."""
+    """Read a split JSON; raises :class:`xecg.errors.SplitError` (one line, naming the file)
+    if it is missing, not JSON, or lacks or overlaps the splits."""
     path = Path(path)
     try:
         split = json.loads(path.read_text())
-    except ValueError as e:
-        raise ValueError(f"{path}: not a JSON split file ({e})") from None
+    except FileNotFoundError:
+        raise NotFoundError(f"{path}: no such split file") from None
+    except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
+        raise SplitError(f"{path}: not a JSON split file ({e})") from None
     for k in SPLITS:
         ids = split.get(k) if isinstance(split, dict) else None
         if not isinstance(ids, list) or not all(isinstance(r, str) for r in ids):
-            raise ValueError(f"{path}: '{k}' must be a list of record ids")
+            raise SplitError(f"{path}: '{k}' must be a list of record ids")
     uses = Counter(r for k in SPLITS for r in split[k])
     repeated = sorted(r for r, n in uses.items() if n > 1)
     if repeated:
-        raise ValueError(f"{path}: record ids appear more than once across splits: {repeated[:5]}")
+        raise SplitError(f"{path}: record ids appear more than once across splits: "
+                         f"{repeated[:5]}")
     return split
 
 
