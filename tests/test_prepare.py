@@ -6,10 +6,18 @@ from __future__ import annotations
 import csv
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from fixtures import make_signal, write_icbeb_record, write_reference_csv, write_wfdb_record
+from fixtures import (
+    make_signal,
+    write_icbeb_record,
+    write_reference_csv,
+    write_wfdb_record,
+    xecg_env,
+)
 
 from xecg.classes import CPSC_CODES, SNOMED_CODES
 from xecg.cli import main
@@ -120,6 +128,42 @@ def test_records_listed_without_a_file_are_said_once(tmp_path, capsys):
     assert store.meta["summary"]["skipped_lines"] == len(rows) == 18  # counted them too
     assert rows[0] == {"file": str(ref), "reason": "no file: A0003 is listed, but no file of it "
                                                    "was found"}
+
+
+# A reader process killed (SIGKILL, as the kernel kills for memory) while it reads one record:
+# the worker processes inherit the patched reader (fork), so only they die.
+_READER_DIES = """
+import os, signal, sys
+from xecg.data.prepare import prepare_dataset
+from xecg.data.readers import WFDBReader
+
+parent, real = os.getpid(), WFDBReader._read
+
+
+def read(self, rec):
+    if rec in sys.argv[3:] and os.getpid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, rec)
+
+
+WFDBReader._read = read
+sys.exit(prepare_dataset(sys.argv[1], sys.argv[2], workers=2, progress=False))
+"""
+
+
+@pytest.mark.parametrize("victims", [["A0003"], ["A0001", "A0004"]])
+def test_a_reader_process_that_dies_costs_only_its_record(tmp_path, victims):
+    """multiprocessing.Pool waited forever for the result of a worker that died; now the
+    records in flight are read again, the one whose reader dies alone is skipped and named."""
+    src, out = _with_bad(tmp_path / "src"), tmp_path / "store"
+    run = subprocess.run([sys.executable, "-c", _READER_DIES, str(src), str(out), *victims],
+                         env=xecg_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for rec in victims:
+        assert f"{rec}.hea: reader crashed: the process reading this record died" in run.stdout
+    assert Store(out).ids == sorted(set(SIGNALS) - set(victims))
+    skipped = _skipped(out)
+    assert skipped.keys() == {f"{rec}.hea" for rec in victims} | {"A0005.hea", "A0006.hea"}
 
 
 def test_parallel_store_equals_serial(tmp_path):

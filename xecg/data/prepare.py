@@ -19,11 +19,11 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import replace
 from fractions import Fraction
-from itertools import islice
-from multiprocessing.pool import Pool
 from pathlib import Path
 
 import numpy as np
@@ -117,23 +117,75 @@ def _loaded(reader: DatasetReader, fs: float, workers: int) -> Iterator[Iterator
     recs = reader.records
     size = max(1, min(16, len(recs) // (workers * 4)))
     chunks = [recs[i:i + size] for i in range(0, len(recs), size)]
-    with Pool(workers, initializer=_init_worker, initargs=(reader, fs)) as pool:
-        yield _bounded(pool, chunks, ahead=2 * workers)
+    pools = _Pools(reader, fs, workers)
+    try:
+        yield _bounded(pools, chunks, ahead=2 * workers)
+    finally:
+        pools.close()
 
 
-def _bounded(pool: Pool, chunks: list[list[str]], ahead: int) -> Iterator[_Result]:
+class _Pools:
+    """Reader processes, made anew when one of them dies (killed for memory, or crashed in a
+    library): a dead worker breaks a ProcessPoolExecutor, whose pending results then fail at
+    once, where multiprocessing.Pool would have waited for them forever."""
+
+    def __init__(self, reader: DatasetReader, fs: float, workers: int):
+        self.reader, self.fs, self.workers = reader, fs, workers
+        self.pool = self._make()
+
+    def _make(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, initializer=_init_worker,
+                                   initargs=(self.reader, self.fs))
+
+    def submit(self, fn, arg) -> Future:
+        return self.pool.submit(fn, arg)
+
+    def renew(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool = self._make()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def one_by_one(self, chunk: list[str]) -> list[_Result]:
+        """``chunk``'s results read a record at a time, after the pool broke on a chunk that
+        holds it or was waiting beside it: a record whose worker dies alone is skipped."""
+        results = []
+        for rec in chunk:
+            try:
+                results.append(self.submit(_load, rec).result())
+            except BrokenProcessPool:
+                results.append((None, (str(self.reader.path_of(rec)), _DIED)))
+                self.renew()
+        return results
+
+
+#: The skip reason of a record whose reader process died while reading it alone.
+_DIED = ("reader crashed: the process reading this record died (killed for memory, or a "
+         "crash in a library); the other records are read")
+
+
+def _bounded(pools: _Pools, chunks: list[list[str]], ahead: int) -> Iterator[_Result]:
     """Ordered results with at most ``ahead`` chunks in flight.
 
-    Pool.imap reads ahead without limit: with readers faster than the writer, most of the
-    dataset's samples would pile up in memory.
-    """
-    todo = iter(chunks)
-    pending = deque(pool.apply_async(_load_chunk, (c,)) for c in islice(todo, ahead))
-    while pending:
-        results = pending.popleft().get()
-        following = next(todo, None)
-        if following is not None:
-            pending.append(pool.apply_async(_load_chunk, (following,)))
+    Reading ahead without limit would pile most of the dataset's samples up in memory when
+    readers are faster than the writer. When a worker dies, every chunk in flight fails: the
+    first is read again a record at a time (finding the record that kills its reader, if it
+    is there), the others are sent again."""
+    todo = deque(chunks)
+    pending: deque[tuple[list[str], Future]] = deque()
+    while todo or pending:
+        while todo and len(pending) < ahead:
+            chunk = todo.popleft()
+            pending.append((chunk, pools.submit(_load_chunk, chunk)))
+        chunk, future = pending.popleft()
+        try:
+            results = future.result()
+        except BrokenProcessPool:
+            todo.extendleft(c for c, _ in reversed(pending))
+            pending.clear()
+            pools.renew()
+            results = pools.one_by_one(chunk)
         yield from results
 
 
