@@ -62,8 +62,7 @@ class ICBEBReader(DatasetReader):
         from scipy.io import loadmat
 
         path = self.path_of(rec)
-        buf = read_bytes(path)
-        check_v5(path, buf)  # before scipy, which a damaged file can crash
+        buf = check_v5(path, read_bytes(path))  # before scipy, which a damaged file can crash
         try:
             mat = loadmat(io.BytesIO(buf), simplify_cells=True, variable_names=["ECG"])
         # scipy raises many exception types on damaged files; any of them means "unreadable".
@@ -96,9 +95,7 @@ def _variables(path: Path) -> str:
     from scipy.io import whosmat
 
     try:
-        buf = path.read_bytes()
-        check_v5(path, buf)
-        found = whosmat(io.BytesIO(buf))
+        found = whosmat(io.BytesIO(check_v5(path, path.read_bytes())))
     except Exception:  # only for a message: whatever fails, say nothing more
         return "its variables cannot be listed"
     if not found:

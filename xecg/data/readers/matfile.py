@@ -107,10 +107,12 @@ _V5_INT32, _V5_UINT32, _V5_MATRIX, _V5_COMPRESSED = 5, 6, 14, 15
 _V5_DEPTH, _V5_ELEMENTS, _V5_MAX_ELEMENTS, _V5_MAX_INFLATED = 32, 1 << 40, 1 << 20, 1 << 30
 
 
-def check_v5(path: Path, buf: bytes) -> None:
-    """RecordError unless every element of ``buf``, the bytes of the MATLAB v5 file at
-    ``path``, has a known type, lies inside its parent and, for a matrix, has dimensions of at
-    most 2**40 elements; compressed variables (v7) are inflated to be checked."""
+def check_v5(path: Path, buf: bytes) -> bytes:
+    """``buf``, the bytes of the MATLAB v5 file at ``path``, once every element is found to
+    have a known type, to lie inside its parent and, for a matrix, to have dimensions of at
+    most 2**40 elements; else RecordError. Compressed variables (v7) are inflated to be
+    checked, and the file is returned with them inflated: scipy then reads it without
+    inflating them a second time."""
     if len(buf) >= 4 and 0 in buf[:4]:  # as scipy tells them apart
         raise RecordError(path, "unreadable signal: a MATLAB v4 file, where a v5 one belongs")
     if len(buf) < 128:
@@ -121,18 +123,22 @@ def check_v5(path: Path, buf: bytes) -> None:
                                 "mark ('IM' or 'MI' at byte 126)")
     if struct.unpack_from(order + "H", buf, 124)[0] == 0x0200:
         raise RecordError(path, V73_PROBLEM)
-    pos = 128
+    pos, parts, inflated = 128, [buf[:128]], False
     while pos < len(buf):
         mdtype, data, end, _ = _v5_tag(path, buf, pos, len(buf), order, padded=False)
         if mdtype == _V5_COMPRESSED:
             inner = _inflate(path, buf[data:end], pos)
             _v5_elements(path, inner, 0, len(inner), order, 0, padded=True, top=True)
+            parts.append(inner)  # one whole matrix element, tag included
+            inflated = True
         elif mdtype == _V5_MATRIX:
             _v5_elements(path, buf, data, end, order, 1, padded=True)
+            parts.append(buf[pos:end])
         else:
             raise RecordError(path, f"unreadable signal: a MATLAB v5 element of type {mdtype} "
                                     f"at byte {pos}, where a variable belongs")
         pos = end  # variables follow each other unpadded (as scipy reads them)
+    return b"".join(parts) if inflated else buf
 
 
 def _v5_tag(path: Path, buf: bytes, pos: int, end: int, order: str,
@@ -214,7 +220,7 @@ def read_val(path: Path, version: str) -> np.ndarray:
 
     buf = read_bytes(path)
     if version == "5":
-        check_v5(path, buf)
+        buf = check_v5(path, buf)
     try:
         val = loadmat(io.BytesIO(buf), variable_names=["val"]).get("val")
         held = [name for name, *_ in whosmat(io.BytesIO(buf))] if val is None else []
