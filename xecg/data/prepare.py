@@ -175,17 +175,20 @@ def _bounded(pools: _Pools, chunks: list[list[str]], ahead: int) -> Iterator[_Re
     todo = deque(chunks)
     pending: deque[tuple[list[str], Future]] = deque()
     while todo or pending:
-        while todo and len(pending) < ahead:
-            chunk = todo.popleft()
-            pending.append((chunk, pools.submit(_load_chunk, chunk)))
-        chunk, future = pending.popleft()
         try:
-            results = future.result()
-        except BrokenProcessPool:
-            todo.extendleft(c for c, _ in reversed(pending))
+            while todo and len(pending) < ahead:
+                pending.append((todo[0], pools.submit(_load_chunk, todo[0])))
+                todo.popleft()
+            results = pending[0][1].result()
+            pending.popleft()
+        except BrokenProcessPool:  # at .result(), or at .submit() once the pool knows
+            lost = [c for c, _ in pending]
             pending.clear()
             pools.renew()
-            results = pools.one_by_one(chunk)
+            if not lost:
+                continue
+            todo.extendleft(reversed(lost[1:]))
+            results = pools.one_by_one(lost[0])
         yield from results
 
 
