@@ -331,27 +331,46 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return checkpoint
 
 
+def checkpoint_failure(path: str | os.PathLike, err: BaseException) -> CheckpointError | None:
+    """The one line for ``err``, raised while loading checkpoint ``path``: a known failure of
+    ``torch.load`` (:func:`checkpoint_error`), else what :func:`read_checkpoint` finds wrong
+    with the file (damaged inside, not a dict), or None when the file reads: the error was not
+    the file's. Only failures pay for the second read."""
+    known = checkpoint_error(path, err)
+    if known is not None or "://" in str(path) or not Path(path).is_file():
+        return known
+    try:
+        read_checkpoint(path)
+    except CheckpointError as problem:
+        return problem
+    return None
+
+
 def load_module(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
     """:class:`xecg.module.XECGModule` from a checkpoint, loaded with ``weights_only=True``.
 
-    Raises :class:`CheckpointError` (one line) for a missing, truncated or foreign checkpoint,
-    and for one that holds Python objects beyond tensors, plain data and :data:`SAFE_GLOBALS`
-    (loading such a file could run code: only a checkpoint you trust should be loaded another
-    way, e.g. ``XECGModule.load_from_checkpoint(path, weights_only=False)``)."""
+    Raises :class:`CheckpointError` (one line) for a missing, truncated, damaged or foreign
+    checkpoint, and for one that holds Python objects beyond tensors, plain data and
+    :data:`SAFE_GLOBALS` (loading such a file could run code: only a checkpoint you trust
+    should be loaded another way, e.g. ``XECGModule.load_from_checkpoint(path,
+    weights_only=False)``)."""
     from xecg.module import XECGModule
 
     path = Path(path)
-    read_checkpoint(path)  # every way a file can fail to be a checkpoint, as one line
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
     load = XECGModule.load_from_checkpoint
     try:
         return load(path, map_location=map_location, **weights_only_kwargs(load))
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, OSError) as err:
-        known = checkpoint_error(path, err)
-        if known is not None:
-            raise known from None
+    except Exception as err:
+        problem = checkpoint_failure(path, err)
+        if problem is not None:
+            raise problem from None
+        if isinstance(err, KeyError):
+            raise CheckpointError(f"{path}: not a checkpoint of an xecg run (no {err})") from None
         if isinstance(err, OSError):
             raise CheckpointError(f"{path}: cannot be read ({err.strerror or err})") from None
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise CheckpointError(f"{path}: does not fit this xecg's model ({first})") from None
-    except KeyError as err:
-        raise CheckpointError(f"{path}: not a checkpoint of an xecg run (no {err})") from None
+        if isinstance(err, (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError)):
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise CheckpointError(f"{path}: does not fit this xecg's model ({first})") from None
+        raise

@@ -51,7 +51,7 @@ from xecg.errors import ConfigError, NotFoundError, WriteError
 from xecg.explain.callback import ExplanationScores
 from xecg.guards import (
     NonFiniteLossGuard,
-    checkpoint_error,
+    checkpoint_failure,
     distributed_error,
     read_checkpoint,
     use_atomic_checkpoints,
@@ -236,12 +236,7 @@ class XECGCLI(LightningCLI):
         super().__init__(XECGModule, CPSCDataModule, *args, **kwargs)
 
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI reads the hyperparameters of --ckpt_path (weights_only=True) first; a
-        # damaged file must be one line there too.
-        sub = self.config.get("subcommand")
-        ckpt = self.config[sub].get("ckpt_path") if sub else None
-        if ckpt and "://" not in str(ckpt) and Path(ckpt).is_file():
-            read_checkpoint(ckpt)
+        # LightningCLI reads the hyperparameters of --ckpt_path (weights_only=True) first.
         try:
             super()._parse_ckpt_path()
         except Exception as err:
@@ -447,9 +442,9 @@ def _checkpoint_seed(path: Path) -> int | None:
 
 
 def _reraise_checkpoint_error(ckpt_path, err: Exception) -> None:
-    """Raise an unsafe or incomplete ``--ckpt_path`` as a one-line CheckpointError, and a
+    """Raise an unsafe, incomplete or damaged ``--ckpt_path`` as a one-line CheckpointError, and a
     collective that failed because another DDP process died as a DistributedError."""
-    known = checkpoint_error(ckpt_path, err) if ckpt_path else None
+    known = checkpoint_failure(ckpt_path, err) if ckpt_path else None
     known = known or distributed_error(err)
     if known is not None:
         raise known from err

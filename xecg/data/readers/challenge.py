@@ -31,8 +31,8 @@ from xecg.data.readers.base import (
 from xecg.data.readers.header import FORMATS, MV_PER_UNIT, WfdbHeader, parse_header
 from xecg.data.readers.matfile import (
     V4_INT16,
-    LaterFormat,
     check_int16_size,
+    later_version,
     read_v4_header,
     read_val,
 )
@@ -122,10 +122,12 @@ def _read_mat(path: Path, header: WfdbHeader) -> np.ndarray:
     """Digital samples ``N x C`` of the layout's MATLAB file: a view of a Challenge int16 v4
     file's bytes, else ``val`` as scipy reads it (MATLAB v5/v7, other numeric types)."""
     try:
-        m = read_v4_header(path)
-    except LaterFormat as later:
-        digital = read_val(path, later.version)
-    else:
+        buf = path.read_bytes()
+    except OSError as e:
+        raise RecordError(path, f"unreadable signal: {e.strerror or e}") from e
+    version = later_version(buf)
+    if version is None:
+        m = read_v4_header(path, buf)
         if m.kind == V4_INT16 and not m.imaginary:
             _check_shape(path, header, m.rows, m.cols)
             if header.signals[0].byte_offset not in (0, m.data_offset):
@@ -137,7 +139,7 @@ def _read_mat(path: Path, header: WfdbHeader) -> np.ndarray:
         if not m.numeric:  # scipy would read VAX or Cray numbers with only a warning
             raise RecordError(path, f"unreadable signal: MATLAB v4 type {m.kind}, not a numeric "
                                     "matrix in IEEE little- or big-endian order")
-        digital = read_val(path, "4")
+    digital = read_val(path, version or "4", buf)
     _check_shape(path, header, digital.shape[1], digital.shape[0])
     return digital
 

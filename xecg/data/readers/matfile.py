@@ -58,15 +58,16 @@ class V4Matrix:
                              offset=self.data_offset).reshape(self.cols, self.rows)
 
 
-def read_v4_header(path: Path) -> V4Matrix:
-    """Read ``path`` and the header of its first matrix; RecordError if there is none."""
-    try:
-        buf = path.read_bytes()
-    except OSError as e:
-        raise RecordError(path, f"unreadable signal: {e.strerror or e}") from e
+def later_version(buf: bytes) -> str | None:
+    """The version of a MATLAB v5 or later file from its text header (``"5"`` for v5 to v7,
+    ``"7.3"`` for HDF5), or None: a v4 file, whose first matrix starts at byte 0."""
     later = _LATER_FORMAT.match(buf[:116])
-    if later:  # its text header would read as a v4 matrix of absurd size
-        raise LaterFormat(path, later.group(1).decode().removesuffix(".0"))
+    return later.group(1).decode().removesuffix(".0") if later else None
+
+
+def read_v4_header(path: Path, buf: bytes) -> V4Matrix:
+    """The header of the first matrix of ``buf``, the bytes of the MATLAB v4 file at ``path``
+    (see :func:`later_version`); RecordError if there is none."""
     if len(buf) < _V4_HEADER.size:
         raise RecordError(path, f"truncated: {len(buf)} bytes, shorter than a MATLAB v4 header")
     kind, rows, cols, imag, namelen = _V4_HEADER.unpack_from(buf)
@@ -74,15 +75,6 @@ def read_v4_header(path: Path) -> V4Matrix:
         raise RecordError(path, f"unreadable signal: not a MATLAB v4 matrix ({rows} x {cols}, "
                                 f"name of {namelen} bytes in a file of {len(buf)})")
     return V4Matrix(kind, rows, cols, imag, _V4_HEADER.size + namelen, buf)
-
-
-class LaterFormat(RecordError):
-    """A MATLAB v5 or later file where :func:`read_v4_header` expected v4 (``version``:
-    ``"5"`` for v5 to v7, ``"7.3"`` for HDF5)."""
-
-    def __init__(self, path: Path, version: str):
-        super().__init__(path, f"unreadable signal: a MATLAB v{version} file, not MATLAB v4")
-        self.version = version
 
 
 V73_PROBLEM = ("unreadable signal: a MATLAB v7.3 (HDF5) file; save it with save(..., '-v7') or "
@@ -103,8 +95,9 @@ def read_bytes(path: Path) -> bytes:
 #: unused codes): any other makes scipy 1.17 index past its table of types and crash.
 _V5_TYPES = frozenset({1, 2, 3, 4, 5, 6, 7, 9, 12, 13, 14, 16, 17, 18})
 _V5_INT32, _V5_UINT32, _V5_MATRIX, _V5_COMPRESSED = 5, 6, 14, 15
-#: Limits beyond any ECG file: nested matrices, elements of one matrix, inflated bytes.
-_V5_DEPTH, _V5_ELEMENTS, _V5_MAX_ELEMENTS, _V5_MAX_INFLATED = 32, 1 << 40, 1 << 20, 1 << 30
+#: Limits beyond any ECG file: nested matrices, values of one matrix, elements inside one
+#: matrix, inflated bytes.
+_V5_DEPTH, _V5_MAX_VALUES, _V5_MAX_PARTS, _V5_MAX_INFLATED = 32, 1 << 40, 1 << 20, 1 << 30
 
 
 def check_v5(path: Path, buf: bytes) -> bytes:
@@ -171,7 +164,7 @@ def _v5_elements(path: Path, buf: bytes, pos: int, end: int, order: str, depth: 
     if depth > _V5_DEPTH:
         raise RecordError(path, f"unreadable signal: MATLAB v5 matrices nested more than "
                                 f"{_V5_DEPTH} deep")
-    for i in range(_V5_MAX_ELEMENTS):
+    for i in range(_V5_MAX_PARTS):
         if pos >= end:
             return
         mdtype, data, stop, after = _v5_tag(path, buf, pos, end, order, padded)
@@ -186,11 +179,11 @@ def _v5_elements(path: Path, buf: bytes, pos: int, end: int, order: str, depth: 
         elif i == 1 and mdtype in (_V5_INT32, _V5_UINT32):  # a matrix's dimensions
             dims = np.frombuffer(buf, order + ("i4" if mdtype == _V5_INT32 else "u4"),
                                  (stop - data) // 4, data).astype(np.int64)
-            if (dims < 0).any() or float(np.prod(dims.astype(np.float64))) > _V5_ELEMENTS:
+            if (dims < 0).any() or float(np.prod(dims.astype(np.float64))) > _V5_MAX_VALUES:
                 raise RecordError(path, f"unreadable signal: a MATLAB v5 matrix of dimensions "
                                         f"{' x '.join(map(str, dims))}")
         pos = after
-    raise RecordError(path, f"unreadable signal: more than {_V5_MAX_ELEMENTS} MATLAB v5 "
+    raise RecordError(path, f"unreadable signal: more than {_V5_MAX_PARTS} MATLAB v5 "
                             "elements in one matrix")
 
 
@@ -208,9 +201,10 @@ def _inflate(path: Path, data: bytes, pos: int) -> bytes:
     return out
 
 
-def read_val(path: Path, version: str) -> np.ndarray:
-    """The matrix ``val`` of a MATLAB file (``version``: ``"4"``, ``"5"``) as integer digital
-    samples ``N x C`` (int16 where they fit), read by scipy; RecordError naming what is wrong.
+def read_val(path: Path, version: str, buf: bytes) -> np.ndarray:
+    """The matrix ``val`` of ``buf``, the bytes of the MATLAB file at ``path`` (``version``:
+    ``"4"``, ``"5"``, ``"7.3"``), as integer digital samples ``N x C`` (int16 where they fit),
+    read by scipy; RecordError naming what is wrong.
 
     The header's gain and baseline turn these into mV, so values that are not whole numbers
     (samples saved in mV) are refused rather than read a thousand times too small."""
@@ -218,7 +212,6 @@ def read_val(path: Path, version: str) -> np.ndarray:
         raise RecordError(path, V73_PROBLEM)
     from scipy.io import loadmat, whosmat
 
-    buf = read_bytes(path)
     if version == "5":
         buf = check_v5(path, buf)
     try:
