@@ -21,16 +21,10 @@ from fixtures import ROOT, xecg_command, xecg_env
 from optuna.trial import TrialState
 
 from xecg.cli import main
-from xecg.sweep import (
-    HEARTBEAT_KEY,
-    OUTSIDE_ATTR,
-    JournalHeartbeatStorage,
-    SkipOutsideTrials,
-    fail_dead_trials,
-    load_sweep,
-    mask_url,
-    write_reports,
-)
+from xecg.sweep.reports import write_reports
+from xecg.sweep.spec import load_sweep
+from xecg.sweep.storage import HEARTBEAT_KEY, JournalHeartbeatStorage, mask_url
+from xecg.sweep.study import OUTSIDE_ATTR, SkipOutsideTrials, fail_dead_trials
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GAMMA = "model.loss.gamma"
@@ -399,7 +393,7 @@ def test_the_pareto_plot_of_a_one_parameter_search_labels_its_points(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from xecg.sweep import _label_points
+    from xecg.sweep.reports import _label_points
 
     experiment = tmp_path / "experiment.yaml"
     experiment.write_text("experiment: {name: x}\n")
@@ -425,7 +419,7 @@ def test_every_shipped_sweep_parses_against_its_experiment(path, monkeypatch):
     """Each file in sweeps/ loads, and its overrides, a value of each parameter and each
     enqueued trial parse as its experiment's training arguments (as `xecg sweep` checks before
     it starts), from the repository's root, where README runs them."""
-    from xecg.sweep import check_against_experiment
+    from xecg.sweep.trials import check_against_experiment
 
     monkeypatch.chdir(ROOT)
     spec = load_sweep(path)

@@ -1,0 +1,163 @@
+"""``xecg sweep``: the command line, the study's record of how it was made, and the worker
+processes on this machine (each runs this command in worker mode)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+
+from xecg.errors import ConfigError
+from xecg.sweep.reports import write_reports
+from xecg.sweep.spec import SweepSpec, load_sweep
+from xecg.sweep.storage import mask_url
+from xecg.sweep.study import counts, fail_dead_trials, open_study, sampler_settings
+from xecg.sweep.trials import check_against_experiment, run_worker
+
+#: Environment variable with the storage URL (workers get it here, not on their command line).
+STORAGE_ENV = "XECG_SWEEP_STORAGE"
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries (none on a CPU)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [d.strip() for d in env.split(",") if d.strip() and d.strip() != "-1"]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:
+        return []
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="xecg sweep", description="Run (or continue) an Optuna study of an experiment: "
+        "see sweeps/README.md for the sweep file.")
+    p.add_argument("sweep", type=Path, help="the sweep file (YAML)")
+    p.add_argument("--n-trials", type=int, default=None,
+                   help="finished trials the study should have (default: the file's n_trials)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes on this machine, one GPU each where there are GPUs")
+    p.add_argument("--storage", default=None,
+                   help="database URL (sqlite:///FILE, postgresql://...) or a journal file "
+                   f"(default: OUT/study.journal; also ${STORAGE_ENV})")
+    p.add_argument("--study-name", default=None, help="default: the sweep file's name")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: sweeps/runs/STUDY_NAME)")
+    p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    spec = load_sweep(args.sweep)
+    n_trials = spec.n_trials if args.n_trials is None else args.n_trials
+    if n_trials < 1 or args.workers < 1:
+        raise ConfigError("--n-trials and --workers: positive integers")
+    study_name = args.study_name or args.sweep.stem
+    out = args.out or Path("sweeps") / "runs" / study_name
+    storage_url = args.storage or os.environ.get(STORAGE_ENV) or str(out / "study.journal")
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+
+    if args.worker_index is not None:  # a worker started by the command below
+        study = open_study(spec, study_name, storage_url, args.worker_index + 1)
+        run_worker(study, spec, study_name, out, n_trials,
+                   gpu=os.environ.get("CUDA_VISIBLE_DEVICES"))
+        return 0
+
+    check_against_experiment(spec)
+    out.mkdir(parents=True, exist_ok=True)
+    study = open_study(spec, study_name, storage_url, 0)
+    _record_study(study, spec, storage_url)
+    for params in spec.enqueue:
+        study.enqueue_trial(params, skip_if_exists=True)
+    fail_dead_trials(study)
+    c = counts(study)
+    print(f"xecg sweep: study {study_name} in {mask_url(storage_url)}: {c['finished']} of "
+          f"{n_trials} trials finished, {c['RUNNING']} running, {c['WAITING']} queued; "
+          f"sampler {sampler_settings(study.sampler)}", flush=True)
+    code = 0
+    try:
+        if c["finished"] < n_trials:
+            if args.workers == 1:
+                run_worker(study, spec, study_name, out, n_trials)
+            else:
+                code = _run_workers(args, spec, study_name, out, storage_url, n_trials)
+    finally:
+        write_reports(study, spec, study_name, out)
+    c = counts(study)
+    if c["finished"] < n_trials:
+        print(f"xecg sweep: {c['finished']} of {n_trials} trials finished: run the same "
+              "command again to continue", file=sys.stderr)
+        code = code or 1
+    return code
+
+
+def _record_study(study: optuna.Study, spec: SweepSpec, storage_url: str) -> None:
+    from importlib import metadata
+
+    import xecg
+
+    versions = {"xecg": xecg.__version__, "optuna": optuna.__version__}
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        versions["optuna_integration"] = metadata.version("optuna-integration")
+    attrs = study.user_attrs
+    if "created_with" not in attrs:
+        study.set_user_attr("created_with", versions)
+    study.set_user_attr("versions", versions)
+    study.set_user_attr("sweep_file", str(spec.path))
+    study.set_user_attr("sweep", spec.raw)
+    study.set_user_attr("objectives", [o.__dict__ for o in spec.objectives])
+    study.set_user_attr("sampler", sampler_settings(study.sampler))
+    study.set_user_attr("pruner", {**spec.pruner, "monitor": spec.prune_monitor})
+
+
+def _run_workers(args, spec: SweepSpec, study_name: str, out: Path, storage_url: str,
+                 n_trials: int) -> int:
+    """Start ``args.workers`` processes of this command in worker mode and wait for them."""
+    gpus = visible_gpus()
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    procs: list[tuple[int, subprocess.Popen, Path]] = []
+    for i in range(args.workers):
+        env = {**os.environ, STORAGE_ENV: storage_url}
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
+        command = [sys.executable, "-m", "xecg.cli", "sweep", str(args.sweep),
+                   "--n-trials", str(n_trials), "--study-name", study_name, "--out", str(out),
+                   "--worker-index", str(i)]
+        log = logs / f"worker-{i}.log"
+        with open(log, "ab") as f:
+            proc = subprocess.Popen(command, env=env, stdout=f, stderr=subprocess.STDOUT)
+        procs.append((i, proc, log))
+        gpu = f", GPU {env['CUDA_VISIBLE_DEVICES']}" if gpus else ""
+        print(f"xecg sweep: worker {i} (pid {proc.pid}{gpu}) -> {log}", flush=True)
+
+    def forward(signum, frame):
+        for _, proc, _ in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        codes = [proc.wait() for _, proc, _ in procs]
+    except KeyboardInterrupt:
+        codes = [proc.wait() for _, proc, _ in procs]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    for (i, _, log), rc in zip(procs, codes):
+        if rc != 0:
+            tail = log.read_text(errors="replace").splitlines()[-15:]
+            print(f"xecg sweep: worker {i} exited with {rc}; the end of {log}:\n  "
+                  + "\n  ".join(tail), file=sys.stderr)
+    return next((rc for rc in codes if rc != 0), 0)
+
+
