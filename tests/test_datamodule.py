@@ -13,23 +13,14 @@ import pytest
 import torch
 
 from xecg.classes import CLASS_INDEX, CLASSES, NUM_CLASSES, NUM_LEADS
-from xecg.data.datamodule import (
-    BUCKET_MULTIPLE,
-    GPU_BUCKET_MULTIPLE,
-    POLICIES,
-    BatchPlanner,
-    CPSCDataModule,
-    SyntheticOptions,
-    aggregate_by_group,
-    average_by_group,
-    numpy_bits,
-    restore_batch,
-    round_to_16bit,
-)
+from xecg.data.batches import BUCKET_MULTIPLE, GPU_BUCKET_MULTIPLE, BatchPlanner
+from xecg.data.datamodule import CPSCDataModule, SyntheticOptions
+from xecg.data.dataset import numpy_bits, restore_batch, round_to_16bit
 from xecg.data.loader import ThreadLoader
 from xecg.data.record import Record
 from xecg.data.splits import load_split, make_split, save_split
 from xecg.data.store import Store, StoreWriter
+from xecg.data.windows import POLICIES, aggregate_by_group, average_by_group
 from xecg.errors import ConfigError
 from xecg.models import XECGNet
 from xecg.module import XECGModule

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from fixtures import xecg_command, xecg_env
 
-from xecg.data.datamodule import BatchPlanner, step_balance
+from xecg.data.batches import BatchPlanner, step_balance
 from xecg.data.store import Store
 
 DDP = ["--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu"]

@@ -13,7 +13,8 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from xecg.classes import NUM_CLASSES, NUM_LEADS
-from xecg.data.datamodule import POLICIES, CPSCDataModule
+from xecg.data.datamodule import CPSCDataModule
+from xecg.data.windows import POLICIES
 from xecg.losses import XECGLoss
 from xecg.metrics import ECGMetrics, tune_thresholds
 from xecg.models import DOWNSAMPLE, MODELS, CNNBaseline, XECGNet

@@ -13,8 +13,8 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric
 
 from xecg.classes import NUM_CLASSES, NUM_LEADS
-from xecg.data.datamodule import Aggregation, aggregate_by_group, eval_windows, fill_window
 from xecg.data.filters import bandpass, check_band
+from xecg.data.windows import Aggregation, aggregate_by_group, eval_windows, fill_window
 from xecg.guards import read_checkpoint
 from xecg.losses import XECGLoss, check_choice
 from xecg.metrics import ECGMetrics, tune_thresholds

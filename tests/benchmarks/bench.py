@@ -345,7 +345,7 @@ def case_fit(c: dict) -> dict:
             _sync(device)
             end, end_cpu = time.perf_counter(), time.process_time()
     else:
-        from xecg.data.datamodule import restore_batch
+        from xecg.data.dataset import restore_batch
 
         module.to(device)
         if c.get("cudnn_benchmark") is not None:  # what Trainer(benchmark=...) sets
@@ -799,7 +799,7 @@ def bucket_multiple(a, compile_: bool = False) -> int:
 def _bucketed_samples(lengths: np.ndarray, batch: int, multiple: int) -> int:
     """Samples computed per epoch under ``bucket`` (sorted within chunks of 16 batches; the
     planner's shuffle only changes which chunk a record falls in, so this is an estimate)."""
-    from xecg.data.datamodule import _BUCKET_CHUNK_BATCHES
+    from xecg.data.batches import _BUCKET_CHUNK_BATCHES
 
     order = np.random.default_rng(0).permutation(len(lengths))
     total = 0
@@ -914,7 +914,7 @@ def bench_ddp_balance(a) -> dict:
     2, 4 and 8 processes over 5,225 CPSC-like lengths, batch 32, buckets of 972: the planner's
     shards against the one-process plan dealt out in its shuffled order (what the planner did
     before 2026-11-27). Plans only: no data, no training, seconds."""
-    from xecg.data.datamodule import BatchPlanner, step_balance
+    from xecg.data.batches import BatchPlanner, step_balance
 
     n = 600 if a.quick else 5225
     lengths = cpsc_lengths(n, seed=3, scale=1)

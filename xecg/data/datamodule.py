@@ -6,7 +6,7 @@ Length policies:
   record keeps its first ``length`` samples.
 - ``crop``: training takes one random ``length`` window per record and epoch; evaluation takes
   every non-overlapping window of the record (the last one aligned to its end) and the consumer
-  averages the outputs per record with :func:`average_by_group`.
+  averages the outputs per record with :func:`~xecg.data.windows.average_by_group`.
 - ``bucket``: batches of records of similar length, padded at the end to the batch's longest
   length rounded up to ``bucket_multiple`` (``length`` is not used).
 
@@ -18,12 +18,16 @@ is False), and for crop evaluation ``group`` int64 ``W``
 With ``pad_on_device`` (the default on an accelerator) the loader sends only the records'
 samples: ``x`` ``12 x N`` holds the windows' samples one window after another, ``spans`` int64
 ``W x 2`` where each window's samples go in its ``T`` (``length``) samples, and no ``mask``; the
-DataModule's ``on_after_batch_transfer`` (:func:`restore_batch`) rebuilds ``x`` and ``mask`` on
-the device, so the model sees the same batch either way. With ``half_transfer`` (the default
-under 16-bit mixed precision on an accelerator) ``x`` travels as the 16-bit type that the
-network's first convolution casts it to anyway, and is float32 again on the device: half the
-bytes through shared memory, pinning and the host-device copy, and the same input to the
-network.
+DataModule's ``on_after_batch_transfer`` (:func:`~xecg.data.dataset.restore_batch`) rebuilds
+``x`` and ``mask`` on the device, so the model sees the same batch either way. With
+``half_transfer`` (the default under 16-bit mixed precision on an accelerator) ``x`` travels as
+the 16-bit type that the network's first convolution casts it to anyway, and is float32 again on
+the device: half the bytes through shared memory, pinning and the host-device copy, and the
+same input to the network.
+
+The pieces, in the order data flows: :mod:`xecg.data.windows` (where each window begins),
+:mod:`xecg.data.batches` (which records each batch holds: the sampler), :mod:`xecg.data.dataset`
+(a batch built from its plan) and this module, which joins them to a store and a split.
 
 All randomness (order, crop positions, buckets) is drawn in the main process from
 ``(seed, epoch)``, so batches do not depend on the number or timing of workers.
@@ -31,9 +35,7 @@ All randomness (order, crop positions, buckets) is drawn in the main process fro
 
 from __future__ import annotations
 
-import math
 import os
-import threading
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -41,10 +43,11 @@ from typing import Any, Literal, get_args
 import lightning as L
 import numpy as np
 import torch
-from torch import distributed as dist
-from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+from torch.utils.data import DataLoader
 
-from xecg.classes import CLASS_INDEX, EPISODIC, NUM_CLASSES, NUM_LEADS
+from xecg.classes import NUM_LEADS
+from xecg.data.batches import BUCKET_MULTIPLE, GPU_BUCKET_MULTIPLE, BatchPlanner
+from xecg.data.dataset import WindowDataset, restore_batch
 from xecg.data.filters import check_band, filtered_store
 from xecg.data.loader import ThreadLoader
 from xecg.data.splits import (
@@ -64,59 +67,15 @@ from xecg.data.synthetic import (
     DEFAULT_ST_VARIETY,
     Realism,
 )
+from xecg.data.windows import POLICIES, Policy
 from xecg.errors import ConfigError
 
-Policy = Literal["pad", "crop", "bucket"]
-#: ``bucket``'s length multiple on a CPU (4 x the network's pooling multiple of 243) and on an
-#: accelerator (:attr:`CPSCDataModule.bucket_multiple` says why they differ).
-BUCKET_MULTIPLE = 972
-GPU_BUCKET_MULTIPLE = 9720
 #: What builds batches when ``num_workers`` > 0: DataLoader worker processes, or threads of the
 #: training process (:class:`~xecg.data.loader.ThreadLoader`).
 WorkerKind = Literal["process", "thread"]
-#: How a record's windows make its probabilities (:func:`aggregate_by_group`).
-Aggregation = Literal["mean", "max", "episodic"]
-POLICIES: tuple[str, ...] = get_args(Policy)
-AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
-# Records per bucket chunk, in batches: sorting within shuffled chunks keeps batches random.
-_BUCKET_CHUNK_BATCHES = 16
-_NUMPY_DTYPES = {torch.float32: np.float32, torch.bool: np.bool_}
 #: ``x``'s type in transit under each 16-bit precision (``half_transfer``): the type autocast
 #: gives the first convolution's input, so rounding to it early changes nothing.
 _TRANSFER_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
-
-
-def average_by_group(values: torch.Tensor, group: torch.Tensor, num_groups: int) -> torch.Tensor:
-    """Per-group mean of ``values`` (``W x ...``) by ``group`` ids (W,): ``num_groups x ...``."""
-    total = values.new_zeros((num_groups, *values.shape[1:])).index_add_(0, group, values)
-    count = torch.bincount(group, minlength=num_groups).to(values.dtype)
-    return total / count.clamp(min=1).view(-1, *([1] * (values.dim() - 1)))
-
-
-def aggregate_by_group(values: torch.Tensor, group: torch.Tensor, num_groups: int,
-                       how: str = "mean") -> torch.Tensor:
-    """Per-group ``mean`` or ``max`` of ``values`` (``W x ...``) by ``group`` ids (W,):
-    ``num_groups x ...``. ``max`` keeps a record's strongest window: a rare beat (one PAC in 30 s)
-    shows in one window and is diluted by the mean. ``episodic`` (``values`` ``W x 9``, one column
-    per class): the max for the classes one beat makes (:data:`xecg.classes.EPISODIC`), the mean
-    for the rest, which show throughout a record."""
-    if how not in AGGREGATIONS:
-        raise ValueError(f"window aggregation must be one of {AGGREGATIONS}, got {how!r}")
-    if how == "mean":
-        return average_by_group(values, group, num_groups)
-    out = values.new_full((num_groups, *values.shape[1:]), float("-inf"))
-    # scatter_reduce_ rather than index_reduce_, which warns that it is in beta on every call.
-    index = group.view(-1, *([1] * (values.dim() - 1))).expand_as(values)
-    out.scatter_reduce_(0, index, values, "amax", include_self=True)
-    if how == "max":
-        return out
-    if values.shape[1:] != (NUM_CLASSES,):
-        raise ValueError(f"episodic aggregation needs W x {NUM_CLASSES} class values, got "
-                         f"{tuple(values.shape)}")
-    mean = average_by_group(values, group, num_groups)
-    cols = [CLASS_INDEX[c] for c in EPISODIC]
-    mean[:, cols] = out[:, cols]
-    return mean
 
 
 @dataclass(frozen=True)
@@ -146,374 +105,6 @@ class SyntheticOptions:
         return Realism(**{f.name: getattr(self, f.name) for f in fields(Realism)})
 
 
-@dataclass(frozen=True)
-class BatchPlan:
-    """What one batch holds: ``records`` (B,) store positions; ``rows`` and ``starts`` (W,) give
-    each window's record row and first sample (negative: that many zeros precede the record);
-    every window is ``length`` samples; ``grouped`` marks several windows per record."""
-
-    records: np.ndarray
-    rows: np.ndarray
-    starts: np.ndarray
-    length: int
-    grouped: bool = False
-
-
-class BatchPlanner(Sampler):
-    """Yields this process's :class:`BatchPlan` s, one per batch; shuffled by ``(seed, epoch)``
-    when ``train``. Lightning calls :meth:`set_epoch` before each epoch.
-
-    Shards itself over ``num_replicas`` processes (default: torch.distributed's world size and
-    rank when initialised, else one). Training: every process draws the same global plans from
-    ``(seed, epoch)`` and takes batches ``rank, rank + R, ...`` of them, the list first padded to a
-    multiple of R by repeating its first batches, so every process takes the same number of
-    steps; under ``bucket`` the R batches of a step have similar lengths, so that no process
-    waits long for another. Evaluation: records are dealt out ``rank, rank + R, ...`` before
-    batching (by length for ``bucket``), so each goes to exactly one process (records repeat
-    only when there are fewer than R) and batch counts differ by at most one.
-
-    The Trainer must run with ``use_distributed_sampler=False`` (xecg's CLI sets it): otherwise
-    Lightning wraps this sampler in a ``DistributedSamplerWrapper`` that shards plans its own
-    way. Lightning still calls :meth:`set_epoch` on it before each epoch.
-    """
-
-    def __init__(self, indices: np.ndarray, lengths: np.ndarray, policy: str, length: int,
-                 batch_size: int, train: bool, seed: int = 0,
-                 bucket_multiple: int = BUCKET_MULTIPLE,
-                 num_replicas: int | None = None, rank: int | None = None):
-        super().__init__()
-        self.indices = np.sort(np.asarray(indices, dtype=np.int64))
-        self.lengths = np.asarray(lengths, dtype=np.int64)
-        self.policy, self.length, self.batch_size = policy, length, batch_size
-        self.train, self.seed, self.bucket_multiple = train, seed, bucket_multiple
-        self.epoch = 0
-        distributed = dist.is_available() and dist.is_initialized()
-        if num_replicas is None:
-            num_replicas = dist.get_world_size() if distributed else 1
-        if rank is None:
-            rank = dist.get_rank() if distributed else 0
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank {rank} is not in [0, {num_replicas}) processes")
-        self.num_replicas, self.rank = int(num_replicas), int(rank)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        if self.train:
-            return math.ceil(math.ceil(len(self.indices) / self.batch_size) / self.num_replicas)
-        return math.ceil(len(self._eval_records()) / self.batch_size)
-
-    def __iter__(self):
-        if not self.train:
-            for records in _chunks(self._eval_records(), self.batch_size):
-                yield self._plan(records, None)
-            return
-        rng = np.random.default_rng([self.seed, self.epoch])
-        # Every process draws every batch's crops, so all hold the same global plan.
-        plans = [self._plan(records, rng) for records in self._train_batches(rng)]
-        total = math.ceil(len(plans) / self.num_replicas) * self.num_replicas
-        for i in range(self.rank, total, self.num_replicas):
-            yield plans[i % len(plans)]
-
-    def _train_batches(self, rng: np.random.Generator) -> list[np.ndarray]:
-        order = rng.permutation(self.indices)
-        if self.policy != "bucket":
-            return _chunks(order, self.batch_size)
-        batches = []
-        for chunk in _chunks(order, self.batch_size * _BUCKET_CHUNK_BATCHES):
-            batches += _chunks(self._by_length(chunk), self.batch_size)
-        R = self.num_replicas
-        if R == 1:
-            return [batches[i] for i in rng.permutation(len(batches))]
-        # DDP waits for the slowest process at every step, so the R batches of a step (dealt
-        # out rank, rank + R, ...) should be equal work: R batches of similar work make each
-        # step, and the steps are shuffled. The least work is repeated to fill the last step
-        # (instead of __iter__ repeating the first batches, whatever their length).
-        m = self.bucket_multiple
-        batches.sort(key=lambda b: len(b) * -(-int(self.lengths[b].max()) // m))
-        missing = -len(batches) % R  # batches short of a whole last step
-        steps = _chunks(batches[:missing] + batches, R)
-        return [b for i in rng.permutation(len(steps)) for b in steps[i]]
-
-    def _eval_records(self) -> np.ndarray:
-        """This process's evaluation records, in order (by length for ``bucket``)."""
-        order = self._by_length(self.indices) if self.policy == "bucket" else self.indices
-        if 0 < len(order) < self.num_replicas:
-            order = np.resize(order, self.num_replicas)  # every process needs a batch
-        return order[self.rank::self.num_replicas]
-
-    def _by_length(self, records: np.ndarray) -> np.ndarray:
-        return records[np.argsort(self.lengths[records], kind="stable")]
-
-    def _plan(self, records: np.ndarray, rng: np.random.Generator | None) -> BatchPlan:
-        n = self.lengths[records]
-        rows = np.arange(len(records))
-        if rng is None and self.policy != "bucket":  # evaluation: the windows of each record
-            per_record = [eval_windows(k, self.policy, self.length, self.bucket_multiple)[0]
-                          for k in n.tolist()]
-            rows = np.repeat(rows, [len(s) for s in per_record])
-            return BatchPlan(records, rows, np.concatenate(per_record), self.length,
-                             grouped=self.policy == "crop")
-        if self.policy == "bucket":
-            m = self.bucket_multiple
-            return BatchPlan(records, rows, np.zeros_like(n), int(-(-n.max() // m) * m))
-        L_ = self.length
-        if self.policy == "pad":
-            return BatchPlan(records, rows, np.minimum(n - L_, 0), L_)
-        # crop, training: one random window (start padded if too short)
-        starts = rng.integers(0, np.maximum(n - L_, 0) + 1) + np.minimum(n - L_, 0)
-        return BatchPlan(records, rows, starts, L_)
-
-
-def step_balance(shards: list[list[BatchPlan]]) -> float:
-    """How evenly the processes' shards (each a list of :class:`BatchPlan`, step by step) share
-    the work of each step: the sum over steps of the mean samples a process computes (windows x
-    length) over the sum of the most any computes. DDP's efficiency when a step takes time in
-    proportion to its samples, as each waits for the slowest; 1.0 is even."""
-    work = np.array([[len(p.rows) * p.length for p in step] for step in zip(*shards)], float)
-    return float(work.mean(axis=1).sum() / work.max(axis=1).sum())
-
-
-def eval_windows(n: int, policy: Policy, length: int, bucket_multiple: int
-                 ) -> tuple[np.ndarray, int]:
-    """The evaluation windows of an ``n``-sample record: (first samples, window length T).
-
-    ``pad``: one window at ``min(n - T, 0)`` (zeros first when shorter, its first T samples when
-    longer); ``crop``: windows at 0, T, 2T, ... and one ending at the record's end, whose outputs
-    are averaged; ``bucket``: the whole record, padded at the end to a multiple of
-    ``bucket_multiple``. The test stage and ``xecg predict`` both use this, so they agree.
-    """
-    if policy == "bucket":
-        return np.zeros(1, np.int64), int(-(-n // bucket_multiple) * bucket_multiple)
-    if policy == "pad":
-        return np.array([min(n - length, 0)], np.int64), length
-    return np.r_[np.arange(0, n - length, length), n - length].astype(np.int64), length
-
-
-def window_spans(starts: np.ndarray, n: np.ndarray, T: int) -> np.ndarray:
-    """Windows of ``T`` samples that begin at ``starts`` (W,) in records of ``n`` (W,) samples:
-    ``W x 2`` int64, the positions in each window that its record's samples fill (``[p, q)``;
-    the record's samples ``[starts + p, starts + q)``)."""
-    starts = np.asarray(starts, np.int64)
-    p = np.clip(-starts, 0, T)
-    return np.stack([p, np.maximum(np.clip(np.asarray(n) - starts, 0, T), p)], axis=1)
-
-
-def fill_window(x: np.ndarray, mask: np.ndarray, block: np.ndarray, start: int,
-                mean: np.ndarray, inv_std: np.ndarray, zeroed: bool = False,
-                span: tuple[int, int] | None = None) -> None:
-    """Write the window of ``block`` (``12 x n`` mV) that begins at sample ``start`` into
-    ``x`` (``12 x T``, normalised: ``(block - mean) * inv_std``, zeros outside the record) and
-    ``mask`` (``T``, True on the record's samples). ``mean``, ``inv_std``: ``12 x 1``.
-    ``zeroed``: ``x`` and ``mask`` already hold zeros, so the padding is not written. ``span``:
-    the window's row of :func:`window_spans`, when the caller has it for the whole batch."""
-    if span is None:
-        [span] = window_spans([start], [block.shape[1]], x.shape[1]).tolist()
-    p, q = span
-    normalise(block[:, start + p:start + q], mean, inv_std, x[:, p:q])
-    if not zeroed:
-        x[:, :p] = 0.0
-        x[:, q:] = 0.0
-        mask[:] = False
-    mask[p:q] = True
-
-
-def normalise(samples: np.ndarray, mean: np.ndarray, inv_std: np.ndarray,
-              out: np.ndarray) -> None:
-    """``out = (samples - mean) * inv_std``, ``12 x k`` each; ``mean``, ``inv_std``: ``12 x 1``."""
-    np.subtract(samples, mean, out=out)
-    out *= inv_std
-
-
-def numpy_bits(t: torch.Tensor) -> np.ndarray:
-    """A NumPy view of a tensor; of a bfloat16 tensor, its bits as uint16 (NumPy has no
-    bfloat16)."""
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(np.uint16)
-    return t.numpy()
-
-
-def round_to_16bit(x: np.ndarray, out: np.ndarray) -> None:
-    """Round float32 ``x`` to nearest even into ``out`` of the same shape: float16, or uint16
-    holding bfloat16 bits (the upper half of the float32 bits), as torch's ``.to()`` rounds
-    (tests). ``x`` (contiguous) is scratch: a bfloat16 rounding overwrites it, so that nothing
-    is allocated. In NumPy, outside the GIL: a torch op called from a loader thread would start
-    an intra-op thread team of its own beside the training's."""
-    if out.dtype == np.float16:
-        np.copyto(out, x, casting="same_kind")
-        return
-    bits = x.view(np.uint32)
-    np.right_shift(bits, 16, out=out, casting="unsafe")
-    out &= 1  # the last kept bit: a tie goes to the even neighbour
-    bits += 0x7FFF
-    bits += out
-    np.right_shift(bits, 16, out=out, casting="unsafe")
-
-
-def _chunks(a: np.ndarray, size: int) -> list[np.ndarray]:
-    return [a[i:i + size] for i in range(0, len(a), size)]
-
-
-def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype,
-                  pin: bool = False) -> tuple[torch.Tensor, bool]:
-    """A tensor for a batch, and whether it already holds zeros. With ``pin`` (a thread of
-    :class:`~xecg.data.loader.ThreadLoader` feeding a GPU), pinned memory from torch's caching
-    host allocator, reused batch after batch. Otherwise in the main process NumPy's
-    uninitialised memory (huge pages: filling it is about twice as fast as torch.empty's); in a
-    worker, a new shared-memory object, so passing the batch to the main process copies nothing
-    (as torch's default_collate does). The kernel hands out new shared memory zero-filled, so
-    the worker skips writing the padding: most of a batch padded to 72,000 samples.
-
-    A fresh object per batch is what keeps this safe (the main process may hold a batch for as
-    long as it likes); on a VM its page faults cost more than cutting the windows (README
-    "Benchmarks"), which is why a CPU trains with ``num_workers=0``."""
-    if get_worker_info() is None:
-        if pin:
-            return torch.empty(shape, dtype=dtype, pin_memory=True), False
-        if dtype not in _NUMPY_DTYPES:  # a 16-bit x in transit: NumPy has no bfloat16
-            return torch.empty(shape, dtype=dtype), False
-        return torch.from_numpy(np.empty(shape, dtype=_NUMPY_DTYPES[dtype])), False
-    storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
-    return torch.empty(0, dtype=dtype).set_(storage, 0, shape), True
-
-
-class WindowDataset(Dataset):
-    """Turns a :class:`BatchPlan` into a batch dict (see the module docstring), normalised per
-    lead with ``mean``/``std`` (12,). Opens the store lazily, so workers map it themselves.
-    ``pack``: batches of the records' samples only (``pad_on_device``; :func:`restore_batch`).
-    ``x_dtype``: ``x``'s type in the batch (float32, or a 16-bit type for ``half_transfer``).
-    ``pin``: build batches in pinned memory (threads of a ThreadLoader for a GPU). Safe to call
-    from several threads at once."""
-
-    def __init__(self, store: Store, mean: np.ndarray, std: np.ndarray, pack: bool = False,
-                 x_dtype: torch.dtype = torch.float32, pin: bool = False):
-        self.path = store.path
-        self._store: Store | None = store
-        self.pack = pack
-        self.x_dtype = x_dtype
-        self.pin = pin
-        self._local = threading.local()  # per thread: float32 windows before a 16-bit x
-        self.mean = np.asarray(mean, np.float32).reshape(NUM_LEADS, 1)
-        self.inv_std = (1.0 / np.asarray(std, np.float32)).reshape(NUM_LEADS, 1)
-
-    @property
-    def store(self) -> Store:
-        if self._store is None:
-            self._store = Store(self.path)
-        return self._store
-
-    def __getstate__(self) -> dict:
-        # A pickled memmap would carry the whole signal array; workers reopen the store instead.
-        return {**self.__dict__, "_store": None, "_local": None}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state, _local=threading.local())
-
-    def _scratch(self, size: int) -> np.ndarray:
-        """This thread's float32 buffer of at least ``size`` values."""
-        buf = getattr(self._local, "buf", None)
-        if buf is None or buf.size < size:
-            buf = self._local.buf = np.empty(size, np.float32)
-        return buf[:size]
-
-    def __len__(self) -> int:
-        return len(self.store)
-
-    def __getitem__(self, plan: BatchPlan) -> dict[str, Any]:
-        store = self.store
-        store.check_mapped()  # a clear error, not SIGBUS, if the store was cut short meanwhile
-        signals = np.asarray(store.signals)  # plain ndarray view: no memmap wrapping per slice
-        offsets, lengths = store.offsets[plan.records], store.lengths[plan.records]
-        spans = window_spans(plan.starts, lengths[plan.rows], plan.length)
-        # each window's record, 12 x n (a view of the store)
-        blocks = [signals[NUM_LEADS * o:NUM_LEADS * (o + n)].reshape(NUM_LEADS, n)
-                  for o, n in zip(offsets[plan.rows].tolist(), lengths[plan.rows].tolist())]
-        half = self.x_dtype != torch.float32
-        build = self._packed if self.pack else self._padded
-        batch = build(blocks, plan.starts.tolist(), spans.tolist(), plan.length, half)
-        if self.pack:  # where restore_batch puts the samples back
-            batch.update(spans=torch.from_numpy(spans), length=plan.length)
-        # `index` first: Lightning infers the logged batch size from the first tensor (records).
-        batch = {"index": torch.from_numpy(plan.records.astype(np.int64)), **batch,
-                 "y": torch.from_numpy(store.labels[plan.records]),
-                 # A host-side bool (not moved to the device): without padding the model skips
-                 # the mask, decided here so that no step waits on the accelerator to find out.
-                 "padded": bool((spans[:, 1] - spans[:, 0] < plan.length).any())}
-        if plan.grouped:
-            batch["group"] = torch.from_numpy(plan.rows.astype(np.int64))
-        if self.pin:  # a copy from pageable memory may wait for the GPU's queue: pin them all
-            batch = {k: v.pin_memory() if isinstance(v, torch.Tensor) and not v.is_pinned()
-                     else v for k, v in batch.items()}
-        return batch
-
-    def _padded(self, blocks: list[np.ndarray], starts: list[int], spans: list[list[int]],
-                T: int, half: bool) -> dict[str, torch.Tensor]:
-        """``x`` ``W x 12 x T`` and ``mask`` ``W x T``: each window whole, zeros around it."""
-        x_t, zeroed = _batch_tensor((len(blocks), NUM_LEADS, T), self.x_dtype, self.pin)
-        mask_t, mask_zeroed = _batch_tensor((len(blocks), T), torch.bool, self.pin)
-        zeroed = zeroed and mask_zeroed
-        x, mask = numpy_bits(x_t), mask_t.numpy()
-        # A 16-bit x: each window is cut in float32 into this thread's buffer, then rounded.
-        window = self._scratch(NUM_LEADS * T).reshape(NUM_LEADS, T) if half else None
-        for w, (block, s, span) in enumerate(zip(blocks, starts, spans)):
-            if half:
-                fill_window(window, mask[w], block, s, self.mean, self.inv_std, span=span)
-                round_to_16bit(window, x[w])
-            else:
-                fill_window(x[w], mask[w], block, s, self.mean, self.inv_std, zeroed, span)
-        return {"x": x_t, "mask": mask_t}
-
-    def _packed(self, blocks: list[np.ndarray], starts: list[int], spans: list[list[int]],
-                T: int, half: bool) -> dict[str, Any]:
-        """``x`` ``12 x N``: the windows' record samples one window after another (a batch
-        padded to 72,000 samples is mostly zeros: sending only the samples spares building,
-        copying and moving them)."""
-        N = sum(q - p for p, q in spans)
-        x_t, _ = _batch_tensor((NUM_LEADS, N), self.x_dtype, self.pin)
-        x = numpy_bits(x_t)
-        # A 16-bit x: the samples are normalised in float32 into this thread's buffer, then
-        # rounded at once.
-        out = self._scratch(NUM_LEADS * N).reshape(NUM_LEADS, N) if half else x
-        col = 0
-        for block, s, (p, q) in zip(blocks, starts, spans):
-            normalise(block[:, s + p:s + q], self.mean, self.inv_std, out[:, col:col + q - p])
-            col += q - p
-        if half:
-            round_to_16bit(out, x)
-        return {"x": x_t}
-
-
-def restore_batch(batch: dict[str, Any]) -> dict[str, Any]:
-    """Puts back what a loader left out for the transfer, on whatever device the batch is on:
-    float32 for a 16-bit ``x`` (``half_transfer``), and the windows around a packing loader's
-    samples (``pad_on_device``: ``x`` ``12 x N`` and ``spans``). ``x`` ``W x 12 x T`` and ``mask``
-    ``W x T`` as the plain loader would give them."""
-    x = batch["x"].float()  # a no-op for float32
-    if "spans" in batch:
-        spans, T = batch.pop("spans"), batch.pop("length")
-        x, batch["mask"] = unpack_windows(x, spans, T)
-    batch["x"] = x
-    return batch
-
-
-def unpack_windows(x: torch.Tensor, spans: torch.Tensor, T: int) -> tuple[torch.Tensor,
-                                                                          torch.Tensor]:
-    """Windows from a packing loader: ``x`` ``C x N`` (the windows' samples, one window after
-    another) and ``spans`` int64 ``W x 2`` (where each window's samples go) -> ``x`` ``W x C x
-    T`` with zeros elsewhere and ``mask`` ``W x T``. A few kernels on the batch's device, none of
-    which makes the host wait for it (the output sizes are known on the host)."""
-    begin, end = spans.unbind(1)
-    counts = end - begin
-    window = torch.repeat_interleave(counts, output_size=x.shape[1])  # N: each sample's window
-    first = torch.cumsum(counts, 0) - counts  # where each window's samples begin in x
-    t = torch.arange(x.shape[1], device=x.device) - first[window] + begin[window]
-    out = x.new_zeros((spans.shape[0], x.shape[0], T))
-    out[window, :, t] = x.t()
-    positions = torch.arange(T, device=x.device)
-    return out, (positions >= begin[:, None]) & (positions < end[:, None])
-
-
 class CPSCDataModule(L.LightningDataModule):
     """Batches from a prepared store (``xecg prepare``) and a split (``xecg split``).
 
@@ -532,7 +123,8 @@ class CPSCDataModule(L.LightningDataModule):
     Distributed (Lightning DDP, any ``use_distributed_sampler``): ``batch_size`` is per process;
     each process trains on its share of one global plan drawn from ``(seed, epoch)`` (padded with
     repeated batches to equal step counts) and evaluates a disjoint share of the records, so
-    torchmetrics' cross-process reduction counts every record once (see :class:`BatchPlanner`).
+    torchmetrics' cross-process reduction counts every record once (see
+    :class:`~xecg.data.batches.BatchPlanner`).
     """
 
     def __init__(self, store: str, split: str | None = None,
@@ -756,7 +348,7 @@ class CPSCDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Lightning calls this with each batch on the device: a packed batch's windows are
-        rebuilt there (:func:`restore_batch`)."""
+        rebuilt there (:func:`~xecg.data.dataset.restore_batch`)."""
         return restore_batch(batch)
 
     def _loader(self, split: str, train: bool) -> DataLoader | ThreadLoader:
