@@ -10,7 +10,7 @@ from fixtures import ROOT
 
 DOCS = ["README.md", *(str(p.relative_to(ROOT)) for p in sorted(ROOT.glob("docs/*.md"))),
         "benchmarks/README.md", "sweeps/README.md", "experiments/ablations/README.md",
-        "experiments/sim2real.md"]
+        "experiments/sim2real.md", "experiments/smoke/README.md"]
 DEFINED = {name for path in ROOT.glob("tests/**/*.py")
            for name in re.findall(r"^\s*def (test_\w+)", path.read_text(), re.M)}
 
