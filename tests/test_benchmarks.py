@@ -58,6 +58,10 @@ def test_gpu_window_script_runs_on_a_cpu(tmp_path):
     assert [r["form"] for r in layout["results"]] == ["conv1d", "conv2d"]
     for r in layout["results"]:
         assert r["grad_err_compiled_median"] < 1e-3, r
+    # the same training steps on one batch: float32 losses of the two forms step by step
+    native, conv2d = (r["losses"] for r in layout["results"])
+    assert len(native) == len(conv2d) >= 6 and native[-1] < native[0]
+    assert conv2d == pytest.approx(native, rel=1e-3)
     for summary in summaries:
         assert summary["steps"] == 2 and summary["wall_ms_per_step"] > 0
     assert '"unprofiled_steps_per_s": ' in log and '"epoch_s": [' in log

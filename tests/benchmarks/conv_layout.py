@@ -14,9 +14,10 @@ Why: on an H100 on 2026-11-27 (benchmarks/gpu-window-2026-11-27) cuDNN's nchwToN
 nhwcToNchw kernels took 8 of a compiled padded step's 30 kernel-ms, and the 2-D form under
 XECGModule (dynamic batch) did not remove them. Per variant it prints, as each ends: compile
 seconds, ms per step (wall, over ``--steps`` steps after a warm-up), kernel-ms and transpose
-kernel-ms per step (torch.profiler), the first step's loss (the same network each time), and
-the compiled gradients' error against an eager float32 copy (``grad_errors``; ``--fp32`` for the
-check without bf16's rounding).
+kernel-ms per step (torch.profiler), every step's loss on the fixed batch (``losses``: the same
+network and batch each time, so exact forms follow one another step by step), and the compiled
+gradients' error against an eager float32 copy (``grad_errors``; ``--fp32`` for the check
+without bf16's rounding).
 
     python3 tests/benchmarks/conv_layout.py --device cuda --out results.json   # a lent GPU
     python3 tests/benchmarks/conv_layout.py --width 0.0625 --length 972 --steps 2  # CPU check
@@ -128,13 +129,17 @@ def variant(a, form: str, dynamic: bool) -> dict:
         t0 = time.perf_counter()  # compiles; before any step, so every form sees one network
         errors = grad_errors(compiled, net, loss, x, y, autocast=not a.fp32)
         compile_s = time.perf_counter() - t0
-        first = step().item()
+        # Every step's loss on the one fixed batch, read after the timing (kept as tensors, so
+        # no step waits on the device): with exact gradients each form's losses follow xecg's
+        # layers' step by step; a form that trains worse, as the 2-D form's GPU fits seemed to,
+        # falls behind within a few steps.
+        losses = [step()]
         for _ in range(3):
-            step()
+            losses.append(step())
         _sync(dev)
         t0 = time.perf_counter()
         for _ in range(a.steps):
-            step()
+            losses.append(step())
         _sync(dev)
         ms = 1000 * (time.perf_counter() - t0) / a.steps
         from torch.profiler import ProfilerActivity, profile
@@ -142,7 +147,7 @@ def variant(a, form: str, dynamic: bool) -> dict:
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev == "cuda" else [])
         with profile(activities=acts) as prof:
             for _ in range(3):
-                step()
+                losses.append(step())
             _sync(dev)
         kernels = device_kernels(prof.key_averages())
         transposes = [e for e in kernels if any(t in e.key for t in TRANSPOSES)]
@@ -151,7 +156,8 @@ def variant(a, form: str, dynamic: bool) -> dict:
                 "kernel_ms_per_step": sum(e.self_device_time_total for e in kernels) / 3000,
                 "transpose_ms_per_step": sum(e.self_device_time_total for e in transposes) / 3000,
                 "transpose_calls_per_step": sum(e.count for e in transposes) / 3,
-                "first_loss": first, **errors}
+                "first_loss": float(losses[0]), "losses": [float(v) for v in losses],
+                **errors}
     finally:
         use_conv(original)
         torch._dynamo.reset()
