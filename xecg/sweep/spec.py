@@ -24,6 +24,7 @@ from optuna.distributions import (
 from xecg.cli import load_mapping
 from xecg.errors import ConfigError, one_line
 
+#: The keys a sweep file may hold (sweeps/README.md).
 SWEEP_KEYS = ("experiment", "overrides", "search_space", "enqueue", "objective", "n_trials",
               "sampler", "pruner", "heartbeat")
 #: Keys the sweep sets for every trial (run folder, W&B grouping, one device).
