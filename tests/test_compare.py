@@ -15,8 +15,9 @@ import pytest
 from fixtures import xecg_command, xecg_env
 from scipy import stats
 
+from xecg.bootstrap import BOOTSTRAP_METRICS, bootstrap_intervals
 from xecg.classes import CLASSES
-from xecg.compare import HEADLINE, bootstrap, holm, main, read_predictions
+from xecg.compare import HEADLINE, holm, main, read_predictions
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -203,7 +204,7 @@ def test_bootstrap_interval_contains_estimate_and_is_seeded(runs, tmp_path):
     assert main([str(runs), "--out", str(outs[1])]) == 0
     assert main([str(runs), "--out", str(outs[2]), "--bootstrap-seed", "7"]) == 0
     rows = {r["metric"]: r for r in read_csv(outs[0] / "bootstrap.csv")}
-    assert set(rows) == {"micro_f1", "subset_acc"}
+    assert set(rows) == set(BOOTSTRAP_METRICS)
     assert rows["micro_f1"]["variant"] == "abn" and rows["micro_f1"]["seed"] == "0"
     assert int(rows["micro_f1"]["records"]) == 80
     for metric, point in (("micro_f1", micro), ("subset_acc", subset)):
@@ -228,9 +229,10 @@ def test_bootstrap_estimates_agree_with_xecg_metrics(tmp_path):
     m = ECGMetrics(with_auroc=False)
     m.update(torch.tensor(pred, dtype=torch.float32), torch.tensor(true, dtype=torch.float32))
     ref = m.compute()
-    got = bootstrap(true, pred, resamples=10, seed=0)
-    assert got["micro_f1"][0] == pytest.approx(ref["micro_f1"].item(), abs=1e-6)
-    assert got["subset_acc"][0] == pytest.approx(ref["subset_acc"].item(), abs=1e-6)
+    got = bootstrap_intervals(true, pred, resamples=10, seed=0)
+    assert set(got) == set(BOOTSTRAP_METRICS)
+    for metric, (estimate, _, _) in got.items():
+        assert estimate == pytest.approx(ref[metric].item(), abs=1e-6), metric
 
 
 def test_fallback_variant_and_seed_and_duplicates(tmp_path, capsys):

@@ -66,7 +66,8 @@ def test_evaluate_gives_the_test_stage_metrics(which, request, tiny_data, tmp_pa
     thresholds = XECGModule.load_from_checkpoint(ckpt, map_location="cpu").thresholds
     assert not np.allclose(thresholds.numpy(), 0.5)  # tuned: the checkpoint's are used
     assert main(["test", "--config", str(config), "--ckpt_path", str(ckpt)]) == 0
-    tested = json.loads((ckpt.parents[1] / "metrics.json").read_text())["test"]
+    tested_file = json.loads((ckpt.parents[1] / "metrics.json").read_text())
+    tested = tested_file["test"]
 
     out = tmp_path / "eval"
     assert main(["evaluate", "--ckpt", str(ckpt), str(tiny_data.store), "--split",
@@ -77,6 +78,8 @@ def test_evaluate_gives_the_test_stage_metrics(which, request, tiny_data, tmp_pa
     assert set(tested) <= set(got)
     for key, value in tested.items():
         assert got[key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
+    # The same records, labelled alike: the same bootstrap intervals, whatever their order.
+    assert result["evaluate_intervals"] == tested_file["test_intervals"]
     assert {f"auroc_{c}" for c in CLASSES} <= set(got)
     valid = [got[f"auroc_{c}"] for c in CLASSES if not math.isnan(got[f"auroc_{c}"])]
     assert np.mean(valid) == pytest.approx(got["auroc"], abs=1e-6)

@@ -1,8 +1,16 @@
+import numpy as np
 import pytest
 import torch
 
+from xecg.bootstrap import BOOTSTRAP_METRICS, bootstrap_intervals
 from xecg.classes import CLASS_INDEX, CLASSES
-from xecg.metrics import CPSCScore, ECGMetrics, SubsetAccuracy, tune_thresholds
+from xecg.metrics import (
+    CPSCScore,
+    ECGMetrics,
+    SubsetAccuracy,
+    interval_report,
+    tune_thresholds,
+)
 
 
 def onehot(*names):
@@ -98,3 +106,51 @@ def test_tune_thresholds_takes_the_middle_of_the_best_range():
     labels = torch.tensor([[1.0], [0.0], [1.0], [0.0]]).repeat(1, 9)
     # F1 1 only for thresholds in (0.25, 0.3]: 0.26-0.30, middle 0.28.
     assert tune_thresholds(uneven, labels)[0] == pytest.approx(0.28, abs=0.006)
+
+
+def _labelled(n: int, seed: int, absent: int | None = None):
+    """``n`` records' multi-hot labels and predictions (85% of the labels right); class
+    ``absent`` neither true nor predicted anywhere."""
+    rng = np.random.default_rng(seed)
+    true = rng.random((n, len(CLASSES))) < 0.15
+    pred = np.where(rng.random(true.shape) < 0.85, true, ~true)
+    if absent is not None:
+        true[:, absent] = pred[:, absent] = False
+    return true, pred
+
+
+def test_bootstrap_estimates_are_ecg_metrics_values_and_lie_in_their_intervals():
+    true, pred = _labelled(300, 0, absent=CLASS_INDEX["STE"])  # an F1 of 0 in the macro mean
+    got = bootstrap_intervals(true, pred, resamples=200)
+    m = ECGMetrics(with_auroc=False)
+    m.update(torch.tensor(pred, dtype=torch.float32), torch.tensor(true, dtype=torch.float32))
+    ref = m.compute()
+    assert set(got) == set(BOOTSTRAP_METRICS)
+    for metric, (estimate, low, high) in got.items():
+        assert estimate == pytest.approx(ref[metric].item(), abs=1e-6), metric
+        assert low < estimate < high, metric
+
+
+def test_bootstrap_intervals_are_seeded_order_free_and_narrow_with_more_records():
+    true, pred = _labelled(200, 1)
+    first = bootstrap_intervals(true, pred, resamples=300, seed=0)
+    assert bootstrap_intervals(true, pred, resamples=300, seed=0) == first
+    assert bootstrap_intervals(true, pred, resamples=300, seed=1) != first
+    shuffled = np.random.default_rng(2).permutation(len(true))  # another process order
+    assert bootstrap_intervals(true[shuffled], pred[shuffled], resamples=300) == first
+    more = bootstrap_intervals(*_labelled(3200, 1), resamples=300)
+    for metric in ("micro_f1", "subset_acc"):  # 16x the records: about a quarter the width
+        width, wider = more[metric][2] - more[metric][1], first[metric][2] - first[metric][1]
+        assert 0.15 < width / wider < 0.4, metric
+
+
+def test_records_without_a_kind_get_no_interval_for_it():
+    true, pred = _labelled(50, 3)
+    true[:, 1:] = False  # every record has at most one label: no multilabel records
+    true[:, 0] = True
+    got = bootstrap_intervals(true, pred, resamples=50)
+    assert "subset_acc_multi" not in got and {"subset_acc", "subset_acc_single"} <= set(got)
+    report = interval_report(torch.tensor(pred, dtype=torch.float32),
+                             torch.tensor(true, dtype=torch.float32), torch.full((9,), 0.5))
+    assert report["records"] == 50 and report["level"] == 0.95
+    assert report["subset_acc"] == list(bootstrap_intervals(true, pred)["subset_acc"][1:])

@@ -274,6 +274,12 @@ def test_train_writes_the_run_folder(train_run, tiny_data):
         assert {"micro_f1", "macro_f1", "subset_acc", "auroc", "cpsc_f1"} <= values.keys()
         assert all(f"f1_{c}" in values for c in CLASSES)
         assert all(0 <= values[k] <= 1 for k in ("micro_f1", "macro_f1", "subset_acc", "auroc"))
+    # The test numbers' 95% bootstrap intervals over the test records, around them.
+    intervals = report["test_intervals"]
+    assert intervals["records"] == tiny_data.counts["test"] and intervals["resamples"] == 1000
+    for metric in ("micro_f1", "macro_f1", "subset_acc"):
+        low, high = intervals[metric]
+        assert low <= report["test"][metric] <= high and low < high, metric
     assert report["protocol"]["experiment"] == "train"
     assert report["protocol"]["policy"] == "crop" and report["protocol"]["length"] == 972
     assert report["protocol"]["split"] == str(tiny_data.split)

@@ -148,6 +148,9 @@ class MetricsReport(L.Callback):
         if callable(settings):  # chosen for the machine at run time: not in config.yaml
             data["loader"] = settings()
         data[stage] = pl_module.last_metrics.get(stage, {})
+        intervals = getattr(pl_module, "last_intervals", {}).get(stage)
+        if intervals is not None:
+            data[f"{stage}_intervals"] = intervals
         data[f"{stage}_of"] = _evaluated(trainer, "fit epoch {}")
         ckpt = trainer.checkpoint_callback
         if ckpt is not None and getattr(ckpt, "best_model_path", ""):
@@ -181,7 +184,8 @@ class MetricsReport(L.Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module) -> None:
         data = self._update_file(trainer, pl_module, "test")
         self._table(trainer, pl_module, "test")
-        print(format_report(data["test"], data["protocol"], title="test"))
+        print(format_report(data["test"], data["protocol"], title="test",
+                            intervals=data.get("test_intervals")))
 
 
 def _evaluated(trainer: L.Trainer, during_fit: str) -> str:
@@ -202,8 +206,11 @@ def _datamodule_protocol(dm) -> dict:
     return {k: v for k, v in getattr(dm, "hparams", {}).items()}
 
 
-def format_report(metrics: dict[str, float], protocol: dict, title: str = "test") -> str:
-    """A per-class F1 table plus the paper's summary numbers, with the protocol beside them."""
+def format_report(metrics: dict[str, float], protocol: dict, title: str = "test",
+                  intervals: dict | None = None) -> str:
+    """A per-class F1 table plus the paper's summary numbers, with the protocol beside them and,
+    where ``intervals`` (:func:`xecg.metrics.interval_report`) has one, each number's bootstrap
+    interval over the records."""
     lines = [f"\n{title} metrics ({_protocol_line(protocol)})",
              f"{'class':<8} {'F1':>6}"]
     lines += [f"{c:<8} {metrics.get(f'f1_{c}', float('nan')):>6.3f}" for c in CLASSES]
@@ -219,7 +226,12 @@ def format_report(metrics: dict[str, float], protocol: dict, title: str = "test"
             if any(f"auroc_{c}" in metrics for c in CLASSES) and len(defined) < len(CLASSES):
                 label = f"macro AUROC ({len(defined)}/{len(CLASSES)} classes)"
         if key in metrics:
-            lines.append(f"{label:<26} {metrics[key]:.3f}")
+            interval = (intervals or {}).get(key)
+            lines.append(f"{label:<26} {metrics[key]:.3f}"
+                         + (f"  [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""))
+    if intervals:
+        lines.append(f"[ ]: {intervals['level']:.0%} bootstrap interval over the "
+                     f"{intervals['records']:,} records ({intervals['resamples']:,} resamples)")
     return "\n".join(lines)
 
 

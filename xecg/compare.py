@@ -32,8 +32,9 @@ Statistics, and why these:
   reference: testing several variants makes some small p likely by chance; Holm controls the
   family-wise error like Bonferroni but loses less power.
 * Per run with ``predictions.csv``: a **bootstrap** 95% percentile interval over test records
-  (1,000 resamples, seeded) of micro-F1 and subset accuracy: the uncertainty due to the finite
-  test set, which the seed spread does not show.
+  (1,000 resamples, seeded) of micro-F1, macro-F1 and the three subset accuracies
+  (:func:`xecg.bootstrap.bootstrap_intervals`): the uncertainty due to the finite test set,
+  which the seed spread does not show.
 
 Output (``--out``, default ``DIR/compare`` of the first DIR): ``compare.md`` (also printed),
 ``summary.csv``, ``paired.csv``, ``bootstrap.csv`` (if any run has predictions) and
@@ -56,6 +57,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from xecg.bootstrap import BOOTSTRAP_METRICS, bootstrap_intervals
 from xecg.classes import CLASSES, multi_hot
 from xecg.data.store import write_atomic, write_csv
 from xecg.errors import error_exit
@@ -69,7 +71,6 @@ LABELS: dict[str, str] = {
     "auroc": "macro AUROC", "cpsc_f1": "CPSC F1",
 }
 DEFAULT_REFERENCE = "abn"
-BOOTSTRAP_METRICS = ("micro_f1", "subset_acc")
 _CONFIG_SEED = re.compile(r"^seed_everything:\s*(-?\d+)\s*$", re.MULTILINE)
 
 
@@ -357,32 +358,6 @@ def _names(cell: str) -> list[str]:
     return [t.strip() for t in cell.split(";") if t.strip()]
 
 
-def bootstrap(true: np.ndarray, pred: np.ndarray, resamples: int = 1000,
-              seed: int = 0) -> dict[str, tuple[float, float, float]]:
-    """Micro-F1 and subset accuracy with 95% percentile intervals over records resampled with
-    replacement: metric -> (estimate, low, high).
-
-    numpy rather than xecg.metrics: those are torchmetrics objects, and 1,000 of them per run
-    would be slow; both metrics are sums over records, so per-record counts resample cheaply.
-    The definitions are the same (micro-F1 = 2 TP / (2 TP + FP + FN) over all labels).
-    """
-    tp = (true & pred).sum(1)
-    errors = (true ^ pred).sum(1)  # FP + FN per record
-    exact = (true == pred).all(1).astype(float)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(true), size=(resamples, len(true)))
-
-    def micro(tp_sum, err_sum):
-        denom = 2 * tp_sum + err_sum
-        return np.where(denom > 0, 2 * tp_sum / np.maximum(denom, 1), 0.0)
-
-    boot = {"micro_f1": micro(tp[idx].sum(1), errors[idx].sum(1)),
-            "subset_acc": exact[idx].mean(1)}
-    point = {"micro_f1": float(micro(tp.sum(), errors.sum())), "subset_acc": float(exact.mean())}
-    return {m: (point[m], float(np.percentile(boot[m], 2.5)), float(np.percentile(boot[m], 97.5)))
-            for m in BOOTSTRAP_METRICS}
-
-
 def bootstrap_runs(runs: list[Run], resamples: int, seed: int) -> list[dict]:
     rows = []
     for run in runs:
@@ -394,7 +369,7 @@ def bootstrap_runs(runs: list[Run], resamples: int, seed: int) -> list[dict]:
         except (ValueError, KeyError) as err:
             warn(f"{path}: no bootstrap ({err})")
             continue
-        for metric, (point, low, high) in bootstrap(true, pred, resamples, seed).items():
+        for metric, (point, low, high) in bootstrap_intervals(true, pred, resamples, seed).items():
             rows.append({"variant": run.variant, "seed": run.seed, "run": str(run.folder),
                          "records": len(true), "metric": metric, "estimate": point,
                          "ci_low": low, "ci_high": high})
@@ -489,10 +464,16 @@ def render_markdown(runs: list[Run], variants: list[str], reference: str, split:
         for metrics in per_run.values():
             first = next(iter(metrics.values()))
             lines.append(f"| {first['variant']} | {first['seed']} | {first['records']} | "
-                         + " | ".join(f"{fmt(metrics[m]['estimate'])} [{fmt(metrics[m]['ci_low'])}"
-                                      f", {fmt(metrics[m]['ci_high'])}]"
-                                      for m in BOOTSTRAP_METRICS) + " |")
+                         + " | ".join(_interval_cell(metrics.get(m)) for m in BOOTSTRAP_METRICS)
+                         + " |")
     return "\n".join(lines) + "\n"
+
+
+def _interval_cell(row: dict | None) -> str:
+    """``estimate [low, high]``; ``n/a`` for a metric without records (no multilabel ones)."""
+    if row is None:
+        return "n/a"
+    return f"{fmt(row['estimate'])} [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]"
 
 
 def _metric_table(title: str, summary: list[dict], variants: list[str], count: dict,

@@ -30,7 +30,7 @@ from xecg.data.readers import DatasetError
 from xecg.data.splits import load_split, missing_records
 from xecg.errors import error_exit
 from xecg.guards import load_module
-from xecg.metrics import ECGMetrics
+from xecg.metrics import ECGMetrics, interval_report
 from xecg.records import records_at_rate, select_records, write_skipped
 
 
@@ -76,6 +76,7 @@ def evaluate(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.Pat
     targets = torch.cat(all_targets)
     result = {
         "evaluate": values,
+        "evaluate_intervals": interval_report(torch.cat(all_probs), targets, thresholds),
         "checkpoint": str(ckpt),
         "data": str(path),
         "records": len(rows),
@@ -94,7 +95,8 @@ def evaluate(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.Pat
                   ["record", *[f"p_{c}" for c in CLASSES], "predicted", "true"], rows)
         write_skipped(out, unreadable)
     if not quiet:
-        print(format_report(values, result["protocol"], title="evaluate"))
+        print(format_report(values, result["protocol"], title="evaluate",
+                            intervals=result["evaluate_intervals"]))
         aurocs = [values[f"auroc_{c}"] for c in CLASSES]
         print(f"{'AUROC per class':<26} " + " ".join(
             f"{c} {'n/a' if math.isnan(a) else f'{a:.3f}'}" for c, a in zip(CLASSES, aurocs))

@@ -2,7 +2,9 @@
 records), macro-F1, per-class F1, macro AUROC and the official CPSC 2018 scorer.
 
 One :class:`ECGMetrics` per stage (train/val/test), as torchmetrics objects so that DDP reduces
-their states across processes before ``compute``.
+their states across processes before ``compute``. :func:`interval_report` gives the summary
+metrics a 95% bootstrap interval over the evaluated records (:mod:`xecg.bootstrap`), which the
+test stage and ``xecg evaluate`` report beside them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from torchmetrics.classification import MultilabelExactMatch, MultilabelF1Score
 from torchmetrics.functional.classification import multilabel_auroc
 from torchmetrics.utilities import dim_zero_cat
 
+from xecg.bootstrap import BOOTSTRAP_RESAMPLES, bootstrap_intervals
 from xecg.classes import CLASS_INDEX, CLASSES, CPSC_CODES, CPSC_SCORER_GROUPS, NUM_CLASSES
 
 # For a missed multilabel record the official scorer charges the label listed first in
@@ -185,3 +188,15 @@ def tune_thresholds(probs: Tensor, target: Tensor, grid: Tensor | None = None) -
     best = grid.to(probs)[(first + end - 1) // 2]
     has_pos = t.squeeze(2).any(0)
     return torch.where(has_pos, best, torch.full_like(best, 0.5))
+
+
+def interval_report(probs: Tensor, target: Tensor, thresholds: Tensor | float = 0.5,
+                    resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
+                    level: float = 0.95) -> dict:
+    """What metrics.json keeps beside a stage's metrics: ``{"level", "resamples", "seed",
+    "records", METRIC: [low, high], ...}`` from ``probs`` and ``target`` (``R x 9``, one row per
+    record) labelled at ``thresholds`` as :meth:`ECGMetrics.update` labels them."""
+    pred = (probs.float() >= torch.as_tensor(thresholds, device=probs.device)).cpu().numpy()
+    intervals = bootstrap_intervals(target.cpu().numpy(), pred, resamples, seed, level)
+    return {"level": level, "resamples": resamples, "seed": seed, "records": len(probs),
+            **{m: [low, high] for m, (_, low, high) in intervals.items()}}

@@ -17,7 +17,7 @@ from xecg.data.filters import bandpass, check_band
 from xecg.data.windows import Aggregation, aggregate_by_group, eval_windows, fill_window
 from xecg.guards import read_checkpoint
 from xecg.losses import XECGLoss, check_choice
-from xecg.metrics import ECGMetrics, tune_thresholds
+from xecg.metrics import ECGMetrics, interval_report, tune_thresholds
 from xecg.models import DOWNSAMPLE
 from xecg.models.backbone import use_length_generic_layers
 
@@ -148,6 +148,9 @@ class XECGModule(L.LightningModule):
         # records get the same before any window is cut (`prepare_signal`).
         self.bandpass: tuple[float, float] | None = None
         self.last_metrics: dict[str, dict[str, float]] = {}
+        # The test stage's summary metrics with 95% bootstrap intervals over its records
+        # (metrics.json's `test_intervals`).
+        self.last_intervals: dict[str, dict] = {}
         # Per-step accumulators, read at epoch ends or once in a while (see `_step`): per stage
         # the epoch's (probs, target) rows, the loss terms' sums and the records they cover.
         self._rows: dict[str, list[tuple[Tensor, Tensor]]] = {}
@@ -383,7 +386,11 @@ class XECGModule(L.LightningModule):
         return torch.cat([g[:n] for g, n in zip(gathered, counts.tolist())])
 
     def on_test_epoch_end(self) -> None:
-        self._epoch_end("test", self._epoch_rows("test"))
+        rows = self._epoch_rows("test")
+        self._epoch_end("test", rows)
+        if rows is not None:  # the records of every process, resampled as one test set
+            probs, target = (self._gather_rows(r) for r in rows)
+            self.last_intervals["test"] = interval_report(probs, target, self.thresholds)
 
     # ------------------------------------------------------------------------ optimiser
     def configure_optimizers(self):
