@@ -79,7 +79,7 @@ def test_evaluate_gives_the_test_stage_metrics(which, request, tiny_data, tmp_pa
     for key, value in tested.items():
         assert got[key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
     # The same records, labelled alike: the same bootstrap intervals, whatever their order.
-    assert result["evaluate_intervals"] == tested_file["test_intervals"]
+    assert result["intervals"]["evaluate"] == tested_file["intervals"]["test"]
     assert {f"auroc_{c}" for c in CLASSES} <= set(got)
     valid = [got[f"auroc_{c}"] for c in CLASSES if not math.isnan(got[f"auroc_{c}"])]
     assert np.mean(valid) == pytest.approx(got["auroc"], abs=1e-6)

@@ -275,7 +275,7 @@ def test_train_writes_the_run_folder(train_run, tiny_data):
         assert all(f"f1_{c}" in values for c in CLASSES)
         assert all(0 <= values[k] <= 1 for k in ("micro_f1", "macro_f1", "subset_acc", "auroc"))
     # The test numbers' 95% bootstrap intervals over the test records, around them.
-    intervals = report["test_intervals"]
+    intervals = report["intervals"]["test"]
     assert intervals["records"] == tiny_data.counts["test"] and intervals["resamples"] == 1000
     for metric in ("micro_f1", "macro_f1", "subset_acc"):
         low, high = intervals[metric]

@@ -150,7 +150,7 @@ class MetricsReport(L.Callback):
         data[stage] = pl_module.last_metrics.get(stage, {})
         intervals = getattr(pl_module, "last_intervals", {}).get(stage)
         if intervals is not None:
-            data[f"{stage}_intervals"] = intervals
+            data.setdefault("intervals", {})[stage] = intervals
         data[f"{stage}_of"] = _evaluated(trainer, "fit epoch {}")
         ckpt = trainer.checkpoint_callback
         if ckpt is not None and getattr(ckpt, "best_model_path", ""):
@@ -185,7 +185,7 @@ class MetricsReport(L.Callback):
         data = self._update_file(trainer, pl_module, "test")
         self._table(trainer, pl_module, "test")
         print(format_report(data["test"], data["protocol"], title="test",
-                            intervals=data.get("test_intervals")))
+                            intervals=data.get("intervals", {}).get("test")))
 
 
 def _evaluated(trainer: L.Trainer, during_fit: str) -> str:

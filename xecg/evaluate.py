@@ -76,7 +76,7 @@ def evaluate(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.Pat
     targets = torch.cat(all_targets)
     result = {
         "evaluate": values,
-        "evaluate_intervals": interval_report(torch.cat(all_probs), targets, thresholds),
+        "intervals": {"evaluate": interval_report(torch.cat(all_probs), targets, thresholds)},
         "checkpoint": str(ckpt),
         "data": str(path),
         "records": len(rows),
@@ -96,7 +96,7 @@ def evaluate(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.Pat
         write_skipped(out, unreadable)
     if not quiet:
         print(format_report(values, result["protocol"], title="evaluate",
-                            intervals=result["evaluate_intervals"]))
+                            intervals=result["intervals"]["evaluate"]))
         aurocs = [values[f"auroc_{c}"] for c in CLASSES]
         print(f"{'AUROC per class':<26} " + " ".join(
             f"{c} {'n/a' if math.isnan(a) else f'{a:.3f}'}" for c, a in zip(CLASSES, aurocs))

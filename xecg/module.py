@@ -149,7 +149,7 @@ class XECGModule(L.LightningModule):
         self.bandpass: tuple[float, float] | None = None
         self.last_metrics: dict[str, dict[str, float]] = {}
         # The test stage's summary metrics with 95% bootstrap intervals over its records
-        # (metrics.json's `test_intervals`).
+        # (metrics.json's `intervals`).
         self.last_intervals: dict[str, dict] = {}
         # Per-step accumulators, read at epoch ends or once in a while (see `_step`): per stage
         # the epoch's (probs, target) rows, the loss terms' sums and the records they cover.
