@@ -235,6 +235,26 @@ def test_bootstrap_estimates_agree_with_xecg_metrics(tmp_path):
         assert estimate == pytest.approx(ref[metric].item(), abs=1e-6), metric
 
 
+def test_a_run_without_predictions_shows_the_intervals_its_test_stage_wrote(tmp_path):
+    """A run of ``xecg train`` writes no predictions.csv but keeps its test stage's intervals
+    in metrics.json (``intervals.test``): compare shows those, as written."""
+    root = tmp_path / "runs"
+    run = write_run(root, "xecgnet", 0, test={"micro_f1": 0.8, "subset_acc": 0.7})
+    data = json.loads((run / "metrics.json").read_text())
+    data["intervals"] = {"test": {"level": 0.95, "resamples": 1000, "seed": 0, "records": 300,
+                                  "micro_f1": [0.77, 0.83], "subset_acc": [0.65, 0.75]}}
+    (run / "metrics.json").write_text(json.dumps(data))
+    write_run(root, "abn", 0, test={"micro_f1": 0.79, "subset_acc": 0.69})  # has none
+    out = tmp_path / "out"
+    assert main([str(root), "--out", str(out)]) == 0
+    rows = {r["metric"]: r for r in read_csv(out / "bootstrap.csv")}
+    assert set(rows) == {"micro_f1", "subset_acc"} and rows["micro_f1"]["variant"] == "xecgnet"
+    assert [num(rows["micro_f1"][k]) for k in ("estimate", "ci_low", "ci_high")] == [
+        0.8, 0.77, 0.83]
+    assert rows["subset_acc"]["records"] == "300"
+    assert "0.800 [0.770, 0.830]" in (out / "compare.md").read_text()
+
+
 def test_fallback_variant_and_seed_and_duplicates(tmp_path, capsys):
     root = tmp_path / "runs"
     for seed in range(3):

@@ -31,10 +31,11 @@ Statistics, and why these:
 * **Holm** correction of those p-values, per metric, over the variants compared with the
   reference: testing several variants makes some small p likely by chance; Holm controls the
   family-wise error like Bonferroni but loses less power.
-* Per run with ``predictions.csv``: a **bootstrap** 95% percentile interval over test records
-  (1,000 resamples, seeded) of micro-F1, macro-F1 and the three subset accuracies
+* Per run: a **bootstrap** 95% percentile interval over test records (1,000 resamples, seeded)
+  of micro-F1, macro-F1 and the three subset accuracies
   (:func:`xecg.bootstrap.bootstrap_intervals`): the uncertainty due to the finite test set,
-  which the seed spread does not show.
+  which the seed spread does not show. From the run's ``predictions.csv`` where it has one,
+  else as its test stage wrote them to metrics.json.
 
 Output (``--out``, default ``DIR/compare`` of the first DIR): ``compare.md`` (also printed),
 ``summary.csv``, ``paired.csv``, ``bootstrap.csv`` (if any run has predictions) and
@@ -102,6 +103,8 @@ class Run:
     protocol: dict = field(default_factory=dict)
     thresholds: list[float] | None = None
     mtime: float = 0.0
+    #: The split's bootstrap intervals as the test stage wrote them (metrics.json ``intervals``).
+    intervals: dict = field(default_factory=dict)
 
 
 def _as_int(value) -> int | None:
@@ -160,11 +163,13 @@ def load_run(path: Path, split: str) -> Run | None:
         warn(f"{path}: no {split!r} metrics, skipped")
         return None
     thresholds = data.get("thresholds")
+    intervals = data.get("intervals") if isinstance(data.get("intervals"), dict) else {}
     return Run(folder=folder, variant=run_variant(data, folder), seed=run_seed(data, folder),
                metrics=numeric_metrics(values),
                protocol=data.get("protocol") if isinstance(data.get("protocol"), dict) else {},
                thresholds=thresholds if isinstance(thresholds, list) else None,
-               mtime=path.stat().st_mtime)
+               mtime=path.stat().st_mtime,
+               intervals=intervals.get(split) if isinstance(intervals.get(split), dict) else {})
 
 
 def collect_runs(dirs: Sequence[Path], split: str) -> list[Run]:
@@ -359,19 +364,27 @@ def _names(cell: str) -> list[str]:
 
 
 def bootstrap_runs(runs: list[Run], resamples: int, seed: int) -> list[dict]:
+    """Per run, each bootstrap metric's estimate and interval over the split's records: from
+    its ``predictions.csv`` (``resamples`` and ``seed`` as asked), else as the test stage wrote
+    them to metrics.json (1,000 resamples, seed 0)."""
     rows = []
     for run in runs:
         path = run.folder / "predictions.csv"
-        if not path.is_file():
-            continue
-        try:
-            true, pred = read_predictions(path, run.thresholds)
-        except (ValueError, KeyError) as err:
-            warn(f"{path}: no bootstrap ({err})")
-            continue
-        for metric, (point, low, high) in bootstrap_intervals(true, pred, resamples, seed).items():
+        if path.is_file():
+            try:
+                true, pred = read_predictions(path, run.thresholds)
+            except (ValueError, KeyError) as err:
+                warn(f"{path}: no bootstrap ({err})")
+                continue
+            found = bootstrap_intervals(true, pred, resamples, seed).items()
+            records = len(true)
+        else:  # what the test stage computed, on the same records
+            found = [(m, (run.metrics[m], *run.intervals[m])) for m in BOOTSTRAP_METRICS
+                     if m in run.metrics and m in run.intervals]
+            records = run.intervals.get("records")
+        for metric, (point, low, high) in found:
             rows.append({"variant": run.variant, "seed": run.seed, "run": str(run.folder),
-                         "records": len(true), "metric": metric, "estimate": point,
+                         "records": records, "metric": metric, "estimate": point,
                          "ci_low": low, "ci_high": high})
     return rows
 
@@ -455,7 +468,8 @@ def render_markdown(runs: list[Run], variants: list[str], reference: str, split:
     if boot:
         lines += ["", "## Per-run bootstrap over test records",
                   "", f"Estimate [95% percentile interval] over {resamples} resamples of the "
-                  "test records (with replacement) of each run's predictions.csv.", "",
+                  "test records (with replacement) of each run's predictions.csv, or, for a run "
+                  "without one, the 1,000 resamples its test stage wrote to metrics.json.", "",
                   "| variant | seed | records | " + " | ".join(label(m) for m in BOOTSTRAP_METRICS)
                   + " |", "|---|---|---|" + "---|" * len(BOOTSTRAP_METRICS)]
         per_run: dict[str, dict[str, dict]] = {}
