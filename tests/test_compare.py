@@ -245,6 +245,10 @@ def test_a_run_without_predictions_shows_the_intervals_its_test_stage_wrote(tmp_
                                   "micro_f1": [0.77, 0.83], "subset_acc": [0.65, 0.75]}}
     (run / "metrics.json").write_text(json.dumps(data))
     write_run(root, "abn", 0, test={"micro_f1": 0.79, "subset_acc": 0.69})  # has none
+    damaged = write_run(root, "cnn", 0, test={"micro_f1": 0.7, "subset_acc": 0.6})
+    cnn = json.loads((damaged / "metrics.json").read_text())
+    cnn["intervals"] = {"test": {"micro_f1": "0.6-0.8", "subset_acc": [0.5], "records": "x"}}
+    (damaged / "metrics.json").write_text(json.dumps(cnn))  # left out, not a crash
     out = tmp_path / "out"
     assert main([str(root), "--out", str(out)]) == 0
     rows = {r["metric"]: r for r in read_csv(out / "bootstrap.csv")}

@@ -20,14 +20,13 @@ def bootstrap_intervals(true: np.ndarray, pred: np.ndarray,
     """Each of :data:`BOOTSTRAP_METRICS` with its percentile interval over records resampled with
     replacement: metric -> (estimate, low, high). ``true``, ``pred``: ``R x 9`` multi-hot.
 
-    The estimates are :class:`ECGMetrics`' (tested): F1 = 2 TP / (2 TP + FP + FN), 0 for a class
-    with none of the three, macro over all nine classes; subset accuracy over the records of a
-    kind (a kind the records lack, such as multilabel records, gets no interval). The records
-    are resampled as a whole, so a record's labels stay together, and in an order of their own
-    (by labels and predictions): the same records in any order, such as the test stage's on
-    one process or on several and ``xecg evaluate``'s, give the same intervals. NumPy rather
-    than torchmetrics, whose objects would be made once per resample; :class:`ECGMetrics` is
-    :class:`xecg.metrics.ECGMetrics`.
+    The estimates are :class:`xecg.metrics.ECGMetrics`' (tested): F1 = 2 TP / (2 TP + FP +
+    FN), 0 for a class with none of the three, macro over all nine classes; subset accuracy
+    over the records of a kind (a kind the records lack, such as multilabel records, gets no
+    interval). The records are resampled as a whole, so a record's labels stay together, and
+    in an order of their own (by labels and predictions): the same records in any order, such
+    as the test stage's on one process or on several and ``xecg evaluate``'s, give the same
+    intervals. NumPy rather than torchmetrics, whose objects would be made once per resample.
     """
     true, pred = np.asarray(true) > 0.5, np.asarray(pred) > 0.5
     bits = np.concatenate([true, pred], 1)

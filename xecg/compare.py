@@ -38,7 +38,7 @@ Statistics, and why these:
   else as its test stage wrote them to metrics.json.
 
 Output (``--out``, default ``DIR/compare`` of the first DIR): ``compare.md`` (also printed),
-``summary.csv``, ``paired.csv``, ``bootstrap.csv`` (if any run has predictions) and
+``summary.csv``, ``paired.csv``, ``bootstrap.csv`` (if any run has intervals) and
 ``compare.png``. Errors exit with code 2 and one line on stderr.
 """
 
@@ -164,12 +164,24 @@ def load_run(path: Path, split: str) -> Run | None:
         return None
     thresholds = data.get("thresholds")
     intervals = data.get("intervals") if isinstance(data.get("intervals"), dict) else {}
+    intervals = intervals.get(split) if isinstance(intervals.get(split), dict) else {}
     return Run(folder=folder, variant=run_variant(data, folder), seed=run_seed(data, folder),
                metrics=numeric_metrics(values),
                protocol=data.get("protocol") if isinstance(data.get("protocol"), dict) else {},
                thresholds=thresholds if isinstance(thresholds, list) else None,
                mtime=path.stat().st_mtime,
-               intervals=intervals.get(split) if isinstance(intervals.get(split), dict) else {})
+               intervals=_intervals(intervals))
+
+
+def _intervals(raw: dict) -> dict:
+    """The ``[low, high]`` pairs of a metrics.json ``intervals`` entry (and its ``records``);
+    anything else in it is left out rather than trusted."""
+    pairs = {k: [float(v[0]), float(v[1])] for k, v in raw.items()
+             if isinstance(v, list) and len(v) == 2
+             and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)}
+    if _as_int(raw.get("records")) is not None:
+        pairs["records"] = _as_int(raw["records"])
+    return pairs
 
 
 def collect_runs(dirs: Sequence[Path], split: str) -> list[Run]:
