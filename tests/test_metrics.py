@@ -153,4 +153,5 @@ def test_records_without_a_kind_get_no_interval_for_it():
     report = interval_report(torch.tensor(pred, dtype=torch.float32),
                              torch.tensor(true, dtype=torch.float32), torch.full((9,), 0.5))
     assert report["records"] == 50 and report["level"] == 0.95
+    assert report["records_multi"] == 0 and report["records_single"] == 50
     assert report["subset_acc"] == list(bootstrap_intervals(true, pred)["subset_acc"][1:])

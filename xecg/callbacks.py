@@ -227,8 +227,12 @@ def format_report(metrics: dict[str, float], protocol: dict, title: str = "test"
                 label = f"macro AUROC ({len(defined)}/{len(CLASSES)} classes)"
         if key in metrics:
             interval = (intervals or {}).get(key)
+            kind = {"subset_acc_multi": "records_multi",
+                    "subset_acc_single": "records_single"}.get(key)
+            count = (intervals or {}).get(kind) if kind else None
             lines.append(f"{label:<26} {metrics[key]:.3f}"
-                         + (f"  [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""))
+                         + (f"  [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+                         + (f"  {count:,} records" if count is not None else ""))
     if intervals:
         lines.append(f"[ ]: {intervals['level']:.0%} bootstrap interval over the "
                      f"{intervals['records']:,} records ({intervals['resamples']:,} resamples)")

@@ -194,9 +194,13 @@ def interval_report(probs: Tensor, target: Tensor, thresholds: Tensor | float = 
                     resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
                     level: float = 0.95) -> dict:
     """What metrics.json keeps beside a stage's metrics: ``{"level", "resamples", "seed",
-    "records", METRIC: [low, high], ...}`` from ``probs`` and ``target`` (``R x 9``, one row per
-    record) labelled at ``thresholds`` as :meth:`ECGMetrics.update` labels them."""
+    "records", "records_multi", "records_single", METRIC: [low, high], ...}`` from ``probs`` and
+    ``target`` (``R x 9``, one row per record) labelled at ``thresholds`` as
+    :meth:`ECGMetrics.update` labels them. ``records_multi`` and ``records_single``: how many
+    records the multilabel and single-label subset accuracies rest on."""
     pred = (probs.float() >= torch.as_tensor(thresholds, device=probs.device)).cpu().numpy()
+    labels = (target > 0.5).sum(1)
     intervals = bootstrap_intervals(target.cpu().numpy(), pred, resamples, seed, level)
     return {"level": level, "resamples": resamples, "seed": seed, "records": len(probs),
+            "records_multi": int((labels >= 2).sum()), "records_single": int((labels == 1).sum()),
             **{m: [low, high] for m, (_, low, high) in intervals.items()}}
