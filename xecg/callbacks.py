@@ -206,6 +206,10 @@ def _datamodule_protocol(dm) -> dict:
     return {k: v for k, v in getattr(dm, "hparams", {}).items()}
 
 
+#: The interval report's count of the records a subset accuracy rests on.
+_RECORD_COUNTS = {"subset_acc_multi": "records_multi", "subset_acc_single": "records_single"}
+
+
 def format_report(metrics: dict[str, float], protocol: dict, title: str = "test",
                   intervals: dict | None = None) -> str:
     """A per-class F1 table plus the paper's summary numbers, with the protocol beside them and,
@@ -227,9 +231,7 @@ def format_report(metrics: dict[str, float], protocol: dict, title: str = "test"
                 label = f"macro AUROC ({len(defined)}/{len(CLASSES)} classes)"
         if key in metrics:
             interval = (intervals or {}).get(key)
-            kind = {"subset_acc_multi": "records_multi",
-                    "subset_acc_single": "records_single"}.get(key)
-            count = (intervals or {}).get(kind) if kind else None
+            count = (intervals or {}).get(_RECORD_COUNTS.get(key, ""))
             lines.append(f"{label:<26} {metrics[key]:.3f}"
                          + (f"  [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
                          + (f"  {count:,} records" if count is not None else ""))

@@ -72,11 +72,11 @@ def evaluate(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.Pat
         raise DatasetError(f"{path}: no record with a label among the nine classes "
                            f"({len(no_label)} without one, {len(unreadable)} unreadable)")
     values = {k: float(v) for k, v in metrics.compute().items()}
-    values.update(per_class_auroc(torch.cat(all_probs), torch.cat(all_targets)))
-    targets = torch.cat(all_targets)
+    probs, targets = torch.cat(all_probs), torch.cat(all_targets)
+    values.update(per_class_auroc(probs, targets))
     result = {
         "evaluate": values,
-        "intervals": {"evaluate": interval_report(torch.cat(all_probs), targets, thresholds)},
+        "intervals": {"evaluate": interval_report(probs, targets, thresholds)},
         "checkpoint": str(ckpt),
         "data": str(path),
         "records": len(rows),
