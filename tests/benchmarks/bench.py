@@ -200,15 +200,94 @@ def _attach_trainer(dm, c: dict, module=None) -> None:
         module.trainer = trainer
 
 
+#: What torch's sync debug mode warns, at every op that makes the host wait for the device.
+SYNC_WARNING = "called a synchronizing CUDA operation"
+
+
+class SyncSites:
+    """Where the host waits for the device: while open, torch's CUDA sync debug mode warns at
+    every synchronising op (``.item()``, a blocking copy to the host, ``nonzero``, ...), and each
+    warning's Python stack is kept. ``report()``: how many, and where, by the innermost frame
+    and by the innermost frame of xecg's or this benchmark's own code. On a CPU nothing waits
+    and the mode does not exist: it records warnings only (which is how it is tested).
+
+    Why: a compiled padded step on an H100 takes 33-36 ms where its kernels take 30 and the
+    host 22-25, so the device idles 3-6 ms a step; a step that never waits for the device would
+    not let it (benchmarks/README.md)."""
+
+    def __init__(self, device: str) -> None:
+        self.device, self.stacks, self._saved = device, [], None
+
+    def open(self) -> None:
+        import traceback
+        import warnings
+
+        def record(message, category, filename, lineno, file=None, line=None) -> None:
+            if SYNC_WARNING in str(message):  # the stack up to the op, without warnings'
+                stack = traceback.extract_stack()[:-1]  # not this function
+                while stack and stack[-1].filename == warnings.__file__:
+                    stack.pop()
+                self.stacks.append(stack)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        shown = warnings.showwarning
+        self._saved = warnings.catch_warnings()  # restores the filters and showwarning
+        self._saved.__enter__()
+        warnings.filterwarnings("always", message=f".*{SYNC_WARNING}")
+        warnings.showwarning = record
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.set_sync_debug_mode("warn")
+
+    def close(self) -> None:
+        if self._saved is None:
+            return
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.set_sync_debug_mode("default")
+        self._saved.__exit__(None, None, None)
+        self._saved = None
+
+    def report(self, steps: int, most: int = 12) -> dict:
+        """``syncs_per_step`` and the ``most`` commonest sites, ``FILE:LINE FUNCTION`` of the
+        innermost frame and (``ours``) of the innermost frame in xecg or tests/benchmarks."""
+        sites: dict[str, int] = {}
+        for stack in self.stacks:
+            inner = stack[-1]
+            own = next((f for f in reversed(stack)
+                        if "/xecg/" in f.filename or "/benchmarks/" in f.filename), None)
+            key = _frame(inner) + ("" if own is None or own is inner
+                                   else f" (ours: {_frame(own)})")
+            sites[key] = sites.get(key, 0) + 1
+        top = sorted(sites.items(), key=lambda kv: -kv[1])[:most]
+        return {"syncs_per_step": len(self.stacks) / max(steps, 1),
+                "sync_sites": [{"site": k, "count": v} for k, v in top]}
+
+
+def _frame(f) -> str:
+    """``FILE:LINE FUNCTION`` of a traceback frame, the file from its package folder on."""
+    parts = Path(f.filename).parts
+    for anchor in ("xecg", "lightning", "torch", "benchmarks"):
+        if anchor in parts:
+            parts = parts[len(parts) - parts[::-1].index(anchor) - 1:]
+            break
+    return f"{'/'.join(parts[-3:])}:{f.lineno} {f.name}"
+
+
 class StepProfile:
     """``torch.profiler`` over training steps ``start + 1 .. start + steps`` of a fit case
-    (``c["profile"] = {"start", "steps", "out", "trace"}``; None: does nothing). Writes to
-    ``out``: ``summary.json`` (wall, host CPU and device-kernel milliseconds per step),
+    (``c["profile"] = {"start", "steps", "out", "trace", "sync_sites"}``; None: does nothing).
+    Writes to ``out``: ``summary.json`` (wall, host CPU and device-kernel milliseconds per step;
+    with ``sync_sites``, :class:`SyncSites`' report over the same steps),
     ``ops.txt`` (the ops by host and by device time) and, unless ``trace`` is false, a Chrome
     trace, ``trace.json.gz``. A fit that ends early is summarised over the steps it took."""
 
     def __init__(self, spec: dict | None, device: str):
         self.spec, self.device, self.prof, self.step = spec, device, None, 0
+        self.syncs: SyncSites | None = None
         self.t0: float | None = None  # when profiling began (after a sync)
 
     def after_step(self, step: int) -> None:
@@ -224,6 +303,9 @@ class StepProfile:
             _sync(self.device)
             self.prof = profile(activities=activities)
             self.prof.__enter__()
+            self.syncs = SyncSites(self.device) if self.spec.get("sync_sites") else None
+            if self.syncs:
+                self.syncs.open()  # after _sync: the window's own syncs are not counted
             self.t0, self.cpu0 = time.perf_counter(), time.thread_time()
         elif self.prof is not None and step == self.spec["start"] + self.spec["steps"]:
             self.close()
@@ -231,6 +313,8 @@ class StepProfile:
     def close(self) -> None:
         if self.prof is None:
             return
+        if self.syncs:
+            self.syncs.close()
         _sync(self.device)
         wall, cpu = time.perf_counter() - self.t0, time.thread_time() - self.cpu0
         prof, self.prof = self.prof, None
@@ -245,7 +329,8 @@ class StepProfile:
         device_us = sum(e.self_device_time_total for e in device_kernels(events))
         summary = {"steps": n, "wall_ms_per_step": 1000 * wall / n,
                    "main_thread_cpu_ms_per_step": 1000 * cpu / n,
-                   "device_busy_ms_per_step": device_us / 1000 / n}
+                   "device_busy_ms_per_step": device_us / 1000 / n,
+                   **(self.syncs.report(n) if self.syncs else {})}
         (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         tables = [f"{json.dumps(summary)}\n",
                   events.table(sort_by="self_cpu_time_total", row_limit=30)]

@@ -67,17 +67,22 @@ fi
     # 2. The compiled padded Lightning fit with xecg's layers and with the 2-D form, one after
     #    the other: do the training losses after two epochs differ again (0.82 against 0.88 in
     #    the progress bar)? Each epoch's mean training loss is printed and in epoch_loss.
+    #    With xecg's layers a plain loop follows (the compiled graph reused: seconds). Steps of
+    #    33-36 ms whose kernels take 30 and whose host 22-25 leave the GPU idle 3-6 ms a step:
+    #    does the host wait for it? --sync-sites counts the ops that make it wait over the
+    #    profiled steps, and names where (syncs_per_step, sync_sites in each summary).
     for form in native conv2d-static; do
-        flag=(); [[ $form == conv2d-static ]] && flag=(--conv2d-static)
+        flag=(--mode lightning plain); [[ $form == conv2d-static ]] && flag=(--conv2d-static \
+            --mode lightning)
         step 150 $PY tests/benchmarks/profile_fit.py --compile "${flag[@]}" --no-trace \
-            "${small[@]}" --device "$DEVICE" --mode lightning --out "$work/profile-pad-$form"
+            --sync-sites "${small[@]}" --device "$DEVICE" --out "$work/profile-pad-$form"
     done
     # 3. The compiled bucketed fit with CUDA graphs in a plain loop beside Lightning: the
     #    night's Lightning step took 16.8 ms on an H100 (32 ms without CUDA graphs) and a plain
     #    loop's 17.2 ms on an H200; compiling took 127-145 s.
     [[ $DEVICE == cuda ]] && step 330 env TORCH_LOGS=recompiles $PY tests/benchmarks/profile_fit.py \
         --compile --compile-mode reduce-overhead --policy bucket --bucket-multiple 9720 \
-        --mode lightning plain --no-trace "${small[@]}" --device "$DEVICE" \
+        --mode lightning plain --no-trace --sync-sites "${small[@]}" --device "$DEVICE" \
         --out "$work/profile-bucket-cudagraphs"
     echo "==== done after $((SECONDS - start)) s"
 } 2>&1 | tee "$OUT/window.log"

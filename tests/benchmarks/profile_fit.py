@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("profile"))
     p.add_argument("--no-trace", action="store_true",
                    help="no trace.json.gz (a lent GPU machine returns at most 8 files)")
+    p.add_argument("--sync-sites", action="store_true",
+                   help="count, over the profiled steps, the ops that make the host wait for "
+                        "the GPU, and where they are (torch's sync debug mode; bench.SyncSites)")
     a = p.parse_args(argv)
     if a.conv2d_static:
         conv2d_static()
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             out = a.out / mode
             c = {**cfg, "mode": mode, "store": str(store),
                  "profile": {"start": a.start, "steps": a.steps, "out": str(out),
-                             "trace": not a.no_trace}}
+                             "trace": not a.no_trace, "sync_sites": a.sync_sites}}
             graphs = _graphs()
             result = bench.case_fit(c)
             summaries[mode] = {**json.loads((out / "summary.json").read_text()),
