@@ -71,6 +71,8 @@ def test_gpu_window_script_runs_on_a_cpu(tmp_path):
         assert summary["steps"] == 2 and summary["wall_ms_per_step"] > 0
         # the ops that make the host wait for a GPU, counted over the profiled steps: none here
         assert summary["syncs_per_step"] == 0 and summary["sync_sites"] == []
+        # where a GPU waited, from the profile's trace (a CPU's has no device events)
+        assert summary["device_idle_ms_per_step"] is None and summary["idle_gaps"] == []
     assert '"unprofiled_steps_per_s": ' in log and '"epoch_s": [' in log
     # each epoch's mean training loss, as it ends and in the fit's summary
     assert log.count("mean training loss ") >= 4 and '"epoch_loss": [' in log

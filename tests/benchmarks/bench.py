@@ -277,11 +277,71 @@ def _frame(f) -> str:
     return f"{'/'.join(parts[-3:])}:{f.lineno} {f.name}"
 
 
+#: Chrome-trace categories of torch.profiler: work on the device, and the host's launches of it.
+DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
+LAUNCH_CATS = ("cuda_runtime", "cuda_driver")
+
+
+def idle_gaps(events: list[dict], steps: int, min_us: float = 20.0, most: int = 12) -> dict:
+    """Where the device waited, from a profile's Chrome-trace events (``traceEvents``): the
+    stretches between the device's work of at least ``min_us``, and for each what the host was
+    doing. ``device_idle_ms_per_step`` (the span from the first device event to the last, less
+    the union of device events, per step), and the ``most`` largest gaps' sums by cause:
+
+    - ``launch``: the host op (innermost ``cpu_op``) that launched the work ending the gap, e.g.
+      ``aten::copy_`` for a batch's transfer or the compiled graph's call;
+    - ``waited``: host calls that block for the device (``*Synchronize``, a plain ``cudaMemcpy``)
+      running while the gap began, if any: a sync just before a gap is what made it.
+
+    A step bound by the device has no gaps; a gap per step with a sync beside it is a wait the
+    host could skip; gaps before a launch that came late are the host's pace."""
+    device = sorted((e for e in events if e.get("ph") == "X" and e.get("cat") in DEVICE_CATS),
+                    key=lambda e: e["ts"])
+    if not device:
+        return {"device_idle_ms_per_step": None, "idle_gaps": []}
+    launches = {e["args"]["correlation"]: e for e in events
+                if e.get("cat") in LAUNCH_CATS and "correlation" in e.get("args", {})}
+    ops = sorted((e for e in events if e.get("ph") == "X" and e.get("cat") == "cpu_op"),
+                 key=lambda e: e["ts"])
+    blocking = [e for e in events if e.get("cat") in LAUNCH_CATS
+                and ("Synchronize" in e["name"] or e["name"] in ("cudaMemcpy", "cuMemcpyDtoH"))]
+
+    def innermost(tid, ts: float) -> str:
+        """The shortest cpu_op of thread ``tid`` running at ``ts``."""
+        running = [e for e in ops if e["tid"] == tid and e["ts"] <= ts <= e["ts"] + e["dur"]]
+        return min(running, key=lambda e: e["dur"])["name"] if running else "(no op)"
+
+    gaps, end, busy = [], device[0]["ts"] + device[0]["dur"], device[0]["dur"]
+    for e in device[1:]:
+        if e["ts"] > end:
+            busy += e["dur"]
+            if e["ts"] - end >= min_us:
+                gaps.append((e["ts"] - end, end, e))
+        else:
+            busy += max(0.0, e["ts"] + e["dur"] - end)
+        end = max(end, e["ts"] + e["dur"])
+    span = end - device[0]["ts"]
+    causes: dict[tuple[str, str], list[float]] = {}
+    for us, start, after in sorted(gaps, key=lambda g: -g[0])[:most]:
+        launch = launches.get(after.get("args", {}).get("correlation"))
+        by = innermost(launch["tid"], launch["ts"]) if launch else "(launch not found)"
+        waited = sorted({b["name"] for b in blocking
+                         if b["ts"] <= start <= b["ts"] + b["dur"] + min_us})
+        key = (f"{after['name'][:60]} launched by {by}", ", ".join(waited) or "-")
+        causes.setdefault(key, []).append(us)
+    return {"device_idle_ms_per_step": (span - busy) / 1000 / max(steps, 1),
+            "idle_gaps_over_us": min_us, "idle_gaps_counted": len(gaps),
+            "idle_gaps": [{"gap": k[0], "waited": k[1], "count": len(v),
+                           "ms_per_step": sum(v) / 1000 / max(steps, 1)}
+                          for k, v in sorted(causes.items(), key=lambda kv: -sum(kv[1]))]}
+
+
 class StepProfile:
     """``torch.profiler`` over training steps ``start + 1 .. start + steps`` of a fit case
     (``c["profile"] = {"start", "steps", "out", "trace", "sync_sites"}``; None: does nothing).
-    Writes to ``out``: ``summary.json`` (wall, host CPU and device-kernel milliseconds per step;
-    with ``sync_sites``, :class:`SyncSites`' report over the same steps),
+    Writes to ``out``: ``summary.json`` (wall, host CPU and device-kernel milliseconds per step,
+    where the device waited (:func:`idle_gaps`); with ``sync_sites``, :class:`SyncSites`' report
+    over the same steps),
     ``ops.txt`` (the ops by host and by device time) and, unless ``trace`` is false, a Chrome
     trace, ``trace.json.gz``. A fit that ends early is summarised over the steps it took."""
 
@@ -327,9 +387,13 @@ class StepProfile:
         events = prof.key_averages()
         # Kernels (and copies) on the device: their own time, summed over the profiled steps.
         device_us = sum(e.self_device_time_total for e in device_kernels(events))
+        # The trace, for where the device waited (idle_gaps), kept when asked for.
+        trace = out / "trace.json"
+        prof.export_chrome_trace(str(trace))
+        gaps = idle_gaps(json.loads(trace.read_text())["traceEvents"], n)
         summary = {"steps": n, "wall_ms_per_step": 1000 * wall / n,
                    "main_thread_cpu_ms_per_step": 1000 * cpu / n,
-                   "device_busy_ms_per_step": device_us / 1000 / n,
+                   "device_busy_ms_per_step": device_us / 1000 / n, **gaps,
                    **(self.syncs.report(n) if self.syncs else {})}
         (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         tables = [f"{json.dumps(summary)}\n",
@@ -338,11 +402,9 @@ class StepProfile:
             tables.append(events.table(sort_by="self_device_time_total", row_limit=30))
         (out / "ops.txt").write_text("\n\n".join(tables))
         if self.spec.get("trace", True):
-            trace = out / "trace.json"
-            prof.export_chrome_trace(str(trace))
             with open(trace, "rb") as src, gzip.open(out / "trace.json.gz", "wb") as dst:
                 shutil.copyfileobj(src, dst)
-            trace.unlink()
+        trace.unlink()
         print(f"profile: {summary}", flush=True)
 
 

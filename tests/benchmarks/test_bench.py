@@ -240,6 +240,44 @@ def test_sync_sites_names_where_the_host_waits(recwarn):
     assert warnings.filters == filters
 
 
+def test_idle_gaps_say_where_the_device_waited_and_why():
+    """profile_fit.py's summaries on a GPU: from the profile's Chrome trace, the device's idle
+    time per step and, for its largest gaps, the host op that launched the work ending each and
+    any blocking call running as it began (here a trace written by hand: two steps, a gap after
+    a sync before a batch's copy, one before a compiled graph's launch, one too short to count,
+    and two kernels that overlap)."""
+    def x(cat, name, ts, dur, tid=1, **args):
+        return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur, "tid": tid,
+                "pid": 1, "args": args}
+
+    events = [
+        x("kernel", "k1", 0, 100, tid=7, correlation=1),
+        x("kernel", "k2", 100, 100, tid=7, correlation=2),
+        x("cuda_runtime", "cudaStreamSynchronize", 150, 55),
+        x("cpu_op", "aten::to", 460, 35), x("cpu_op", "aten::copy_", 470, 20),
+        x("cuda_runtime", "cudaMemcpyAsync", 480, 5, correlation=3),
+        x("gpu_memcpy", "Memcpy HtoD (Pinned -> Device)", 500, 100, tid=7, correlation=3),
+        x("kernel", "k4", 610, 90, tid=7, correlation=4),  # 10 us after: too short to count
+        x("cpu_op", "## Call CompiledFxGraph abc", 950, 250),
+        x("cuda_driver", "cuLaunchKernel", 990, 5, correlation=5),
+        x("kernel", "triton_poi_fused_0", 1000, 100, tid=7, correlation=5),
+        x("kernel", "k6", 1050, 100, tid=7, correlation=6),  # overlaps the one before
+        {"ph": "M", "name": "thread_name", "pid": 1, "tid": 1, "args": {"name": "main"}},
+    ]
+    report = bench.idle_gaps(events, steps=2)
+    # span 0-1150 us, busy 200 + 100 + 90 + 150 = 540: 610 us idle over two steps
+    assert report["device_idle_ms_per_step"] == pytest.approx(0.305)
+    assert report["idle_gaps_counted"] == 2
+    assert report["idle_gaps"] == [
+        {"gap": "Memcpy HtoD (Pinned -> Device) launched by aten::copy_",
+         "waited": "cudaStreamSynchronize", "count": 1, "ms_per_step": pytest.approx(0.15)},
+        {"gap": "triton_poi_fused_0 launched by ## Call CompiledFxGraph abc", "waited": "-",
+         "count": 1, "ms_per_step": pytest.approx(0.15)}]
+    # a CPU's profile has no device events
+    assert bench.idle_gaps([x("cpu_op", "aten::mm", 0, 10)], steps=1) == {
+        "device_idle_ms_per_step": None, "idle_gaps": []}
+
+
 def test_smoke_and_partial_runs_keep_the_measured_numbers():
     """README's `bench.py --quick` and `bench.py --only lightning_vs_plain` each wrote
     benchmarks/results.json anew, losing the full run's other comparisons."""
