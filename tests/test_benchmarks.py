@@ -74,6 +74,15 @@ def test_gpu_window_script_runs_on_a_cpu(tmp_path):
         # where a GPU waited, from the profile's trace (a CPU's has no device events)
         assert summary["device_idle_ms_per_step"] is None and summary["idle_gaps"] == []
     assert '"unprofiled_steps_per_s": ' in log and '"epoch_s": [' in log
+    # the page of answers at the end, also from the archive as a later session reads it
+    page = log[log.index("# GPU window summary"):]
+    for part in ("## conv-layout-bf16", "## conv-layout-fp32", "conv2d:static |",
+                 "## profile-pad-native", "## profile-pad-conv2d-static", "plain |"):
+        assert part in page, page
+    again = subprocess.run([sys.executable, "tests/benchmarks/window_summary.py",
+                            str(tmp_path / "window.tgz")], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60)
+    assert again.returncode == 0 and again.stdout.strip() == page.strip(), again.stderr
     # each epoch's mean training loss, as it ends and in the fit's summary
     assert log.count("mean training loss ") >= 4 and '"epoch_loss": [' in log
 

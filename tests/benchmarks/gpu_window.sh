@@ -90,6 +90,8 @@ fi
         --mode lightning plain --no-trace --sync-sites "${small[@]}" --device "$DEVICE" \
         --out "$work/profile-bucket-cudagraphs"
     echo "==== done after $((SECONDS - start)) s"
+    # the answers in a page, last: the end of the call's output carries them whatever comes back
+    $PY tests/benchmarks/window_summary.py "$work"
 } 2>&1 | tee "$OUT/window.log"
 tar czf "$OUT/window.tgz" -C "$work" .
 rm -rf "$work"

@@ -1,8 +1,9 @@
 """Where a training step's time goes: ``torch.profiler`` over a few steps of a Lightning fit and of
 a plain PyTorch loop (bench.py's ``fit`` case: the same module, loader and optimiser), after
 warm-up and compilation. Per contender it writes ``OUT/<mode>/summary.json`` (wall, main-thread
-CPU and device-kernel milliseconds per step), ``ops.txt`` (ops by host and by device time) and
-``trace.json.gz`` (open in https://ui.perfetto.dev), and prints the summaries.
+CPU and device-kernel milliseconds per step, where the device waited), ``ops.txt`` (ops by host
+and by device time) and ``trace.json.gz`` (open in https://ui.perfetto.dev), and prints the
+summaries with each fit's epochs, also kept in ``OUT/fits.json``.
 
     python tests/benchmarks/profile_fit.py --device cuda --compile --out $OUT     # a lent GPU
     python tests/benchmarks/profile_fit.py --device cuda --compile --compile-mode reduce-overhead
@@ -100,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             # reuses the graphs of one before it (the same network code, in this process).
             if a.compile:
                 summaries[mode]["compiled_graphs"] = _graphs() - graphs
+            # after each contender: a run stopped at its time limit keeps the ones before
+            a.out.mkdir(parents=True, exist_ok=True)
+            (a.out / "fits.json").write_text(json.dumps({"config": cfg, **summaries},
+                                                        indent=1) + "\n")
     print(json.dumps({"config": cfg, **summaries}, indent=1))
     return 0
 

@@ -1,0 +1,97 @@
+"""The answers of a GPU window in a page: what ``gpu_window.sh`` wrote into its work folder (or
+its ``window.tgz``), as short tables. The window prints it last, so that the end of the call's
+output (all a lent machine's reply is sure to carry) holds the numbers even if no file comes
+back.
+
+    python3 tests/benchmarks/window_summary.py WORK_DIR
+    python3 tests/benchmarks/window_summary.py benchmarks/gpu-window-DATE/window.tgz
+
+For each form of ``conv_layout.py`` (float32 and bf16): its compiled gradients' error against
+an eager float32 copy, the first and last of its fixed-batch losses (an exact form follows
+xecg's layers), ms per step and the cuDNN transposes. For each profiled fit: ms per unprofiled
+step, seconds per epoch, the epochs' mean training losses, the GPU's busy and idle ms per step,
+the host's waits per step, and the largest idle gaps and sync sites.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+
+def _num(v, fmt: str = ".3g") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def layout_rows(name: str, data: dict) -> list[str]:
+    """A row per form of one ``conv_layout.py`` result file."""
+    rows = [f"## {name}", "form | grad err median / first conv | losses first -> last | "
+            "ms/step | transpose ms/step"]
+    for r in data.get("results", []):
+        losses = r.get("losses") or []
+        span = f"{losses[0]:.5f} -> {losses[-1]:.5f}" if losses else "-"
+        rows.append(f"{r['form']}:{r['batch']} | {_num(r.get('grad_err_compiled_median'))} / "
+                    f"{_num(r.get('grad_err_compiled_first'))} | {span} | "
+                    f"{_num(r.get('ms_per_step'), '.1f')} | "
+                    f"{_num(r.get('transpose_ms_per_step'), '.2f')}")
+    return rows
+
+
+def fit_rows(name: str, data: dict) -> list[str]:
+    """A row per contender of one ``profile_fit.py`` run, and its largest waits."""
+    rows = [f"## {name}", "contender | ms/step (unprofiled) | epoch s | epoch loss | GPU busy / "
+            "idle ms/step | host waits/step"]
+    details = []
+    for mode, s in data.items():
+        if mode == "config" or not isinstance(s, dict):
+            continue
+        per_s = s.get("unprofiled_steps_per_s")
+        epochs = " ".join(_num(e, ".2f") for e in s.get("epoch_s") or [])
+        losses = " ".join(_num(e, ".4f") for e in s.get("epoch_loss") or [])
+        rows.append(f"{mode} | {_num(per_s and 1000 / per_s, '.1f')} | {epochs} | {losses} | "
+                    f"{_num(s.get('device_busy_ms_per_step'), '.1f')} / "
+                    f"{_num(s.get('device_idle_ms_per_step'), '.1f')} | "
+                    f"{_num(s.get('syncs_per_step'), '.2f')}")
+        for gap in (s.get("idle_gaps") or [])[:3]:
+            details.append(f"  {mode} idle {gap['ms_per_step']:.2f} ms/step ({gap['count']}x): "
+                           f"{gap['gap']}; waited: {gap['waited']}")
+        for site in (s.get("sync_sites") or [])[:3]:
+            details.append(f"  {mode} sync {site['count']}x: {site['site']}")
+    return rows + details
+
+
+def summarise(folder: Path) -> str:
+    """The page for a window's work folder."""
+    out = ["# GPU window summary"]
+    for path in sorted(folder.glob("conv-layout-*.json")):
+        out += layout_rows(path.stem, json.loads(path.read_text()))
+    for path in sorted(folder.glob("profile-*/fits.json")):
+        out += fit_rows(path.parent.name, json.loads(path.read_text()))
+    if len(out) == 1:
+        out.append("(nothing finished)")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print(__doc__, file=sys.stderr)
+        return 2
+    src = Path(args[0])
+    if src.is_dir():
+        print(summarise(src))
+        return 0
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(src) as tar:
+        try:
+            tar.extractall(tmp, filter="data")
+        except TypeError:  # a Python without extraction filters (before 3.10.12)
+            tar.extractall(tmp)
+        print(summarise(Path(tmp)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
