@@ -288,8 +288,8 @@ def idle_gaps(events: list[dict], steps: int, min_us: float = 20.0, most: int = 
     doing. ``device_idle_ms_per_step`` (the span from the first device event to the last, less
     the union of device events, per step), and the ``most`` largest gaps' sums by cause:
 
-    - ``launch``: the host op (innermost ``cpu_op``) that launched the work ending the gap, e.g.
-      ``aten::copy_`` for a batch's transfer or the compiled graph's call;
+    - ``gap``: the work that ended the gap and the host op (innermost ``cpu_op``) that launched
+      it, e.g. ``aten::copy_`` for a batch's transfer or the compiled graph's call;
     - ``waited``: host calls that block for the device (``*Synchronize``, a plain ``cudaMemcpy``)
       running while the gap began, if any: a sync just before a gap is what made it.
 
