@@ -49,11 +49,13 @@ def test_gpu_window_script_runs_on_a_cpu(tmp_path):
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = (tmp_path / "window.log").read_text()
-    assert log.count("==== exit 0 ") == 5, log[-3000:]  # pytest, conv_layout.py twice, 2 fits
+    # pytest, conv_layout.py twice, layout_ops.py, 2 fits
+    assert log.count("==== exit 0 ") == 6, log[-3000:]
     assert "skipped (out of time)" not in log
     with tarfile.open(tmp_path / "window.tgz") as tar:
         layout = json.load(tar.extractfile("./conv-layout-fp32.json"))
         bf16 = json.load(tar.extractfile("./conv-layout-bf16.json"))
+        ops = json.load(tar.extractfile("./layout-ops.json"))["results"]
         summaries = [json.load(tar.extractfile(f"./profile-pad-{run}/summary.json"))
                      for run in ("native/lightning", "native/plain", "conv2d-static/lightning")]
     assert [r["form"] for r in layout["results"]] == ["conv1d", "conv2d"]
@@ -67,6 +69,12 @@ def test_gpu_window_script_runs_on_a_cpu(tmp_path):
     native, conv2d = (r["losses"] for r in bf16["results"])
     assert len(native) == len(conv2d) >= 6 and native[-1] < native[0]
     assert conv2d == pytest.approx(native, rel=0.03)
+    # each op of a block on channels-last tensors, eager and compiled, is the contiguous one's
+    assert {(r["precision"], r["way"]) for r in ops} == {
+        (p, w) for p in ("fp32", "bf16") for w in ("eager_cl", "compiled_cl")}
+    for r in ops:
+        limit = 1e-4 if r["precision"] == "fp32" else 0.05
+        assert max(r[k] for k in ("out", "grad_x", "grad_w", "grad_b")) < limit, r
     for summary in summaries:
         assert summary["steps"] == 2 and summary["wall_ms_per_step"] > 0
         # the ops that make the host wait for a GPU, counted over the profiled steps: none here
@@ -77,6 +85,7 @@ def test_gpu_window_script_runs_on_a_cpu(tmp_path):
     # the page of answers at the end, also from the archive as a later session reads it
     page = log[log.index("# GPU window summary"):]
     for part in ("## conv-layout-bf16", "## conv-layout-fp32", "conv2d:static |",
+                 "## layout-ops", "fp32 max_pool1d compiled_cl |",
                  "## profile-pad-native", "## profile-pad-conv2d-static", "plain |"):
         assert part in page, page
     again = subprocess.run([sys.executable, "tests/benchmarks/window_summary.py",

@@ -35,10 +35,12 @@ step() {  # step LIMIT COMMAND...: run it for at most LIMIT seconds and what is 
 small=(--start 66 --steps 10)
 layout=(--width 0.25 --length 2916 --batch 8 --steps 5)
 fp32_forms=(conv1d:static conv2d:static conv2d_cl:static)
+ops=()
 if [[ $DEVICE != cuda ]]; then  # a check of the script: the smallest network, few records
     small=(--width 0.0625 --records 96 --start 2 --steps 2)
     layout=(--width 0.0625 --length 972 --batch 4 --steps 2)
     fp32_forms=(conv1d:static conv2d:static)
+    ops=(--batch 4 --channels 16 --length 972)
 fi
 {
     date -u
@@ -69,6 +71,12 @@ fi
     #    CPU the two differ by bf16 rounding: 1.0713 against 1.0743 at step 12, 0.3%).
     step 120 $PY tests/benchmarks/conv_layout.py --device "$DEVICE" "${layout[@]}" \
         --variants conv1d:static conv2d:static --out "$work/conv-layout-bf16.json"
+    # 1c. Which op, if one is wrong: a block's ops (2-D convolution of height 1, BatchNorm,
+    #    ReLU, max-pooling, and all four chained) on channels-last tensors, eager and compiled,
+    #    against eager on contiguous ones, in float32 and bf16 (CUDA has had channels-last
+    #    backward kernels that are silently wrong: pytorch/pytorch#188344, #197888). Seconds.
+    step 90 $PY tests/benchmarks/layout_ops.py --device "$DEVICE" "${ops[@]}" \
+        --out "$work/layout-ops.json"
     # 2. The compiled padded Lightning fit with xecg's layers and with the 2-D form, one after
     #    the other: do the training losses after two epochs differ again (0.82 against 0.88 in
     #    the progress bar)? Each epoch's mean training loss is printed and in epoch_loss.

@@ -8,7 +8,8 @@ back.
 
 For each form of ``conv_layout.py`` (float32 and bf16): its compiled gradients' error against
 an eager float32 copy, the first and last of its fixed-batch losses (an exact form follows
-xecg's layers), ms per step and the cuDNN transposes. For each profiled fit: ms per unprofiled
+xecg's layers), ms per step and the cuDNN transposes. For each op of ``layout_ops.py``: its
+errors on channels-last tensors. For each profiled fit: ms per unprofiled
 step, seconds per epoch, the epochs' mean training losses, the GPU's busy and idle ms per step,
 the host's waits per step, and the largest idle gaps and sync sites.
 """
@@ -40,6 +41,17 @@ def layout_rows(name: str, data: dict) -> list[str]:
     return rows
 
 
+def ops_rows(data: dict) -> list[str]:
+    """A row per op and way of ``layout_ops.py``: relative errors against eager on contiguous
+    tensors."""
+    rows = ["## layout-ops (relative error against eager, contiguous)",
+            "precision op way | out | grad x | grad w | grad b"]
+    for r in data.get("results", []):
+        rows.append(f"{r['precision']} {r['op']} {r['way']} | " + " | ".join(
+            _num(r.get(k), ".1e") for k in ("out", "grad_x", "grad_w", "grad_b")))
+    return rows
+
+
 def fit_rows(name: str, data: dict) -> list[str]:
     """A row per contender of one ``profile_fit.py`` run, and its largest waits."""
     rows = [f"## {name}", "contender | ms/step (unprofiled) | epoch s | epoch loss | GPU busy / "
@@ -68,6 +80,8 @@ def summarise(folder: Path) -> str:
     out = ["# GPU window summary"]
     for path in sorted(folder.glob("conv-layout-*.json")):
         out += layout_rows(path.stem, json.loads(path.read_text()))
+    if (folder / "layout-ops.json").exists():
+        out += ops_rows(json.loads((folder / "layout-ops.json").read_text()))
     for path in sorted(folder.glob("profile-*/fits.json")):
         out += fit_rows(path.parent.name, json.loads(path.read_text()))
     if len(out) == 1:
