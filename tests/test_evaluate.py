@@ -138,3 +138,52 @@ def test_evaluate_refuses_a_split_whose_records_are_not_there(run, tiny_data, tm
     assert err == [f"xecg: error: {other}: 2 of its {n} test records are not in "
                    f"{tiny_data.store} (first: Z9998, Z9999); evaluate the data the split was "
                    "made of"]
+
+
+def _predictions(folder: Path) -> dict[str, np.ndarray]:
+    """record -> its nine probabilities, from an evaluation's predictions.csv."""
+    with open(folder / "predictions.csv", newline="") as f:
+        return {r["record"]: np.array([float(r[f"p_{c}"]) for c in CLASSES])
+                for r in csv.DictReader(f)}
+
+
+def test_evaluate_several_checkpoints_as_one_ensemble(run, run_episodic, tiny_data, tmp_path,
+                                                      capsys):
+    """``xecg evaluate --ckpt A --ckpt B`` (what ``make sim2real`` runs): each member's own
+    windows and aggregation give a record's probabilities, the ensemble's are their mean and its
+    thresholds the mean of theirs; metrics.json names every member."""
+    ckpts = [run[1], run_episodic[1]]
+    args = [str(tiny_data.store), "--split", str(tiny_data.split)]
+    for i, ckpt in enumerate(ckpts):
+        assert main(["evaluate", "--ckpt", str(ckpt), *args, "--out", str(tmp_path / f"m{i}")]) == 0
+    assert main(["evaluate", "--ckpt", str(ckpts[0]), "--ckpt", str(ckpts[1]), *args,
+                 "--out", str(tmp_path / "both")]) == 0
+    assert "evaluate, ensemble of 2 metrics" in capsys.readouterr().out
+    one, two, both = (_predictions(tmp_path / d) for d in ("m0", "m1", "both"))
+    assert set(both) == set(one) and len(both) == tiny_data.counts["test"]
+    for record, probs in both.items():
+        np.testing.assert_allclose(probs, (one[record] + two[record]) / 2, atol=2e-6)
+    assert not all(np.allclose(one[r], two[r]) for r in one)  # two members that differ
+    result = json.loads((tmp_path / "both" / "metrics.json").read_text())
+    members = [json.loads((tmp_path / f"m{i}" / "metrics.json").read_text()) for i in (0, 1)]
+    assert result["checkpoints"] == [str(c) for c in ckpts] and "checkpoint" not in result
+    assert members[0]["checkpoint"] == str(ckpts[0])  # one member: as before
+    assert result["protocol"]["members"] == 2 and members[0]["protocol"]["members"] == 1
+    np.testing.assert_allclose(result["thresholds"], np.mean([m["thresholds"] for m in members],
+                                                             axis=0), atol=1e-4)
+
+
+def test_evaluate_refuses_an_ensemble_of_two_sample_rates(run, tiny_data, tmp_path, capsys):
+    """Members at different rates would each need the records resampled their own way: refused,
+    naming each checkpoint and its rate."""
+    import torch
+
+    ckpt = run[1]
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    saved["state_dict"]["sample_rate"] = torch.tensor(250.0)
+    other = tmp_path / "at-250.ckpt"
+    torch.save(saved, other)
+    assert main(["evaluate", "--ckpt", str(ckpt), "--ckpt", str(other), str(tiny_data.store)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("xecg: error: an ensemble's checkpoints must share a sample rate")
+    assert f"{other}: 250 Hz" in err and f"{ckpt}: " in err

@@ -53,23 +53,32 @@ def workdir(tmp_path_factory) -> Path:
 
 
 def test_make_sim2real_trains_on_synthetic_data_and_evaluates_the_real_records(workdir):
-    done = make("sim2real", workdir, REAL="real", ARGS=TINY)
+    """A run per seed of SEEDS (the first in runs/sim2real, the others beside it, ARGS given to
+    each), then ``xecg evaluate`` of their best checkpoints as one ensemble."""
+    done = make("sim2real", workdir, REAL="real", ARGS=TINY, SEEDS="0 1")
     assert done.returncode == 0, done.stderr[-3000:]
     run = workdir / "runs" / "sim2real"
-    best = Path(json.loads((run / "metrics.json").read_text())["best_checkpoint"])
+    best = [Path(json.loads((workdir / "runs" / name / "metrics.json").read_text())
+                 ["best_checkpoint"]) for name in ("sim2real", "sim2real-seed1")]
     result = json.loads((run / "real" / "metrics.json").read_text())
-    assert result["records"] == 20 and Path(result["checkpoint"]) == best
+    assert result["records"] == 20 and [Path(c) for c in result["checkpoints"]] == best
+    assert result["protocol"]["members"] == 2
     assert {"micro_f1", "auroc", "cpsc_f1", "auroc_AF"} <= set(result["evaluate"])
+    # each run its own seed: the two networks start apart
+    first, second = (torch.load(b, map_location="cpu", weights_only=True)["state_dict"]
+                     for b in best)
+    name = next(k for k in first if k.endswith("weight") and first[k].dim() == 3)
+    assert not torch.equal(first[name], second[name])
     # sim2real.yaml's settings reached the data and the checkpoint.
     assert (workdir / "data" / "synthetic-sim2real" / "derived" / "bandpass-0.5-40Hz").is_dir()
     meta = json.loads((workdir / "data" / "synthetic-sim2real" / "meta.json").read_text())
     assert meta["fingerprint"].endswith(" st_variety=True lead_gains=adult")
-    saved = torch.load(best, map_location="cpu", weights_only=True)
+    saved = torch.load(best[0], map_location="cpu", weights_only=True)
     assert saved["xecg_bandpass"] == [0.5, 40.0]
 
-    missing = make("sim2real", workdir, REAL="nowhere",
-                   ARGS=TINY + " --experiment.name sim2real-2")
+    missing = make("sim2real", workdir, REAL="nowhere", ARGS=TINY, NAME="sim2real-2", SEEDS="0")
     assert missing.returncode == 0 and "no real records at nowhere" in missing.stdout
+    assert (workdir / "runs" / "sim2real-2" / "metrics.json").is_file()
 
 
 def test_make_finetune_cv_runs_both_arms_on_every_fold(workdir):
