@@ -61,8 +61,8 @@ def evaluate(ckpt: Checkpoints, path: str | os.PathLike, out: str | os.PathLike 
     rates = {float(m.sample_rate) for m in modules}
     if len(rates) > 1:  # a record is resampled once, to the one rate of every member
         raise CheckpointError("an ensemble's checkpoints must share a sample rate; "
-                         + ", ".join(f"{c}: {float(m.sample_rate):g} Hz"
-                                     for c, m in zip(ckpts, modules)))
+                              + ", ".join(f"{c}: {float(m.sample_rate):g} Hz"
+                                          for c, m in zip(ckpts, modules)))
     fs_model = rates.pop()
     selection = select_records(Path(path))
     if split is not None:
