@@ -238,3 +238,53 @@ def test_predict_resamples_a_real_250_hz_record_to_the_models_rate(sensitive_che
     gap = np.abs(p250 - p500).max()
     assert gap < 0.05
     assert np.abs(as_is - p500).max() > 2 * gap
+
+
+def test_predict_with_several_checkpoints_writes_their_ensemble(checkpoint, tiny_config,
+                                                                 tmp_path, monkeypatch):
+    """``xecg predict --ckpt A --ckpt B``: each record's probabilities are the mean of the two
+    checkpoints' own, its labels those at the mean of their thresholds, and each page draws the
+    first checkpoint's maps and says so beside the labels."""
+    import xecg.predict
+
+    other = tiny_config(tmp_path, "other", trainer={"limit_train_batches": 4},
+                        experiment={"wandb": False}, model={"tune_thresholds": True})
+    assert main(["fit", "--config", str(other)]) == 0
+    second = tmp_path / "runs" / "other" / "checkpoints" / "last.ckpt"
+    src = tmp_path / "src"
+    for i in range(3):
+        write_wfdb_record(src, f"X000{i}", make_signal(3000, seed=i), ["AF"])
+    singles = []
+    for k, ckpt in enumerate((checkpoint, second)):
+        assert main(["predict", "--ckpt", str(ckpt), str(src), "--out", str(tmp_path / f"p{k}"),
+                     "--no-images"]) == 0
+        singles.append({r["record"]: np.array([float(r[f"p_{c}"]) for c in CLASSES])
+                        for r in read_rows(tmp_path / f"p{k}" / "predictions.csv")})
+    titles = []
+    real = xecg.predict.render_attention
+
+    def drawn(*args, **kwargs):  # the real page, its title lines kept
+        fig, caption = real(*args, **kwargs)
+        titles.append([t.get_text() for t in fig.texts])
+        return fig, caption
+
+    monkeypatch.setattr(xecg.predict, "render_attention", drawn)
+    out = tmp_path / "both"
+    assert main(["predict", "--ckpt", str(checkpoint), "--ckpt", str(second), str(src),
+                 "--out", str(out)]) == 0
+    rows = read_rows(out / "predictions.csv")
+    assert [r["record"] for r in rows] == ["X0000", "X0001", "X0002"]
+    cut = np.mean([XECGModule.load_from_checkpoint(c, map_location="cpu").thresholds.numpy()
+                   for c in (checkpoint, second)], axis=0)
+    assert not np.allclose(singles[0]["X0000"], singles[1]["X0000"])  # two members that differ
+    for row in rows:
+        probs = np.array([float(row[f"p_{c}"]) for c in CLASSES])
+        np.testing.assert_allclose(probs, (singles[0][row["record"]]
+                                           + singles[1][row["record"]]) / 2, atol=1.1e-4)
+        if not (np.abs(probs - cut) < 2e-4).any():  # 4 decimals: away from a threshold
+            assert row["predicted"] == ";".join(c for c, p, t in zip(CLASSES, probs, cut)
+                                                if p >= t), row
+        assert (out / f"{row['record']}.png").read_bytes().startswith(PNG)
+    assert len(titles) == 3 and all(
+        any("(ensemble of 2 checkpoints; maps: the first's)" in line for line in page)
+        for page in titles)

@@ -55,14 +55,16 @@ def _run_dir(trainer: L.Trainer) -> Path:
 
 def render_attention(module, signal: np.ndarray, fs: float, record_id: str,
                      true_labels: list[str], evidence=(), out: dict | None = None,
-                     method: str | None = None):
+                     method: str | None = None, title_note: str = ""):
     """The explanation page of one record (``12 x N`` mV): the 12-lead printout with the
     model's attention A shaded (Grad-CAM for a model without A) and one strip per predicted or
     true label, captioned with true and predicted labels
     (:func:`xecg.explain.figure.explanation_figure`). ``out``: the record's
-    ``module.predict_record`` result, if already computed. Returns (figure, caption)."""
+    ``module.predict_record`` result, if already computed. ``title_note``: said beside the
+    predicted labels.
+    Returns (figure, caption)."""
     return explanation_figure(module, signal, fs, record_id, true_labels, method,
-                              evidence=evidence, out=out)
+                              evidence=evidence, out=out, title_note=title_note)
 
 
 def pick_examples(labels: np.ndarray, k: int) -> np.ndarray:

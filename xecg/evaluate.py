@@ -13,10 +13,8 @@ ones. Prints a table and, with ``--out``, writes ``DIR/metrics.json`` and
 ``DIR/predictions.csv``.
 
 Several checkpoints (runs of one recipe with other seeds, as ``make sim2real`` trains) are
-evaluated as an ensemble: each gives a record's probabilities its own way (windows,
-normalisation, band), the ensemble's are their mean, and its thresholds the mean of theirs. On
-the 100 shared real CPSC records three sim2real runs together gave micro-F1 0.668 ± 0.015
-where one gave 0.606 ± 0.032 (experiments/sim2real.md, "Ensembles").
+evaluated as one ensemble (:mod:`xecg.ensemble`: the mean of the members' probabilities, at
+the mean of their thresholds).
 """
 
 from __future__ import annotations
@@ -25,23 +23,21 @@ import argparse
 import json
 import math
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torchmetrics.functional.classification import multilabel_auroc
 
+from xecg import ensemble
 from xecg.atomic import write_atomic, write_csv
 from xecg.callbacks import format_report
 from xecg.classes import CLASSES, NUM_CLASSES
 from xecg.data.readers import DatasetError
 from xecg.data.splits import load_split, missing_records
+from xecg.ensemble import Checkpoints
 from xecg.errors import error_exit
-from xecg.guards import CheckpointError, load_module
 from xecg.metrics import ECGMetrics, interval_report
 from xecg.records import records_at_rate, select_records, write_skipped
-
-Checkpoints = str | os.PathLike | Sequence[str | os.PathLike]
 
 
 def evaluate(ckpt: Checkpoints, path: str | os.PathLike, out: str | os.PathLike | None = None,
@@ -54,16 +50,10 @@ def evaluate(ckpt: Checkpoints, path: str | os.PathLike, out: str | os.PathLike 
     ``skipped_no_label``, ``skipped_unreadable``, ``thresholds``, ``checkpoints`` (and
     ``checkpoint`` for one), ``protocol`` (with ``members``, the ensemble's size).
     """
-    ckpts = [ckpt] if isinstance(ckpt, (str, os.PathLike)) else list(ckpt)
-    # weights_only, one-line errors (guards)
-    modules = [load_module(c, map_location=device).eval() for c in ckpts]
+    ckpts = ensemble.checkpoint_list(ckpt)
+    modules = ensemble.load_members(ckpts, device)
     module = modules[0]
-    rates = {float(m.sample_rate) for m in modules}
-    if len(rates) > 1:  # a record is resampled once, to the one rate of every member
-        raise CheckpointError("an ensemble's checkpoints must share a sample rate; "
-                              + ", ".join(f"{c}: {float(m.sample_rate):g} Hz"
-                                          for c, m in zip(ckpts, modules)))
-    fs_model = rates.pop()
+    fs_model = float(module.sample_rate)
     selection = select_records(Path(path))
     if split is not None:
         wanted = load_split(split)[subset]
@@ -71,15 +61,14 @@ def evaluate(ckpt: Checkpoints, path: str | os.PathLike, out: str | os.PathLike 
         if missing:  # metrics titled as the split's would be those of another set of records
             raise DatasetError(f"{missing}; evaluate the data the split was made of")
         selection = selection.only(wanted)
-    thresholds = torch.stack([m.thresholds for m in modules]).mean(0)
+    thresholds = ensemble.thresholds(modules)
     metrics = ECGMetrics().to(thresholds.device)
     rows, all_probs, all_targets = [], [], []
     no_label, unreadable = [], []
     for rec in records_at_rate(selection, fs_model, unreadable, "evaluate", progress,
                                no_label=no_label):
-        signal = torch.as_tensor(rec.signal)
-        probs = torch.stack([m.predict_record(signal)["probs"].float()
-                             for m in modules]).mean(0)[None]
+        probs = ensemble.predict_record(modules, torch.as_tensor(rec.signal))["probs"]
+        probs = probs.float()[None]
         target = torch.as_tensor(rec.labels, dtype=torch.float32, device=probs.device)[None]
         # As the test stage: the record's probabilities, its multi-hot labels, the thresholds.
         metrics.update(probs, target, thresholds)

@@ -5,6 +5,8 @@ prepare``). Probabilities are the test stage's: the same windows and averaging, 
 checkpoint (:meth:`xecg.module.XECGModule.predict_record`). Writes ``DIR/predictions.csv``
 (record, probability per class, predicted and, where known, true labels) and one PNG per record
 with the 12 leads and the attention map over them. Unreadable records are named and skipped.
+``--ckpt`` given again (``--ckpt A --ckpt B``): the ensemble's probabilities and labels
+(:mod:`xecg.ensemble`), with the maps of the first checkpoint, as each page says.
 
 The checkpoint is loaded with ``weights_only=True`` (:func:`xecg.guards.load_module`), and every
 file is written inside DIR whatever a record id holds (:func:`xecg.atomic.output_name`).
@@ -18,20 +20,24 @@ from pathlib import Path
 
 import torch
 
+from xecg import ensemble
 from xecg.atomic import inside, output_name, write_csv
 from xecg.callbacks import render_attention
 from xecg.classes import CLASSES
+from xecg.ensemble import Checkpoints
 from xecg.errors import WriteError, XECGError, error_exit
-from xecg.guards import load_module
 from xecg.plots import ECG_DPI, save_figure
 from xecg.records import records_at_rate, select_records, write_skipped
 
 
-def predict(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.PathLike,
+def predict(ckpt: Checkpoints, path: str | os.PathLike, out: str | os.PathLike,
             images: bool = True, device: str = "cpu") -> Path:
-    """Predict every record under ``path`` with the checkpoint; returns the CSV's path."""
-    module = load_module(ckpt, map_location=device)
-    module.eval()
+    """Predict every record under ``path`` with the checkpoint (or the ensemble of several);
+    returns the CSV's path."""
+    modules = ensemble.load_members(ensemble.checkpoint_list(ckpt), device)
+    module = modules[0]  # the maps' (and with one checkpoint, everything's)
+    maps_note = ("" if len(modules) == 1 else
+                 f"ensemble of {len(modules)} checkpoints; maps: the first's")
     fs_model = float(module.sample_rate)
     selection = select_records(Path(path))
     out = Path(out)
@@ -42,10 +48,10 @@ def predict(ckpt: str | os.PathLike, path: str | os.PathLike, out: str | os.Path
     header = ["record", *[f"p_{c}" for c in CLASSES], "predicted", "true", "source"]
     rows, skipped = [], []
     for rec in records_at_rate(selection, fs_model, skipped, "predict"):
-        result = module.predict_record(torch.as_tensor(rec.signal))
+        result = ensemble.predict_record(modules, torch.as_tensor(rec.signal))
         if images:
             fig, _ = render_attention(module, rec.signal, fs_model, rec.id, rec.label_names,
-                                      out=result)
+                                      out=result, title_note=maps_note)
             try:
                 save_figure(fig, inside(out, output_name(rec.id, ".png")), dpi=ECG_DPI)
             except OSError as err:
@@ -67,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="xecg predict", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", type=Path, help="a record file or a dataset folder (any layout)")
-    p.add_argument("--ckpt", required=True, type=Path, help="checkpoint of a trained run")
+    p.add_argument("--ckpt", required=True, type=Path, action="append",
+                   help="checkpoint of a trained run; given again (--ckpt A --ckpt B): their "
+                        "ensemble's probabilities, with the first one's maps")
     p.add_argument("--out", required=True, type=Path, help="folder for the CSV and images")
     p.add_argument("--no-images", dest="images", action="store_false",
                    help="write only predictions.csv")

@@ -28,7 +28,7 @@ def window_start(n: int, fs: float, start_s: float) -> float:
 def explanation_figure(module, signal: np.ndarray, fs: float, record_id: str,
                        true_labels: Sequence[str], method: str | None = None, *,
                        start_s: float = 0.0, evidence: Sequence[tuple[str, int, int]] = (),
-                       out: dict | None = None, ig_steps: int = 32):
+                       out: dict | None = None, ig_steps: int = 32, title_note: str = ""):
     """The page of one record (``12 x N`` mV at the model's rate ``fs``) and its caption.
 
     ``method``: ``attention`` (A shaded, R_c in the strips), ``cam``, ``gradcam`` or ``ig``
@@ -36,7 +36,9 @@ def explanation_figure(module, signal: np.ndarray, fs: float, record_id: str,
     ``attention`` for xECGNet, ``gradcam`` for other models. Strips: every predicted or true
     label. ``out``: the record's ``module.predict_record`` result if already computed (its
     probabilities, those of the test stage, are the ones shown). ``evidence``: ``(label,
-    start, end)`` sample intervals, marked in that label's strip. Returns (figure, caption).
+    start, end)`` sample intervals, marked in that label's strip. ``title_note``: said beside
+    the predicted labels (where probabilities and maps come from, when not from one model).
+    Returns (figure, caption).
     """
     signal = np.asarray(signal, dtype=np.float32)
     n = signal.shape[1]
@@ -83,6 +85,8 @@ def explanation_figure(module, signal: np.ndarray, fs: float, record_id: str,
              f"25 mm/s, 10 mm/mV",
              f"predicted: {predicted_text}    true: {', '.join(true_labels) or 'unknown'}",
              shaded]
+    if title_note:  # beside the labels it qualifies (the page has room for three lines)
+        title[1] += f"    ({title_note})"
     fig = plot_ecg(signal, fs, start_s=t0, shade=shade, shade_range=shade_range, strips=strips,
                    title=title)
     likely = ", ".join(f"{c} {p:.2f}" for c, p in zip(CLASSES, probs) if p >= 0.1)
