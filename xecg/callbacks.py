@@ -61,8 +61,7 @@ def render_attention(module, signal: np.ndarray, fs: float, record_id: str,
     true label, captioned with true and predicted labels
     (:func:`xecg.explain.figure.explanation_figure`). ``out``: the record's
     ``module.predict_record`` result, if already computed. ``title_note``: said beside the
-    predicted labels.
-    Returns (figure, caption)."""
+    predicted labels. Returns (figure, caption)."""
     return explanation_figure(module, signal, fs, record_id, true_labels, method,
                               evidence=evidence, out=out, title_note=title_note)
 
