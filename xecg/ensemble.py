@@ -46,8 +46,9 @@ def thresholds(modules: Sequence) -> torch.Tensor:
 def predict_record(modules: Sequence, signal: torch.Tensor) -> dict[str, torch.Tensor]:
     """One record ``12 x N`` (mV, at the members' rate) through every member: ``probs`` (9,),
     their mean, and ``labels`` (9,) bool at the mean thresholds. With one member, its own
-    :meth:`~xecg.module.XECGModule.predict_record` result (its maps included)."""
+    :meth:`~xecg.module.XECGModule.predict_record` result. No maps: a page draws its own."""
     if len(modules) == 1:
-        return modules[0].predict_record(signal)
-    probs = torch.stack([m.predict_record(signal)["probs"].float() for m in modules]).mean(0)
+        return modules[0].predict_record(signal, maps=False)
+    probs = torch.stack([m.predict_record(signal, maps=False)["probs"].float()
+                         for m in modules]).mean(0)
     return {"probs": probs, "labels": probs >= thresholds(modules).to(probs.device)}

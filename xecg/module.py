@@ -389,7 +389,7 @@ class XECGModule(L.LightningModule):
         rows = self._epoch_rows("test")
         self._epoch_end("test", rows)
         if rows is not None:  # the records of every process, resampled as one test set
-            probs, target = (self._gather_rows(r) for r in rows)
+            probs, target = self._gather_rows(torch.cat(rows, 1)).split(NUM_CLASSES, 1)
             self.last_intervals["test"] = interval_report(probs, target, self.thresholds)
 
     # ------------------------------------------------------------------------ optimiser
@@ -442,15 +442,16 @@ class XECGModule(L.LightningModule):
         return self._whole(self.prepare_signal(signal))
 
     @torch.no_grad()
-    def predict_record(self, signal: Tensor | np.ndarray) -> dict[str, Tensor]:
+    def predict_record(self, signal: Tensor | np.ndarray, maps: bool = True) -> dict[str, Tensor]:
         """Run one record ``12 x N`` (mV, at :attr:`sample_rate`) through the model in eval mode.
 
         Probabilities are those of the test stage: the same windows (:attr:`eval_windows`,
         from the training DataModule), normalised with the training split's lead statistics,
-        combined by ``window_aggregation``. The maps come from one pass over the whole record
-        (:meth:`model_input`), so that they cover all of it. Returns ``probs`` (9,), ``labels``
-        (9,) bool, ``attention`` (T',) or None and ``response_maps`` (9 x T') or None, with
-        ``T' = N // 243``.
+        combined by ``window_aggregation``. The maps come from one more pass over the whole
+        record (:meth:`model_input`), so that they cover all of it; ``maps=False`` skips it
+        (``xecg evaluate`` and ``xecg predict`` use the probabilities only). Returns ``probs``
+        (9,), ``labels`` (9,) bool, ``attention`` (T',) or None and ``response_maps`` (9 x T')
+        or None, with ``T' = N // 243``.
         """
         was_training = self.training
         self.eval()
@@ -465,11 +466,12 @@ class XECGModule(L.LightningModule):
         probs = self(torch.from_numpy(x).to(device), torch.from_numpy(mask).to(device)).probs
         # All windows are one record's: one group.
         probs = self._per_record(probs, probs.new_zeros(len(probs), dtype=torch.long), 1)[0]
-        out = self(self._whole(block))
+        out = self(self._whole(block)) if maps else None
         self.train(was_training)
         return {
             "probs": probs,
             "labels": probs >= self.thresholds,
-            "attention": None if out.attention is None else out.attention[0, 0],
-            "response_maps": None if out.response_maps is None else out.response_maps[0],
+            "attention": None if out is None or out.attention is None else out.attention[0, 0],
+            "response_maps": (None if out is None or out.response_maps is None
+                              else out.response_maps[0]),
         }
