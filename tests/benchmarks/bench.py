@@ -1171,7 +1171,23 @@ def machine(device: str) -> dict:
                                             text=True, capture_output=True).stdout.strip())
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
+        # cuDNN releases have had silently wrong bf16 convolutions (pytorch/pytorch#163539:
+        # 9.8-9.10): a GPU number is stated with the library that computed it
+        info["cudnn"] = torch.backends.cudnn.version()
     return info
+
+
+def write_partial(out: Path | None, args, results: list[dict]) -> None:
+    """A check script's ``results`` so far into ``out`` (with its arguments and the libraries),
+    after each variant: a run stopped at its time limit keeps the ones that ended."""
+    import torch
+
+    if out is None:
+        return
+    out.write_text(json.dumps({"config": {k: str(v) for k, v in vars(args).items()},
+                               "torch": torch.__version__,
+                               "cudnn": torch.backends.cudnn.version(),
+                               "results": results}, indent=1) + "\n")
 
 
 def _mem(d: dict) -> str:

@@ -8,7 +8,11 @@ with the fused Adam, again and again on one batch already on the device), compil
   the height;
 - ``static`` or ``dynamic`` batch: ``torch._dynamo.maybe_mark_dynamic(x, 0)``, as XECGModule
   marks every batch so that an epoch's smaller last batch needs no second graph. Inductor skips
-  its layout optimisation when a convolution's shape holds a symbol.
+  its layout optimisation when a convolution's shape holds a symbol;
+- and, with a third part ``nocudnn``, the same without cuDNN (``torch.backends.cudnn.enabled``
+  off: torch's own CUDA kernels), so that a form that trains apart from the others can be put
+  down to cuDNN's kernels or not (cuDNN 9.8-9.10 computed some bf16 convolutions wrongly,
+  pytorch/pytorch#163539; the card's cuDNN version is in the output).
 
 Why: on an H100 on 2026-11-27 (benchmarks/gpu-window-2026-11-27) cuDNN's nchwToNhwc and
 nhwcToNchw kernels took 8 of a compiled padded step's 30 kernel-ms, and the 2-D form under
@@ -39,7 +43,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import _sync, device_kernels  # noqa: E402
+from bench import _sync, device_kernels, write_partial  # noqa: E402
 
 from xecg.classes import NUM_CLASSES, NUM_LEADS  # noqa: E402
 from xecg.losses import XECGLoss  # noqa: E402
@@ -102,9 +106,11 @@ def grad_errors(compiled, net: nn.Module, loss: XECGLoss, x: Tensor, y: Tensor,
     return out
 
 
-def variant(a, form: str, dynamic: bool) -> dict:
+def variant(a, form: str, dynamic: bool, cudnn: bool = True) -> dict:
     torch._dynamo.reset()
     original = use_conv(FORMS[form])
+    cudnn_was = torch.backends.cudnn.enabled
+    torch.backends.cudnn.enabled = cudnn  # read by each convolution and norm as it runs
     try:
         torch.manual_seed(0)
         dev = a.device
@@ -151,7 +157,7 @@ def variant(a, form: str, dynamic: bool) -> dict:
             _sync(dev)
         kernels = device_kernels(prof.key_averages())
         transposes = [e for e in kernels if any(t in e.key for t in TRANSPOSES)]
-        return {"form": form, "batch": "dynamic" if dynamic else "static",
+        return {"form": form, "batch": "dynamic" if dynamic else "static", "cudnn": cudnn,
                 "compile_s": compile_s, "ms_per_step": ms,
                 "kernel_ms_per_step": sum(e.self_device_time_total for e in kernels) / 3000,
                 "transpose_ms_per_step": sum(e.self_device_time_total for e in transposes) / 3000,
@@ -160,6 +166,7 @@ def variant(a, form: str, dynamic: bool) -> dict:
                 **errors}
     finally:
         use_conv(original)
+        torch.backends.cudnn.enabled = cudnn_was
         torch._dynamo.reset()
 
 
@@ -173,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--variants", nargs="+", default=["conv1d:dynamic", "conv2d:static",
                                                      "conv2d:dynamic", "conv1d:static"],
-                   help="FORM:BATCH pairs, most telling first (each compiles anew); FORM "
-                        f"one of {', '.join(FORMS)}")
+                   help="FORM:BATCH[:nocudnn], most telling first (each compiles anew); "
+                        f"FORM one of {', '.join(FORMS)}, BATCH static or dynamic")
     p.add_argument("--fp32", action="store_true",
                    help="no bf16 autocast (gradients against eager without bf16's rounding)")
     p.add_argument("--out", type=Path, default=None)
@@ -182,16 +189,17 @@ def main(argv: list[str] | None = None) -> int:
     if a.fp32:  # float32 convolutions and matrix products, not TF32's 10-bit mantissas
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
+    specs = [v.split(":") for v in a.variants]  # checked before the first compiles
+    for v, parts in zip(a.variants, specs):
+        if not (len(parts) in (2, 3) and parts[0] in FORMS
+                and parts[1] in ("static", "dynamic") and parts[2:] in ([], ["nocudnn"])):
+            p.error(f"--variants {v}: expected FORM:BATCH[:nocudnn]")
     results = []
-    for v in a.variants:
-        form, batch = v.split(":")
-        r = variant(a, form, batch == "dynamic")
+    for form, batch, *rest in specs:
+        r = variant(a, form, batch == "dynamic", cudnn=not rest)
         print(json.dumps(r), flush=True)  # as each ends: a stopped run keeps the ones before
         results.append(r)
-        if a.out:
-            a.out.write_text(json.dumps({"config": {k: str(val) for k, val in vars(a).items()},
-                                         "torch": torch.__version__, "results": results},
-                                        indent=1) + "\n")
+        write_partial(a.out, a, results)
     return 0
 
 

@@ -34,18 +34,22 @@ step() {  # step LIMIT COMMAND...: run it for at most LIMIT seconds and what is 
 # are profiled in the third. Each epoch's seconds are printed as it ends.
 small=(--start 66 --steps 10)
 layout=(--width 0.25 --length 2916 --batch 8 --steps 5)
-fp32_forms=(conv1d:static conv2d:static conv2d_cl:static)
+# the forms of steps 1 and 1b, most telling first (each prints as it ends); :nocudnn is the form
+# without cuDNN, with torch's own CUDA kernels
+fp32_forms=(conv1d:static conv2d:static conv2d:static:nocudnn conv2d_cl:static)
+bf16_forms=(conv1d:static conv2d:static conv2d:static:nocudnn conv1d:static:nocudnn)
 ops=()
 if [[ $DEVICE != cuda ]]; then  # a check of the script: the smallest network, few records
     small=(--width 0.0625 --records 96 --start 2 --steps 2)
     layout=(--width 0.0625 --length 972 --batch 4 --steps 2)
     fp32_forms=(conv1d:static conv2d:static)
+    bf16_forms=(conv1d:static conv2d:static)
     ops=(--batch 4 --channels 16 --length 972)
 fi
 {
     date -u
     nvidia-smi -L 2>/dev/null
-    $PY -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"
+    $PY -c "import torch, lightning; print('torch', torch.__version__, 'cuDNN', torch.backends.cudnn.version(), 'lightning', lightning.__version__)"
     git log --oneline -1 2>/dev/null
     # 0. pad_on_device's packed batches rebuilt on the GPU as on the CPU, and a compiled masked
     #    network's gradients equal to eager's under this image's torch (2.11 gave them zero until
@@ -63,18 +67,21 @@ fi
     #    against an eager float32 copy, xecg's layers first (the floor; 1e-5 on this CPU); also
     #    the 2-D form with channels-last inputs and weights. Each form's 12 training steps on
     #    one fixed batch print their losses: an exact form follows xecg's layers step by step
-    #    (to 1e-5 on this CPU).
-    step 200 $PY tests/benchmarks/conv_layout.py --device "$DEVICE" --fp32 "${layout[@]}" \
+    #    (to 1e-5 on this CPU). Without cuDNN as well: if only cuDNN's 2-D form falls behind,
+    #    its kernels are the cause (cuDNN 9.8-9.10 computed some bf16 convolutions wrongly,
+    #    pytorch/pytorch#163539; the header above names this card's version).
+    step 220 $PY tests/benchmarks/conv_layout.py --device "$DEVICE" --fp32 "${layout[@]}" \
         --variants "${fp32_forms[@]}" --out "$work/conv-layout-fp32.json"
     # 1b. The same 12 steps in bf16, as the fits train: the loss gap of the fits, if the 2-D
     #    form's kernels cause it, shows here as a 2-D trajectory above xecg's layers' (on this
     #    CPU the two differ by bf16 rounding: 1.0713 against 1.0743 at step 12, 0.3%).
-    step 120 $PY tests/benchmarks/conv_layout.py --device "$DEVICE" "${layout[@]}" \
-        --variants conv1d:static conv2d:static --out "$work/conv-layout-bf16.json"
+    step 160 $PY tests/benchmarks/conv_layout.py --device "$DEVICE" "${layout[@]}" \
+        --variants "${bf16_forms[@]}" --out "$work/conv-layout-bf16.json"
     # 1c. Which op, if one is wrong: a block's ops (2-D convolution of height 1, BatchNorm,
-    #    ReLU, max-pooling, and all four chained) on channels-last tensors, eager and compiled,
-    #    against eager on contiguous ones, in float32 and bf16 (CUDA has had channels-last
-    #    backward kernels that are silently wrong: pytorch/pytorch#188344, #197888). Seconds.
+    #    ReLU, max-pooling, and all four chained) on contiguous and channels-last tensors,
+    #    eager and compiled, with and without cuDNN, against float64 on the CPU, in float32 and
+    #    bf16 (CUDA has had channels-last backward kernels that are silently wrong:
+    #    pytorch/pytorch#188344, #197888). Seconds.
     step 90 $PY tests/benchmarks/layout_ops.py --device "$DEVICE" "${ops[@]}" \
         --out "$work/layout-ops.json"
     # 2. The compiled padded Lightning fit with xecg's layers and with the 2-D form, one after

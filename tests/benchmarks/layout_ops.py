@@ -1,16 +1,20 @@
 """Is each op of the 2-D form exact on channels-last tensors? The ops of one xECGNet block
 (convolution as a 2-D one of height 1, BatchNorm in training mode, ReLU, max-pooling by 3),
-alone and chained, each run three ways on the same float32 input (TF32 off) and compared with
-the first: eager on contiguous tensors (the reference), eager on channels-last ones, and
-compiled (inductor) on channels-last ones. For each op and way it prints the relative error
-of the output and of every gradient (input, weight, bias), as each ends.
+alone and chained, each run on the same input several ways and compared with float64 on the
+CPU (the truth, which no device library computes): eager on contiguous tensors, eager on
+channels-last ones and compiled (inductor) on channels-last ones; on CUDA also both eager ways
+without cuDNN (torch's own kernels). In float32 (TF32 off) and under bf16 autocast. For each
+op and way it prints the relative error of the output and of every gradient (input, weight,
+bias), as each ends: exact float32 ways are within about 1e-6 of the truth, bf16 ways within
+its rounding (about 1e-2), and a wrong kernel is off by about 1.
 
 Why: on an H100 the 2-D form's fits trained to a higher loss than xecg's layers (0.871-0.881
 against 0.820-0.827 after two epochs; benchmarks/README.md), while on a CPU the two forms train
 alike. Torch has had channels-last backward kernels that are silently wrong on CUDA only
 (pytorch/pytorch#188344, avg_pool2d with padding) and inductor layouts that an eager backward
-kernel misreads (#197888, saved pooling indices). If ``conv_layout.py`` finds the 2-D form's
-gradients inexact on a GPU, this says which op.
+kernel misreads (#197888, saved pooling indices), and cuDNN releases have computed bf16
+convolutions wrongly (#163539: 9.8-9.10). If ``conv_layout.py`` finds the 2-D form's gradients
+inexact on a GPU, this says which op, and whether cuDNN computes it.
 
     python3 tests/benchmarks/layout_ops.py --device cuda --out layout-ops.json   # a lent GPU
     python3 tests/benchmarks/layout_ops.py                                       # CPU check
@@ -26,6 +30,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import write_partial  # noqa: E402
+
+#: WAY -> (channels last, compiled, cuDNN); ``truth`` is float64 eager on the CPU
+WAYS = {"truth": (False, False, True), "eager": (False, False, True),
+        "eager_cl": (True, False, True), "compiled_cl": (True, True, True),
+        "eager_nocudnn": (False, False, False), "eager_cl_nocudnn": (True, False, False)}
 
 
 def channels_last(x: Tensor) -> Tensor:
@@ -62,22 +74,31 @@ OPS = {
 
 def run(op: str, way: str, x: Tensor, w: Tensor, b: Tensor, g_seed: int,
         bf16: bool = False) -> list[Tensor]:
-    """The op's output and its gradients (input, weight, bias) one way: ``eager`` on contiguous
-    tensors, ``eager_cl`` or ``compiled_cl`` on channels-last ones; under bf16 autocast with
-    ``bf16``, as the fits train."""
-    cl = way != "eager"
+    """The op's output and its gradients (input, weight, bias) one of :data:`WAYS`, from the
+    CPU float32 ``x``, ``w`` and ``b`` (``truth``: in float64 on the CPU; the others on their
+    device, under bf16 autocast with ``bf16``, as the fits train), all on the CPU."""
+    cl, compiled, cudnn = WAYS[way]
+    if way == "truth":
+        x, w, b = x.double(), w.double(), b.double()
     x = (channels_last(x) if cl else x.contiguous()).detach().requires_grad_()
     w, b = w.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
     fn = OPS[op]
-    if way == "compiled_cl":
+    if compiled:
         torch._dynamo.reset()
         fn = torch.compile(fn, dynamic=False)
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        y = fn(x, w, b, cl).float()
-    gen = torch.Generator(device=x.device.type).manual_seed(g_seed)
-    g = torch.randn(y.shape, device=x.device, generator=gen)  # the same upstream gradient
-    grads = torch.autograd.grad((y * g).sum(), [x, w, b])
-    return [y.detach().contiguous(), *grads]
+    cudnn_was, torch.backends.cudnn.enabled = torch.backends.cudnn.enabled, cudnn
+    try:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16,
+                            enabled=bf16 and way != "truth"):
+            y = fn(x, w, b, cl)
+        if y.dtype != torch.float64:
+            y = y.float()  # a bf16 output's gradient in float32, as autocast's loss gives it
+        # the same upstream gradient for every way: drawn on the CPU
+        g = torch.randn(y.shape, generator=torch.Generator().manual_seed(g_seed))
+        grads = torch.autograd.grad((y * g.to(y)).sum(), [x, w, b])
+    finally:
+        torch.backends.cudnn.enabled = cudnn_was
+    return [t.detach().cpu().double().contiguous() for t in (y, *grads)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,35 +111,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ops", nargs="+", default=list(OPS), choices=list(OPS))
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"],
                    choices=("fp32", "bf16"),
-                   help="float32 (exact ways agree to about 1e-6) and bf16 autocast (its "
-                        "rounding alone gives errors of about 1e-2: a wrong kernel, about 1)")
+                   help="float32 (exact ways within about 1e-6 of the truth) and bf16 autocast "
+                        "(its rounding alone gives errors of about 1e-2: a wrong kernel, "
+                        "about 1)")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
     torch.backends.cudnn.allow_tf32 = False  # float32 arithmetic, as the reference's
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(0)
-    dev, c = a.device, a.channels
-    x = torch.randn(a.batch, c, a.length, device=dev)
-    w = torch.randn(c, c, 3, device=dev) / (3 * c) ** 0.5
-    b = torch.randn(c, device=dev) * 0.1
+    c = a.channels
+    x = torch.randn(a.batch, c, a.length)
+    w = torch.randn(c, c, 3) / (3 * c) ** 0.5
+    b = torch.randn(c) * 0.1
+    on = (x.to(a.device), w.to(a.device), b.to(a.device))
+    ways = [w_ for w_ in WAYS if w_ != "truth" and (a.device == "cuda" or WAYS[w_][2])]
     results = []
-    for precision in a.precisions:
-        bf16 = precision == "bf16"
-        for op in a.ops:
-            ref = run(op, "eager", x, w, b, g_seed=1, bf16=bf16)
-            for way in ("eager_cl", "compiled_cl"):
-                got = run(op, way, x, w, b, g_seed=1, bf16=bf16)
-                errs = [float((u.float() - r.float()).norm() / r.float().norm().clamp_min(1e-12))
-                        for u, r in zip(got, ref)]
+    for op in a.ops:
+        truth = run(op, "truth", x, w, b, g_seed=1)
+        for precision in a.precisions:
+            for way in ways:
+                got = run(op, way, *on, g_seed=1, bf16=precision == "bf16")
+                errs = [float((u - t).norm() / t.norm().clamp_min(1e-12))
+                        for u, t in zip(got, truth)]
                 r = {"precision": precision, "op": op, "way": way,
                      **dict(zip(("out", "grad_x", "grad_w", "grad_b"), errs))}
                 print(json.dumps(r), flush=True)  # as each ends: a stopped run keeps these
                 results.append(r)
-                if a.out:
-                    a.out.write_text(json.dumps({"config": {k: str(v) for k, v in
-                                                            vars(a).items()},
-                                                 "torch": torch.__version__,
-                                                 "results": results}, indent=1) + "\n")
+                write_partial(a.out, a, results)
     return 0
 
 

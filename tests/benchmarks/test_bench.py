@@ -293,3 +293,39 @@ def test_smoke_and_partial_runs_keep_the_measured_numbers():
     mine = Path("mine.json")
     assert bench.results_file(mine, False, False, True, False) == (mine, False)
     assert "/benchmarks/results-quick.json" in (bench.ROOT / ".gitignore").read_text()
+
+
+def test_conv_layout_refuses_a_bad_variant_before_compiling():
+    """``conv_layout.py --variants FORM:BATCH[:nocudnn]``: a misspelt variant stops the run at
+    once, naming it, not after the variants before it have compiled for minutes."""
+    proc = subprocess.run([sys.executable, str(Path(bench.__file__).with_name("conv_layout.py")),
+                           "--variants", "conv1d:static", "conv2d:static:cudnn"],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2
+    assert "--variants conv2d:static:cudnn: expected FORM:BATCH[:nocudnn]" in proc.stderr
+    assert "compile_s" not in proc.stdout
+
+
+def test_window_summary_names_the_libraries_and_the_forms_without_cudnn(tmp_path):
+    """The window's page: each check's heading names torch and cuDNN, a form run without cuDNN
+    is marked so, and layout_ops' rows are errors against float64 on the CPU."""
+    import window_summary
+
+    form = {"batch": "static", "grad_err_compiled_median": 1e-6, "grad_err_compiled_first": 2e-6,
+            "losses": [1.1, 1.0], "ms_per_step": 30.0, "transpose_ms_per_step": 0.0}
+    (tmp_path / "conv-layout-bf16.json").write_text(json.dumps({
+        "torch": "2.11.0+cu130", "cudnn": 91002,
+        "results": [{**form, "form": "conv2d", "cudnn": True},
+                    {**form, "form": "conv2d", "cudnn": False, "losses": [1.1, 0.9]}]}))
+    (tmp_path / "layout-ops.json").write_text(json.dumps({
+        "torch": "2.11.0+cu130", "cudnn": 91002,
+        "results": [{"precision": "bf16", "op": "conv2d_h1", "way": "eager_cl_nocudnn",
+                     "out": 0.003, "grad_x": 0.9, "grad_w": 0.003, "grad_b": 0.003}]}))
+    page = window_summary.summarise(tmp_path).splitlines()
+    assert "## conv-layout-bf16 (torch 2.11.0+cu130, cuDNN 91002)" in page
+    assert "conv2d:static | 1e-06 / 2e-06 | 1.10000 -> 1.00000 | 30.0 | 0.00" in page
+    assert "conv2d:static:nocudnn | 1e-06 / 2e-06 | 1.10000 -> 0.90000 | 30.0 | 0.00" in page
+    assert ("## layout-ops: relative error against float64 on the CPU "
+            "(torch 2.11.0+cu130, cuDNN 91002)") in page
+    assert "bf16 conv2d_h1 eager_cl_nocudnn | 3.0e-03 | 9.0e-01 | 3.0e-03 | 3.0e-03" in page

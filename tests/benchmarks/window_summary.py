@@ -8,8 +8,9 @@ back.
 
 For each form of ``conv_layout.py`` (float32 and bf16): its compiled gradients' error against
 an eager float32 copy, the first and last of its fixed-batch losses (an exact form follows
-xecg's layers), ms per step and the cuDNN transposes. For each op of ``layout_ops.py``: its
-errors on channels-last tensors. For each profiled fit: ms per unprofiled
+xecg's layers), ms per step and the cuDNN transposes; a form run without cuDNN ends in
+``:nocudnn``. For each op and way of ``layout_ops.py``: its errors against float64 on the CPU.
+Each check's heading names its torch and cuDNN versions. For each profiled fit: ms per unprofiled
 step, seconds per epoch, the epochs' mean training losses, the GPU's busy and idle ms per step,
 the host's waits per step, and the largest idle gaps and sync sites.
 """
@@ -27,14 +28,19 @@ def _num(v, fmt: str = ".3g") -> str:
     return "-" if v is None else format(v, fmt)
 
 
+def _versions(data: dict) -> str:
+    return f"(torch {data.get('torch', '?')}, cuDNN {data.get('cudnn') or '-'})"
+
+
 def layout_rows(name: str, data: dict) -> list[str]:
     """A row per form of one ``conv_layout.py`` result file."""
-    rows = [f"## {name}", "form | grad err median / first conv | losses first -> last | "
-            "ms/step | transpose ms/step"]
+    rows = [f"## {name} {_versions(data)}", "form | grad err median / first conv | losses first "
+            "-> last | ms/step | transpose ms/step"]
     for r in data.get("results", []):
         losses = r.get("losses") or []
         span = f"{losses[0]:.5f} -> {losses[-1]:.5f}" if losses else "-"
-        rows.append(f"{r['form']}:{r['batch']} | {_num(r.get('grad_err_compiled_median'))} / "
+        form = f"{r['form']}:{r['batch']}" + (":nocudnn" if r.get("cudnn") is False else "")
+        rows.append(f"{form} | {_num(r.get('grad_err_compiled_median'))} / "
                     f"{_num(r.get('grad_err_compiled_first'))} | {span} | "
                     f"{_num(r.get('ms_per_step'), '.1f')} | "
                     f"{_num(r.get('transpose_ms_per_step'), '.2f')}")
@@ -42,9 +48,8 @@ def layout_rows(name: str, data: dict) -> list[str]:
 
 
 def ops_rows(data: dict) -> list[str]:
-    """A row per op and way of ``layout_ops.py``: relative errors against eager on contiguous
-    tensors."""
-    rows = ["## layout-ops (relative error against eager, contiguous)",
+    """A row per op and way of ``layout_ops.py``: relative errors against float64 on the CPU."""
+    rows = [f"## layout-ops: relative error against float64 on the CPU {_versions(data)}",
             "precision op way | out | grad x | grad w | grad b"]
     for r in data.get("results", []):
         rows.append(f"{r['precision']} {r['op']} {r['way']} | " + " | ".join(
