@@ -15,7 +15,7 @@ import torch
 from xecg.classes import CLASS_INDEX, CLASSES, NUM_CLASSES, NUM_LEADS
 from xecg.data.batches import BUCKET_MULTIPLE, GPU_BUCKET_MULTIPLE, BatchPlanner
 from xecg.data.datamodule import CPSCDataModule, SyntheticOptions
-from xecg.data.dataset import numpy_bits, restore_batch, round_to_16bit
+from xecg.data.dataset import WindowDataset, numpy_bits, restore_batch, round_to_16bit
 from xecg.data.loader import ThreadLoader
 from xecg.data.record import Record
 from xecg.data.splits import load_split, make_split, save_split
@@ -473,10 +473,19 @@ def window_starts(shards: list[list[tuple]]) -> dict[int, list[int]]:
 
 
 def test_evaluation_with_fewer_records_than_ranks_repeats_them(store):
+    """Every process needs a batch; the copies are marked, so that they are not counted."""
     s = Store(store)
-    ranks = [BatchPlanner(np.array([5]), s.lengths, "pad", 1500, 4, train=False, num_replicas=2,
-                          rank=r) for r in range(2)]
-    assert [[p.records.tolist() for p in planner] for planner in ranks] == [[[5]], [[5]]]
+    ranks = [BatchPlanner(np.array([5, 7]), s.lengths, "pad", 1500, 4, train=False,
+                          num_replicas=3, rank=r) for r in range(3)]
+    assert [[p.records.tolist() for p in planner] for planner in ranks] == [[[5]], [[7]], [[5]]]
+    assert [[p.repeat for p in planner] for planner in ranks] == [[False], [False], [True]]
+    ds = WindowDataset(s, np.zeros(NUM_LEADS), np.ones(NUM_LEADS))
+    assert [[ds[p].get("repeat", False) for p in planner] for planner in ranks] == [
+        [False], [False], [True]]
+    # as many records as processes: no copies
+    full = [BatchPlanner(np.array([5, 7]), s.lengths, "bucket", 1500, 4, train=False,
+                         num_replicas=2, rank=r) for r in range(2)]
+    assert not any(p.repeat for planner in full for p in planner)
     with pytest.raises(ValueError, match="rank 2"):
         BatchPlanner(np.array([5]), s.lengths, "pad", 1500, 4, train=False, num_replicas=2, rank=2)
 
@@ -559,7 +568,73 @@ def test_lightning_ddp_shards_records_and_advances_epochs(tmp_path, tiny_data):
     for r in ranks:
         assert r["seen"]["train0"] != r["seen"]["train1"]
     assert ranks[0]["thresholds"] == ranks[1]["thresholds"]
-    assert [r["gathered"] for r in ranks] == [[len(split["val"])] * 4] * 2  # probs, target x 2
+    # per validation one gather of every process's rows, serving metrics and thresholds, then
+    # one of the loss sums (a row per process)
+    assert [r["gathered"] for r in ranks] == [[len(split["val"]), 2] * 2] * 2
+
+
+class _EvalReport(L.Callback):
+    """Writes rank 0's evaluation results (logged metrics, thresholds, the test intervals' record
+    count) after each of ``trainer.validate`` and ``trainer.test`` to ``folder/STAGE.json``."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def _write(self, trainer, module, stage: str) -> None:
+        if trainer.global_rank == 0:
+            out = {"metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
+                   "thresholds": module.thresholds.tolist(),
+                   "records": module.last_intervals.get("test", {}).get("records")}
+            with open(os.path.join(self.folder, f"{stage}.json"), "w") as f:
+                json.dump(out, f)
+
+    def on_validation_end(self, trainer, pl_module):
+        self._write(trainer, pl_module, "val")
+
+    def on_test_end(self, trainer, pl_module):
+        self._write(trainer, pl_module, "test")
+
+
+def test_evaluation_with_fewer_records_than_processes_counts_each_record_once(tmp_path,
+                                                                               tiny_data):
+    """Two validation and two test records on three CPU processes (gloo): the third process
+    runs a copy of a record (every process must take part in the epoch's collectives) and
+    nothing hangs; its copy is not counted, so the metrics, the mean losses, the thresholds
+    tuned on validation and the test intervals are those of one process on the same records."""
+    split = load_split(tiny_data.split)
+    split["val"], split["test"] = split["val"][:2], split["test"][:2]
+    save_split(split, tmp_path / "split.json")
+    reports = {}
+    for devices in (1, 3):
+        folder = tmp_path / f"devices{devices}"
+        folder.mkdir()
+        dm = CPSCDataModule(str(tiny_data.store), split=str(tmp_path / "split.json"),
+                            policy="crop", length=972, batch_size=16, eval_batch_size=13, seed=5,
+                            num_workers=0)
+        def model() -> XECGModule:  # the same weights each time, thresholds at 0.5
+            torch.manual_seed(0)
+            return XECGModule(net=XECGNet(width=0.125), tune_thresholds=True)
+
+        trainer = L.Trainer(accelerator="cpu", devices=devices,
+                            strategy="ddp_spawn" if devices > 1 else "auto",
+                            use_distributed_sampler=False, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, callbacks=[_EvalReport(str(folder))],
+                            default_root_dir=tmp_path)
+        trainer.validate(model(), datamodule=dm)
+        # a new copy: processes started by ddp_spawn hand no tuned thresholds back
+        trainer.test(model(), datamodule=dm)
+        reports[devices] = {stage: json.loads((folder / f"{stage}.json").read_text())
+                            for stage in ("val", "test")}
+    one, three = reports[1], reports[3]
+    for stage in ("val", "test"):
+        assert one[stage]["metrics"].keys() == three[stage]["metrics"].keys()
+        assert f"{stage}/loss" in one[stage]["metrics"]
+        for key, value in one[stage]["metrics"].items():
+            assert three[stage]["metrics"][key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
+    assert three["val"]["thresholds"] == pytest.approx(one["val"]["thresholds"], abs=1e-6)
+    assert one["val"]["thresholds"] != [0.5] * NUM_CLASSES  # tuned on the two records
+    assert one["test"]["records"] == three["test"]["records"] == 2
 
 
 @pytest.mark.parametrize("policy", ["pad", "crop", "bucket"])

@@ -1,13 +1,16 @@
 """Per-stage metrics: the paper's (micro-F1, subset accuracy over all / multilabel / single-label
 records), macro-F1, per-class F1, macro AUROC and the official CPSC 2018 scorer.
 
-One :class:`ECGMetrics` per stage (train/val/test), as torchmetrics objects so that DDP reduces
-their states across processes before ``compute``. :func:`interval_report` gives the summary
-metrics a 95% bootstrap interval over the evaluated records (:mod:`xecg.bootstrap`), which the
-test stage and ``xecg evaluate`` report beside them.
+One :class:`ECGMetrics` per stage (train/val/test), as torchmetrics objects: training's reduce
+their states across DDP processes before ``compute``; evaluation's are given every process's
+rows, gathered once by ``XECGModule`` (each record counted once), and reduce nothing.
+:func:`interval_report` gives the summary metrics a 95% bootstrap interval over the evaluated
+records (:mod:`xecg.bootstrap`), which the test stage and ``xecg evaluate`` report beside them.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -31,8 +34,8 @@ class SubsetAccuracy(Metric):
 
     full_state_update = False
 
-    def __init__(self, subset: str = "all"):
-        super().__init__()
+    def __init__(self, subset: str = "all", **kwargs: Any):
+        super().__init__(**kwargs)
         if subset not in ("all", "multi", "single"):
             raise ValueError(f"subset must be all, multi or single, not {subset!r}")
         self.subset = subset
@@ -59,8 +62,8 @@ class CPSCScore(Metric):
 
     full_state_update = False
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
         self.add_state("confusion", torch.zeros(NUM_CLASSES, NUM_CLASSES), dist_reduce_fx="sum")
 
     def update(self, probs: Tensor, target: Tensor) -> None:
@@ -95,8 +98,8 @@ class MacroAUROC(Metric):
 
     full_state_update = False
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
         self.add_state("probs", [], dist_reduce_fx="cat")
         self.add_state("target", [], dist_reduce_fx="cat")
 
@@ -118,23 +121,25 @@ class ECGMetrics(nn.Module):
     ``subset_acc_multi``, ``subset_acc_single``, ``auroc``, ``cpsc_f1``, ``cpsc_Faf`` ...
 
     ``thresholds`` (9,) turn probabilities into labels; the AUROC and CPSC scorer use the
-    probabilities themselves.
+    probabilities themselves. ``sync_on_compute`` (torchmetrics'): reduce the states across
+    processes in ``compute``; off for rows already gathered from every process.
     """
 
-    def __init__(self, with_auroc: bool = True):
+    def __init__(self, with_auroc: bool = True, sync_on_compute: bool = True):
         super().__init__()
+        kw = {"sync_on_compute": sync_on_compute}
         label_metrics = {
-            "micro_f1": MultilabelF1Score(NUM_CLASSES, average="micro"),
-            "macro_f1": MultilabelF1Score(NUM_CLASSES, average="macro"),
-            "subset_acc": MultilabelExactMatch(NUM_CLASSES),
-            "subset_acc_multi": SubsetAccuracy("multi"),
-            "subset_acc_single": SubsetAccuracy("single"),
+            "micro_f1": MultilabelF1Score(NUM_CLASSES, average="micro", **kw),
+            "macro_f1": MultilabelF1Score(NUM_CLASSES, average="macro", **kw),
+            "subset_acc": MultilabelExactMatch(NUM_CLASSES, **kw),
+            "subset_acc_multi": SubsetAccuracy("multi", **kw),
+            "subset_acc_single": SubsetAccuracy("single", **kw),
         }
         self.labels = MetricCollection(label_metrics)
-        self.per_class = MultilabelF1Score(NUM_CLASSES, average="none")
-        self.cpsc = CPSCScore()
+        self.per_class = MultilabelF1Score(NUM_CLASSES, average="none", **kw)
+        self.cpsc = CPSCScore(**kw)
         # AUROC keeps every probability until compute: skip it where that is wasteful (train).
-        self.auroc = MacroAUROC() if with_auroc else None
+        self.auroc = MacroAUROC(**kw) if with_auroc else None
 
     def update(self, probs: Tensor, target: Tensor, thresholds: Tensor | float = 0.5) -> None:
         """probs: B x 9 in [0, 1]; target: B x 9 multi-hot; thresholds: scalar or (9,)."""

@@ -126,10 +126,12 @@ class XECGModule(L.LightningModule):
         self.save_hyperparameters(ignore=["net", "loss", "init_from"])
         self.hparams.update(net=class_config(net), loss=class_config(self.criterion),
                             _instantiator=_INSTANTIATOR)
-        # One collection per stage (never shared: their states must not mix).
+        # One collection per stage (never shared: their states must not mix). Evaluation's see
+        # the rows of every process, gathered at the epoch's end (`_epoch_rows`), so they reduce
+        # nothing themselves.
         self.train_metrics = ECGMetrics(with_auroc=False)
-        self.val_metrics = ECGMetrics()
-        self.test_metrics = ECGMetrics()
+        self.val_metrics = ECGMetrics(sync_on_compute=False)
+        self.test_metrics = ECGMetrics(sync_on_compute=False)
         self.best_val_micro_f1 = MaxMetric()
         # In checkpoints: after a resume, val/micro_f1_best still covers the epochs before it.
         self.best_val_micro_f1.persistent(True)
@@ -248,11 +250,16 @@ class XECGModule(L.LightningModule):
         probs = out.probs
         if group is not None:
             probs = self._per_record(probs, group, y.shape[0])
+        n = y.shape[0]
+        if batch.get("repeat"):
+            # Another process's record, sent so that this one runs the epoch's collectives too
+            # (a split with fewer records than processes): no rows, and a loss of no weight.
+            probs, y, n = probs[:0], y[:0], 0
         # A copy: under CUDA graphs (compile_mode reduce-overhead) the network's outputs live in
         # the graph's memory, which its next replay overwrites.
         self._rows.setdefault(stage, []).append((probs.detach().to(torch.float32, copy=True),
                                                  y.detach()))
-        self._add_loss(stage, terms, y.shape[0])
+        self._add_loss(stage, terms, n)
         if stage == "train" and self._logs_this_step():
             self._log_loss("train", sync_dist=False)
         return terms.total
@@ -270,18 +277,25 @@ class XECGModule(L.LightningModule):
         """Log the mean loss terms since the last call as ``STAGE/loss``, ``STAGE/bce_attention``,
         ``STAGE/bce_perception`` and ``STAGE/regularizer``, and start new sums."""
         sums, n = self._loss_sums.pop(stage, (None, 0))
-        if sums is None or n == 0:
+        if sums is None:
             return
-        means = sums / n
+        values = torch.cat([sums, sums.new_tensor([n])])  # the 4 sums, then their records
+        if sync_dist:
+            # Every process's sums and records, added here (a process whose records were all
+            # copies adds zeros). Lightning's own mean weighted by `batch_size` averages the
+            # batch sizes across processes as integers: 2 and 1 records made 1, not 1.5.
+            values = self._gather_rows(values[None]).sum(0)
+        means = values[:-1] / values[-1].clamp_min(1)
         if stage == "train":
             # A CPU tensor: the progress bar reads `train/loss` back after every step, which
             # would wait for the GPU each time; here it waits once per logged step.
             means = means.cpu()
         names = ("loss", "bce_attention", "bce_perception", "regularizer")
-        # batch_size=n: evaluation means are reduced over processes weighted by their records.
-        self.log(f"{stage}/loss", means[0], prog_bar=True, batch_size=n, sync_dist=sync_dist)
+        # Evaluation: the same means on every process, so sync_dist (their mean) changes
+        # nothing and only spares Lightning's DDP warning.
+        self.log(f"{stage}/loss", means[0], prog_bar=True, batch_size=1, sync_dist=sync_dist)
         self.log_dict({f"{stage}/{k}": v for k, v in zip(names[1:], means[1:])},
-                      batch_size=n, sync_dist=sync_dist)
+                      batch_size=1, sync_dist=sync_dist)
 
     def _logs_this_step(self) -> bool:
         """Whether Lightning sends this training step's values to the loggers (every
@@ -309,8 +323,10 @@ class XECGModule(L.LightningModule):
         probs = out.probs
         if batch.get("group") is not None:
             probs = self._per_record(probs, batch["group"], batch["y"].shape[0])
-        probs = probs.clone()  # CUDA graphs reuse the output's memory (see `_step`)
-        return {"index": batch["index"], "probs": probs, "labels": probs >= self.thresholds}
+        probs, index = probs.clone(), batch["index"]  # CUDA graphs reuse the output's memory
+        if batch.get("repeat"):  # another process's record (see `_step`): predicted there
+            probs, index = probs[:0], index[:0]
+        return {"index": index, "probs": probs, "labels": probs >= self.thresholds}
 
     def _per_record(self, probs: Tensor, group: Tensor, records: int) -> Tensor:
         """Window probabilities ``W x 9`` -> per record ``records x 9`` by ``window_aggregation``
@@ -320,19 +336,26 @@ class XECGModule(L.LightningModule):
 
     # ------------------------------------------------------------------------ epoch ends
     def _epoch_rows(self, stage: Stage) -> tuple[Tensor, Tensor] | None:
-        """The stage's ``(probs, target)`` rows since its epoch began (``N x 9`` each, this
-        process's records), or None; the next epoch starts empty."""
+        """The stage's ``(probs, target)`` rows since its epoch began (``N x 9`` each), or None
+        where it ran no batch; the next epoch starts empty. Training: this process's rows.
+        Evaluation: every process's, gathered here once for the metrics, the threshold tuning
+        and the test intervals (the DataModule gives each record to one process; a copy sent
+        to a process with none adds no row). Every process calls this at the same point."""
         rows = self._rows.pop(stage, None)
-        if not rows:
+        if rows is None:
             return None
-        return torch.cat([p for p, _ in rows]), torch.cat([t for _, t in rows])
+        probs, target = torch.cat([p for p, _ in rows]), torch.cat([t for _, t in rows])
+        if stage == "train":
+            return probs, target
+        gathered = self._gather_rows(torch.cat([probs, target.to(probs.dtype)], 1))
+        return gathered[:, :NUM_CLASSES], gathered[:, NUM_CLASSES:]
 
     def _epoch_end(self, stage: Stage, rows: tuple[Tensor, Tensor] | None) -> dict[str, Tensor]:
         """Update the stage's metrics with the epoch's ``rows`` (test: at the tuned thresholds;
         else at ``threshold``), log them and the mean losses, and return them."""
         if stage != "train":
             self._log_loss(stage, sync_dist=True)
-        if rows is not None:
+        if rows is not None and len(rows[0]):
             thresholds = self.thresholds if stage == "test" else self.hparams.threshold
             self._metrics(stage).update(*rows, thresholds)
         values = self._metrics(stage).compute()
@@ -370,16 +393,16 @@ class XECGModule(L.LightningModule):
         if not self.trainer.sanity_checking:
             self.best_val_micro_f1.update(values["micro_f1"])
             self.log("val/micro_f1_best", self.best_val_micro_f1.compute(), prog_bar=True)
-            if self.hparams.tune_thresholds and rows is not None:
-                self.thresholds.copy_(tune_thresholds(*(self._gather_rows(r) for r in rows)))
+            if self.hparams.tune_thresholds and rows is not None and len(rows[0]):
+                self.thresholds.copy_(tune_thresholds(*rows))  # every process's rows
 
     def _gather_rows(self, rows: Tensor) -> Tensor:
         """``rows`` (N x ...) of every process, concatenated. Processes may hold different N (the
         DataModule deals validation records out unevenly) but all_gather needs equal shapes: pad
         to the largest N, gather, and drop each process's padding."""
-        counts = self.all_gather(torch.tensor(len(rows), device=rows.device))
-        if counts.dim() == 0:  # one process
+        if self._trainer is None or self._trainer.world_size == 1:  # one process
             return rows
+        counts = self.all_gather(torch.tensor(len(rows), device=rows.device))
         padded = rows.new_zeros((int(counts.max()), *rows.shape[1:]))
         padded[:len(rows)] = rows
         gathered = self.all_gather(padded)  # processes x max N x ...
@@ -388,9 +411,8 @@ class XECGModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         rows = self._epoch_rows("test")
         self._epoch_end("test", rows)
-        if rows is not None:  # the records of every process, resampled as one test set
-            probs, target = self._gather_rows(torch.cat(rows, 1)).split(NUM_CLASSES, 1)
-            self.last_intervals["test"] = interval_report(probs, target, self.thresholds)
+        if rows is not None and len(rows[0]):  # every process's records, as one test set
+            self.last_intervals["test"] = interval_report(*rows, self.thresholds)
 
     # ------------------------------------------------------------------------ optimiser
     def configure_optimizers(self):

@@ -5,7 +5,7 @@ DDP processes with balanced work per step."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from torch import distributed as dist
@@ -25,13 +25,16 @@ _BUCKET_CHUNK_BATCHES = 16
 class BatchPlan:
     """What one batch holds: ``records`` (B,) store positions; ``rows`` and ``starts`` (W,) give
     each window's record row and first sample (negative: that many zeros precede the record);
-    every window is ``length`` samples; ``grouped`` marks several windows per record."""
+    every window is ``length`` samples; ``grouped`` marks several windows per record;
+    ``repeat`` marks an evaluation batch that repeats another process's record (a split with
+    fewer records than processes), whose rows the metrics must not count."""
 
     records: np.ndarray
     rows: np.ndarray
     starts: np.ndarray
     length: int
     grouped: bool = False
+    repeat: bool = False
 
 
 class BatchPlanner(Sampler):
@@ -44,8 +47,10 @@ class BatchPlanner(Sampler):
     multiple of R by repeating its first batches, so every process takes the same number of
     steps; under ``bucket`` the R batches of a step have similar lengths, so that no process
     waits long for another. Evaluation: records are dealt out ``rank, rank + R, ...`` before
-    batching (by length for ``bucket``), so each goes to exactly one process (records repeat
-    only when there are fewer than R) and batch counts differ by at most one.
+    batching (by length for ``bucket``), so each goes to exactly one process and batch counts
+    differ by at most one. With fewer records than R, every process still needs a batch (each
+    runs the epoch's collectives): processes ``N, ..., R - 1`` get a copy of a record, in a plan
+    marked ``repeat``, which ``XECGModule`` runs but does not count.
 
     The Trainer must run with ``use_distributed_sampler=False`` (xecg's CLI sets it): otherwise
     Lightning wraps this sampler in a ``DistributedSamplerWrapper`` that shards plans its own
@@ -81,8 +86,9 @@ class BatchPlanner(Sampler):
 
     def __iter__(self):
         if not self.train:
+            repeat = 0 < len(self.indices) <= self.rank  # a copy: see _eval_records
             for records in chunks(self._eval_records(), self.batch_size):
-                yield self._plan(records, None)
+                yield replace(self._plan(records, None), repeat=repeat)
             return
         rng = np.random.default_rng([self.seed, self.epoch])
         # Every process draws every batch's crops, so all hold the same global plan.
@@ -112,7 +118,8 @@ class BatchPlanner(Sampler):
         return [b for i in rng.permutation(len(steps)) for b in steps[i]]
 
     def _eval_records(self) -> np.ndarray:
-        """This process's evaluation records, in order (by length for ``bucket``)."""
+        """This process's evaluation records, in order (by length for ``bucket``); with fewer
+        records than processes, ranks from the number of records on hold a copy of one."""
         order = self._by_length(self.indices) if self.policy == "bucket" else self.indices
         if 0 < len(order) < self.num_replicas:
             order = np.resize(order, self.num_replicas)  # every process needs a batch
