@@ -456,7 +456,8 @@ def test_training_and_validation_steps_never_wait_for_the_device(tiny_config, tm
                                                                  workers):
     """A step of ``xecg train`` (its callbacks, progress bar, the GPU's packed 16-bit transfer)
     asks the device nothing between two logging steps: a host-device sync per step is a fixed
-    cost that a GPU step of 24 ms cannot hide (issue 11). One read is the CPU's own and is let
+    cost that a GPU step of 24 ms cannot hide (issue 11). Two epochs: in the second the progress
+    bar also shows the first validation's metrics. One read is the CPU's own and is let
     through: the mask check that a GPU batch skips (``check_input``, which on a GPU trusts the
     loader's ``padded``). NonFiniteLossGuard used to read the loss before each backward, and
     single-tensor Adam its step counter; the module's Adam is now fused, and the guard's
@@ -467,7 +468,7 @@ def test_training_and_validation_steps_never_wait_for_the_device(tiny_config, tm
     probe = HostReads()
     config = tiny_config(tmp_path, experiment={"name": "sync", "runs_dir": str(tmp_path / "runs"),
                                                "wandb": False},
-                         trainer={"max_epochs": 1, "accelerator": "cpu", "devices": 1,
+                         trainer={"max_epochs": 2, "accelerator": "cpu", "devices": 1,
                                   "precision": "bf16-mixed", "log_every_n_steps": 1000,
                                   "enable_progress_bar": True, "enable_model_summary": False},
                          data={"policy": policy, "length": 972 if policy == "crop" else 4000,
