@@ -279,13 +279,14 @@ class XECGModule(L.LightningModule):
         sums, n = self._loss_sums.pop(stage, (None, 0))
         if sums is None:
             return
-        values = torch.cat([sums, sums.new_tensor([n])])  # the 4 sums, then their records
         if sync_dist:
             # Every process's sums and records, added here (a process whose records were all
             # copies adds zeros). Lightning's own mean weighted by `batch_size` averages the
             # batch sizes across processes as integers: 2 and 1 records made 1, not 1.5.
-            values = self._gather_rows(values[None]).sum(0)
-        means = values[:-1] / values[-1].clamp_min(1)
+            # (new_full: a fill on the device, where new_tensor would copy from the host.)
+            values = self._gather_rows(torch.cat([sums, sums.new_full((1,), n)])[None]).sum(0)
+            sums, n = values[:-1], values[-1].clamp_min(1)
+        means = sums / n
         if stage == "train":
             # A CPU tensor: the progress bar reads `train/loss` back after every step, which
             # would wait for the GPU each time; here it waits once per logged step.
