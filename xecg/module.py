@@ -393,7 +393,9 @@ class XECGModule(L.LightningModule):
         values = self._epoch_end("val", rows)
         if not self.trainer.sanity_checking:
             self.best_val_micro_f1.update(values["micro_f1"])
-            self.log("val/micro_f1_best", self.best_val_micro_f1.compute(), prog_bar=True)
+            # equal on every process, as the metrics above (sync_dist spares the DDP warning)
+            self.log("val/micro_f1_best", self.best_val_micro_f1.compute(), prog_bar=True,
+                     sync_dist=True)
             if self.hparams.tune_thresholds and rows is not None and len(rows[0]):
                 self.thresholds.copy_(tune_thresholds(*rows))  # every process's rows
 
