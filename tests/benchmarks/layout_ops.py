@@ -74,9 +74,9 @@ OPS = {
 
 def run(op: str, way: str, x: Tensor, w: Tensor, b: Tensor, g_seed: int,
         bf16: bool = False) -> list[Tensor]:
-    """The op's output and its gradients (input, weight, bias) one of :data:`WAYS`, from the
-    CPU float32 ``x``, ``w`` and ``b`` (``truth``: in float64 on the CPU; the others on their
-    device, under bf16 autocast with ``bf16``, as the fits train), all on the CPU."""
+    """The op's output and its gradients (input, weight, bias) one of :data:`WAYS`, as float64
+    tensors on the CPU. ``x``, ``w`` and ``b`` are float32 on the way's device (``truth``: the
+    CPU, computed in float64); ``bf16``: the others under bf16 autocast, as the fits train."""
     cl, compiled, cudnn = WAYS[way]
     if way == "truth":
         x, w, b = x.double(), w.double(), b.double()
