@@ -26,10 +26,18 @@ def run_xecg(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 # `xecg fit` on two processes also runs in test_ddp_equivalence and (through torchrun) in
 # test_multinode; here it is slow, to keep `make test` within its time.
 @pytest.mark.parametrize("command", ["train", pytest.param("fit", marks=pytest.mark.slow)])
-def test_ddp_two_processes_through_the_cli(tiny_config, tmp_path, command):
+def test_ddp_two_processes_through_the_cli(tiny_config, tiny_data, tmp_path, command):
+    """The test split holds one record: the second process runs a copy of it (every process
+    takes part in the epoch's collectives), which the test stage does not count."""
+    from xecg.data.splits import load_split, save_split
+
+    split = load_split(tiny_data.split)
+    split["test"] = split["test"][:1]
+    save_split(split, tmp_path / "split.json")
     config = tiny_config(tmp_path, f"ddp-{command}",
                          trainer={"limit_train_batches": 2, "limit_val_batches": 2,
-                                  "max_epochs": 2})
+                                  "max_epochs": 2},
+                         data={"split": str(tmp_path / "split.json")})
     result = run_xecg([command, "--config", str(config), "--trainer.devices", "2",
                        "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu"], tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -38,6 +46,7 @@ def test_ddp_two_processes_through_the_cli(tiny_config, tmp_path, command):
     assert 0 <= metrics["val"]["micro_f1"] <= 1
     if command == "train":  # fit, then validate and test the best checkpoint
         assert 0 <= metrics["test"]["micro_f1"] <= 1
+        assert metrics["intervals"]["test"]["records"] == 1  # the copy is not counted
         assert metrics["val_of"].startswith("best-epoch")
     assert (run / "checkpoints" / "last.ckpt").is_file()
     # Both ranks ran: Lightning reports the group it initialised.
