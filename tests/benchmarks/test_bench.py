@@ -309,7 +309,8 @@ def test_conv_layout_refuses_a_bad_variant_before_compiling():
 
 def test_window_summary_names_the_libraries_and_the_forms_without_cudnn(tmp_path):
     """The window's page: each check's heading names torch and cuDNN, a form run without cuDNN
-    is marked so, and layout_ops' rows are errors against float64 on the CPU."""
+    is marked so with its last loss against the first form's, and layout_ops' rows are errors
+    against float64 on the CPU, a wrong one marked."""
     import window_summary
 
     form = {"batch": "static", "grad_err_compiled_median": 1e-6, "grad_err_compiled_first": 2e-6,
@@ -321,11 +322,17 @@ def test_window_summary_names_the_libraries_and_the_forms_without_cudnn(tmp_path
     (tmp_path / "layout-ops.json").write_text(json.dumps({
         "torch": "2.11.0+cu130", "cudnn": 91002,
         "results": [{"precision": "bf16", "op": "conv2d_h1", "way": "eager_cl_nocudnn",
-                     "out": 0.003, "grad_x": 0.9, "grad_w": 0.003, "grad_b": 0.003}]}))
+                     "out": 0.003, "grad_x": 0.9, "grad_w": 0.003, "grad_b": 0.003},
+                    {"precision": "bf16", "op": "conv2d_h1", "way": "eager",
+                     "out": 0.003, "grad_x": 0.003, "grad_w": 0.003, "grad_b": 0.003}]}))
     page = window_summary.summarise(tmp_path).splitlines()
     assert "## conv-layout-bf16 (torch 2.11.0+cu130, cuDNN 91002)" in page
-    assert "conv2d:static | 1e-06 / 2e-06 | 1.10000 -> 1.00000 | 30.0 | 0.00" in page
-    assert "conv2d:static:nocudnn | 1e-06 / 2e-06 | 1.10000 -> 0.90000 | 30.0 | 0.00" in page
+    # each form's last fixed-batch loss against the first form's
+    assert "conv2d:static | 1e-06 / 2e-06 | 1.10000 -> 1.00000 | +0.00% | 30.0 | 0.00" in page
+    assert ("conv2d:static:nocudnn | 1e-06 / 2e-06 | 1.10000 -> 0.90000 | -10.00% | 30.0 | 0.00"
+            in page)
     assert ("## layout-ops: relative error against float64 on the CPU "
             "(torch 2.11.0+cu130, cuDNN 91002)") in page
-    assert "bf16 conv2d_h1 eager_cl_nocudnn | 3.0e-03 | 9.0e-01 | 3.0e-03 | 3.0e-03" in page
+    assert ("bf16 conv2d_h1 eager_cl_nocudnn | 3.0e-03 | 9.0e-01 | 3.0e-03 | 3.0e-03 <- WRONG"
+            in page)
+    assert "bf16 conv2d_h1 eager | 3.0e-03 | 3.0e-03 | 3.0e-03 | 3.0e-03" in page

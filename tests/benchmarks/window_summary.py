@@ -7,12 +7,13 @@ back.
     python3 tests/benchmarks/window_summary.py benchmarks/gpu-window-DATE/window.tgz
 
 For each form of ``conv_layout.py`` (float32 and bf16): its compiled gradients' error against
-an eager float32 copy, the first and last of its fixed-batch losses (an exact form follows
-xecg's layers), ms per step and the cuDNN transposes; a form run without cuDNN ends in
-``:nocudnn``. For each op and way of ``layout_ops.py``: its errors against float64 on the CPU.
-Each check's heading names its torch and cuDNN versions. For each profiled fit: ms per unprofiled
-step, seconds per epoch, the epochs' mean training losses, the GPU's busy and idle ms per step,
-the host's waits per step, and the largest idle gaps and sync sites.
+an eager float32 copy, the first and last of its fixed-batch losses and the last against the
+first form's (an exact form follows xecg's layers), ms per step and the cuDNN transposes; a
+form run without cuDNN ends in ``:nocudnn``. For each op and way of ``layout_ops.py``: its
+errors against float64 on the CPU, a wrong one marked. Each check's heading names its torch and
+cuDNN versions. For each profiled fit: ms per unprofiled step, seconds per epoch, the epochs'
+mean training losses, the GPU's busy and idle ms per step, the host's waits per step, and the
+largest idle gaps and sync sites.
 """
 
 from __future__ import annotations
@@ -33,27 +34,37 @@ def _versions(data: dict) -> str:
 
 
 def layout_rows(name: str, data: dict) -> list[str]:
-    """A row per form of one ``conv_layout.py`` result file."""
+    """A row per form of one ``conv_layout.py`` result file; ``vs first`` is the form's last
+    fixed-batch loss against the first form's (xecg's layers in the window): an exact form
+    stays within rounding (float32 about 1e-5, bf16 about 0.3% on a CPU)."""
     rows = [f"## {name} {_versions(data)}", "form | grad err median / first conv | losses first "
-            "-> last | ms/step | transpose ms/step"]
-    for r in data.get("results", []):
+            "-> last | vs first | ms/step | transpose ms/step"]
+    results = data.get("results", [])
+    first = (results[0].get("losses") or [None])[-1] if results else None
+    for r in results:
         losses = r.get("losses") or []
         span = f"{losses[0]:.5f} -> {losses[-1]:.5f}" if losses else "-"
+        gap = f"{losses[-1] / first - 1:+.2%}" if losses and first else "-"
         form = f"{r['form']}:{r['batch']}" + (":nocudnn" if r.get("cudnn") is False else "")
         rows.append(f"{form} | {_num(r.get('grad_err_compiled_median'))} / "
-                    f"{_num(r.get('grad_err_compiled_first'))} | {span} | "
+                    f"{_num(r.get('grad_err_compiled_first'))} | {span} | {gap} | "
                     f"{_num(r.get('ms_per_step'), '.1f')} | "
                     f"{_num(r.get('transpose_ms_per_step'), '.2f')}")
     return rows
 
 
 def ops_rows(data: dict) -> list[str]:
-    """A row per op and way of ``layout_ops.py``: relative errors against float64 on the CPU."""
+    """A row per op and way of ``layout_ops.py``: relative errors against float64 on the CPU,
+    marked ``<- WRONG`` above 0.1 (bf16's rounding stays below 0.05; a wrong kernel is off by
+    about 1)."""
     rows = [f"## layout-ops: relative error against float64 on the CPU {_versions(data)}",
             "precision op way | out | grad x | grad w | grad b"]
+    keys = ("out", "grad_x", "grad_w", "grad_b")
     for r in data.get("results", []):
-        rows.append(f"{r['precision']} {r['op']} {r['way']} | " + " | ".join(
-            _num(r.get(k), ".1e") for k in ("out", "grad_x", "grad_w", "grad_b")))
+        wrong = any((r.get(k) or 0) > 0.1 for k in keys)
+        rows.append(f"{r['precision']} {r['op']} {r['way']} | "
+                    + " | ".join(_num(r.get(k), ".1e") for k in keys)
+                    + (" <- WRONG" if wrong else ""))
     return rows
 
 
