@@ -338,7 +338,7 @@ class XECGModule(L.LightningModule):
     # ------------------------------------------------------------------------ epoch ends
     def _epoch_rows(self, stage: Stage) -> tuple[Tensor, Tensor] | None:
         """The stage's ``(probs, target)`` rows since its epoch began (``N x 9`` each), or None
-        where it ran no batch; the next epoch starts empty. Training: this process's rows.
+        where there are none; the next epoch starts empty. Training: this process's rows.
         Evaluation: every process's, gathered here once for the metrics, the threshold tuning
         and the test intervals (the DataModule gives each record to one process; a copy sent
         to a process with none adds no row). Every process calls this at the same point."""
@@ -349,6 +349,8 @@ class XECGModule(L.LightningModule):
         if stage == "train":
             return probs, target
         gathered = self._gather_rows(torch.cat([probs, target.to(probs.dtype)], 1))
+        if not len(gathered):
+            return None
         return gathered[:, :NUM_CLASSES], gathered[:, NUM_CLASSES:]
 
     def _epoch_end(self, stage: Stage, rows: tuple[Tensor, Tensor] | None) -> dict[str, Tensor]:
@@ -356,7 +358,7 @@ class XECGModule(L.LightningModule):
         else at ``threshold``), log them and the mean losses, and return them."""
         if stage != "train":
             self._log_loss(stage, sync_dist=True)
-        if rows is not None and len(rows[0]):
+        if rows is not None:
             thresholds = self.thresholds if stage == "test" else self.hparams.threshold
             self._metrics(stage).update(*rows, thresholds)
         values = self._metrics(stage).compute()
@@ -396,7 +398,7 @@ class XECGModule(L.LightningModule):
             # equal on every process, as the metrics above (sync_dist spares the DDP warning)
             self.log("val/micro_f1_best", self.best_val_micro_f1.compute(), prog_bar=True,
                      sync_dist=True)
-            if self.hparams.tune_thresholds and rows is not None and len(rows[0]):
+            if self.hparams.tune_thresholds and rows is not None:
                 self.thresholds.copy_(tune_thresholds(*rows))  # every process's rows
 
     def _gather_rows(self, rows: Tensor) -> Tensor:
@@ -414,7 +416,7 @@ class XECGModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         rows = self._epoch_rows("test")
         self._epoch_end("test", rows)
-        if rows is not None and len(rows[0]):  # every process's records, as one test set
+        if rows is not None:  # every process's records, as one test set
             self.last_intervals["test"] = interval_report(*rows, self.thresholds)
 
     # ------------------------------------------------------------------------ optimiser

@@ -119,7 +119,7 @@ class BatchPlanner(Sampler):
 
     def _eval_records(self) -> np.ndarray:
         """This process's evaluation records, in order (by length for ``bucket``); with fewer
-        records than processes, ranks from the number of records on hold a copy of one."""
+        records (N) than processes, those of rank N and above hold a copy of one."""
         order = self._by_length(self.indices) if self.policy == "bucket" else self.indices
         if 0 < len(order) < self.num_replicas:
             order = np.resize(order, self.num_replicas)  # every process needs a batch
