@@ -279,12 +279,14 @@ class XECGModule(L.LightningModule):
         sums, n = self._loss_sums.pop(stage, (None, 0))
         if sums is None:
             return
-        if sync_dist:
-            # Every process's sums and records, added here (a process whose records were all
-            # copies adds zeros). Lightning's own mean weighted by `batch_size` averages the
-            # batch sizes across processes as integers: 2 and 1 records made 1, not 1.5.
-            # (new_full: a fill on the device, where new_tensor would copy from the host.)
-            values = self._gather_rows(torch.cat([sums, sums.new_full((1,), n)])[None]).sum(0)
+        if sync_dist and self._trainer is not None and self._trainer.world_size > 1:
+            # Every process's sums and records, added by one all_reduce (a process whose records
+            # were all copies adds zeros). Lightning's own mean weighted by `batch_size` averages
+            # the batch sizes across processes as integers: 2 and 1 records made 1, not 1.5.
+            # (new_full: a fill on the device, where new_tensor would copy from the host; cat:
+            # a new tensor, which the reduction overwrites in place.)
+            values = self.trainer.strategy.reduce(torch.cat([sums, sums.new_full((1,), n)]),
+                                                  reduce_op="sum")
             sums, n = values[:-1], values[-1].clamp_min(1)
         means = sums / n
         if stage == "train":
@@ -366,8 +368,9 @@ class XECGModule(L.LightningModule):
         # states made there cannot be updated in place by a later fit's validation (no_grad).
         with torch.inference_mode(False):
             self._metrics(stage).reset()
-        # torchmetrics already reduced the states across processes, so every rank holds the same
-        # values; sync_dist (a mean of equal numbers) only spares Lightning's DDP warning.
+        # Every rank holds the same values (training: torchmetrics reduced the states across
+        # processes; evaluation: the rows were gathered), so sync_dist (a mean of equal numbers)
+        # only spares Lightning's DDP warning.
         self.log_dict({f"{stage}/{k}": v for k, v in values.items() if k != "micro_f1"},
                       sync_dist=True)
         self.log(f"{stage}/micro_f1", values["micro_f1"], prog_bar=stage != "train",

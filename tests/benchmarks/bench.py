@@ -131,6 +131,21 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+@contextlib.contextmanager
+def cudnn_enabled(on: bool):
+    """``torch.backends.cudnn.enabled`` set to ``on`` inside, restored after (read by each
+    convolution and norm as it runs). Not ``torch.backends.cudnn.flags(enabled=...)``: that
+    also sets ``allow_tf32`` back to True, which would spoil the float32 checks."""
+    import torch
+
+    was = torch.backends.cudnn.enabled
+    torch.backends.cudnn.enabled = on
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.enabled = was
+
+
 def train_step(net, loss_fn, opt, device: str, bf16: bool):
     """A plain loop's training step: ``step(x, y, mask) -> loss`` runs ``net`` and ``loss_fn``
     (under bf16 autocast when ``bf16``), backward and ``opt``. The one step of the plain

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import _sync, device_kernels, write_partial  # noqa: E402
+from bench import _sync, cudnn_enabled, device_kernels, write_partial  # noqa: E402
 
 from xecg.classes import NUM_CLASSES, NUM_LEADS  # noqa: E402
 from xecg.losses import XECGLoss  # noqa: E402
@@ -109,64 +109,64 @@ def grad_errors(compiled, net: nn.Module, loss: XECGLoss, x: Tensor, y: Tensor,
 def variant(a, form: str, dynamic: bool, cudnn: bool = True) -> dict:
     torch._dynamo.reset()
     original = use_conv(FORMS[form])
-    cudnn_was = torch.backends.cudnn.enabled
-    torch.backends.cudnn.enabled = cudnn  # read by each convolution and norm as it runs
     try:
-        torch.manual_seed(0)
-        dev = a.device
-        net = MODELS["XECGNet"](width=a.width).to(dev).train()
-        loss = XECGLoss(gamma=0.01)
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3, fused=True)
-        x = torch.randn(a.batch, NUM_LEADS, a.length, device=dev)
-        y = (torch.rand(a.batch, NUM_CLASSES, device=dev) > 0.7).float()
-        if dynamic:
-            torch._dynamo.maybe_mark_dynamic(x, 0)
-            torch._dynamo.maybe_mark_dynamic(y, 0)
-        compiled = torch.compile(net)
+        with cudnn_enabled(cudnn):
+            torch.manual_seed(0)
+            dev = a.device
+            net = MODELS["XECGNet"](width=a.width).to(dev).train()
+            loss = XECGLoss(gamma=0.01)
+            opt = torch.optim.Adam(net.parameters(), lr=1e-3, fused=True)
+            x = torch.randn(a.batch, NUM_LEADS, a.length, device=dev)
+            y = (torch.rand(a.batch, NUM_CLASSES, device=dev) > 0.7).float()
+            if dynamic:
+                torch._dynamo.maybe_mark_dynamic(x, 0)
+                torch._dynamo.maybe_mark_dynamic(y, 0)
+            compiled = torch.compile(net)
 
-        def step() -> Tensor:
-            with torch.autocast(dev, dtype=torch.bfloat16, enabled=not a.fp32):
-                total = loss(compiled(x), y).total
-            total.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            return total.detach()
+            def step() -> Tensor:
+                with torch.autocast(dev, dtype=torch.bfloat16, enabled=not a.fp32):
+                    total = loss(compiled(x), y).total
+                total.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                return total.detach()
 
-        t0 = time.perf_counter()  # compiles; before any step, so every form sees one network
-        errors = grad_errors(compiled, net, loss, x, y, autocast=not a.fp32)
-        compile_s = time.perf_counter() - t0
-        # Every step's loss on the one fixed batch, read after the timing (kept as tensors, so
-        # no step waits on the device): with exact gradients each form's losses follow xecg's
-        # layers' step by step; a form that trains worse, as the 2-D form's GPU fits seemed to,
-        # falls behind within a few steps.
-        losses = [step()]
-        for _ in range(3):
-            losses.append(step())
-        _sync(dev)
-        t0 = time.perf_counter()
-        for _ in range(a.steps):
-            losses.append(step())
-        _sync(dev)
-        ms = 1000 * (time.perf_counter() - t0) / a.steps
-        from torch.profiler import ProfilerActivity, profile
-
-        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev == "cuda" else [])
-        with profile(activities=acts) as prof:
+            t0 = time.perf_counter()  # compiles; before any step, so every form sees one network
+            errors = grad_errors(compiled, net, loss, x, y, autocast=not a.fp32)
+            compile_s = time.perf_counter() - t0
+            # Every step's loss on the one fixed batch, read after the timing (kept as tensors, so
+            # no step waits on the device): with exact gradients each form's losses follow xecg's
+            # layers' step by step; a form that trains worse, as the 2-D form's GPU fits seemed to,
+            # falls behind within a few steps.
+            losses = [step()]
             for _ in range(3):
                 losses.append(step())
             _sync(dev)
-        kernels = device_kernels(prof.key_averages())
-        transposes = [e for e in kernels if any(t in e.key for t in TRANSPOSES)]
-        return {"form": form, "batch": "dynamic" if dynamic else "static", "cudnn": cudnn,
-                "compile_s": compile_s, "ms_per_step": ms,
-                "kernel_ms_per_step": sum(e.self_device_time_total for e in kernels) / 3000,
-                "transpose_ms_per_step": sum(e.self_device_time_total for e in transposes) / 3000,
-                "transpose_calls_per_step": sum(e.count for e in transposes) / 3,
-                "first_loss": float(losses[0]), "losses": [float(v) for v in losses],
-                **errors}
+            t0 = time.perf_counter()
+            for _ in range(a.steps):
+                losses.append(step())
+            _sync(dev)
+            ms = 1000 * (time.perf_counter() - t0) / a.steps
+            from torch.profiler import ProfilerActivity, profile
+
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev == "cuda" else [])
+            with profile(activities=acts) as prof:
+                for _ in range(3):
+                    losses.append(step())
+                _sync(dev)
+            kernels = device_kernels(prof.key_averages())
+            transposes = [e for e in kernels if any(t in e.key for t in TRANSPOSES)]
+            return {"form": form, "batch": "dynamic" if dynamic else "static", "cudnn": cudnn,
+                    "compile_s": compile_s, "ms_per_step": ms,
+                    "kernel_ms_per_step":
+                        sum(e.self_device_time_total for e in kernels) / 3000,
+                    "transpose_ms_per_step":
+                        sum(e.self_device_time_total for e in transposes) / 3000,
+                    "transpose_calls_per_step": sum(e.count for e in transposes) / 3,
+                    "first_loss": float(losses[0]), "losses": [float(v) for v in losses],
+                    **errors}
     finally:
         use_conv(original)
-        torch.backends.cudnn.enabled = cudnn_was
         torch._dynamo.reset()
 
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import write_partial  # noqa: E402
+from bench import cudnn_enabled, write_partial  # noqa: E402
 
 #: WAY -> (channels last, compiled, cuDNN); ``truth`` is float64 eager on the CPU
 WAYS = {"truth": (False, False, True), "eager": (False, False, True),
@@ -86,8 +86,7 @@ def run(op: str, way: str, x: Tensor, w: Tensor, b: Tensor, g_seed: int,
     if compiled:
         torch._dynamo.reset()
         fn = torch.compile(fn, dynamic=False)
-    cudnn_was, torch.backends.cudnn.enabled = torch.backends.cudnn.enabled, cudnn
-    try:
+    with cudnn_enabled(cudnn):
         with torch.autocast(x.device.type, dtype=torch.bfloat16,
                             enabled=bf16 and way != "truth"):
             y = fn(x, w, b, cl)
@@ -96,8 +95,6 @@ def run(op: str, way: str, x: Tensor, w: Tensor, b: Tensor, g_seed: int,
         # the same upstream gradient for every way: drawn on the CPU
         g = torch.randn(y.shape, generator=torch.Generator().manual_seed(g_seed))
         grads = torch.autograd.grad((y * g.to(y)).sum(), [x, w, b])
-    finally:
-        torch.backends.cudnn.enabled = cudnn_was
     return [t.detach().cpu().double().contiguous() for t in (y, *grads)]
 
 
