@@ -433,14 +433,21 @@ def test_training_shards_are_the_global_plan_dealt_out(store, policy):
         shards = [plans(p, epoch) for p in ranks]
         assert len(global_plan) == 11
         assert [len(s) for s in shards] == [len(p) for p in ranks] == [6, 6]
+        # the padding batch is marked (trained on, not counted), and no other
+        marks = [[p.repeat for p in planner] for planner in ranks]
+        assert not any(p.repeat for p in whole)
         if policy == "crop":
             assert shards[0] == global_plan[0::2]
             assert shards[1] == global_plan[1::2] + global_plan[:1]
+            assert marks == [[False] * 6, [False] * 5 + [True]]
         else:  # the same batches, dealt so that each step's two are of similar length
             extra = shards[0] + shards[1]
             for batch in global_plan:
                 extra.remove(batch)
             assert len(extra) == 1 and extra[0] in global_plan  # one repeated, as padding
+            assert sum(marks, []).count(True) == 1
+            (marked,) = [s[i] for s, m in zip(shards, marks) for i in range(6) if m[i]]
+            assert marked == extra[0]
         seen = [i for shard in shards for records, _, _ in shard for i in records]
         assert sorted(set(seen)) == list(range(N_RECORDS))
     for p in ranks:  # a new epoch: new order and crops on every rank

@@ -87,6 +87,26 @@ def test_steps_give_finite_losses_and_one_metric_row_per_record(batches, model, 
     torch.testing.assert_close(probs, expected)
 
 
+def test_a_repeated_training_batch_trains_but_is_not_counted(batches):
+    """DDP pads a training epoch's batches to a multiple of the processes with repeats
+    (``BatchPlanner``): such a batch still gives a gradient, as every process must step, but
+    adds no metric row and no weight to the logged mean loss."""
+    train_batch, _ = batches["crop"]
+    m = module()
+    m.train()
+    m._logs_this_step = lambda: False  # keep the loss sums (without a Trainer, each step logs)
+    m.training_step(train_batch, 0)
+    loss = m.training_step({**train_batch, "repeat": True}, 1)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+    assert [len(p) for p, _ in m._rows["train"]] == [len(train_batch["y"]), 0]
+    assert m._loss_sums["train"][1] == len(train_batch["y"])  # records the mean is over
+    m._loss_sums.pop("train")
+    # an epoch of repeats alone (a process dealt fewer batches than another): no rows at all
+    m._rows["train"] = m._rows["train"][1:]
+    assert m._epoch_rows("train") is None
+
+
 @pytest.mark.parametrize("name", list(MODELS))
 def test_checkpoint_rebuilds_the_injected_network_and_loss(tmp_path, name):
     torch.manual_seed(0)

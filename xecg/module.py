@@ -252,8 +252,10 @@ class XECGModule(L.LightningModule):
             probs = self._per_record(probs, group, y.shape[0])
         n = y.shape[0]
         if batch.get("repeat"):
-            # Another process's record, sent so that this one runs the epoch's collectives too
-            # (a split with fewer records than processes): no rows, and a loss of no weight.
+            # Records counted elsewhere, run so that every process takes as many steps (DDP
+            # training: a batch dealt out twice; evaluation: another process's record in a split
+            # with fewer records than processes): no rows, and a loss of no weight in the means
+            # (training still steps on its gradient, as every process must).
             probs, y, n = probs[:0], y[:0], 0
         # A copy: under CUDA graphs (compile_mode reduce-overhead) the network's outputs live in
         # the graph's memory, which its next replay overwrites.
@@ -340,7 +342,8 @@ class XECGModule(L.LightningModule):
     # ------------------------------------------------------------------------ epoch ends
     def _epoch_rows(self, stage: Stage) -> tuple[Tensor, Tensor] | None:
         """The stage's ``(probs, target)`` rows since its epoch began (``N x 9`` each), or None
-        where there are none; the next epoch starts empty. Training: this process's rows.
+        where there are none; the next epoch starts empty. Training: this process's rows (its
+        metrics reduce their states across processes).
         Evaluation: every process's, gathered here once for the metrics, the threshold tuning
         and the test intervals (the DataModule gives each record to one process; a copy sent
         to a process with none adds no row). Every process calls this at the same point."""
@@ -348,8 +351,8 @@ class XECGModule(L.LightningModule):
         if rows is None:
             return None
         probs, target = torch.cat([p for p, _ in rows]), torch.cat([t for _, t in rows])
-        if stage == "train":
-            return probs, target
+        if stage == "train":  # none where every batch was a repeat (the metrics take no rows)
+            return (probs, target) if len(probs) else None
         gathered = self._gather_rows(torch.cat([probs, target.to(probs.dtype)], 1))
         if not len(gathered):
             return None

@@ -26,8 +26,9 @@ class BatchPlan:
     """What one batch holds: ``records`` (B,) store positions; ``rows`` and ``starts`` (W,) give
     each window's record row and first sample (negative: that many zeros precede the record);
     every window is ``length`` samples; ``grouped`` marks several windows per record;
-    ``repeat`` marks an evaluation batch that repeats another process's record (a split with
-    fewer records than processes), whose rows the metrics must not count."""
+    ``repeat`` marks a batch that repeats records so that every process runs as many steps
+    (training: a batch dealt out twice; evaluation: another process's record, where a split
+    has fewer records than processes), whose rows the metrics must not count."""
 
     records: np.ndarray
     rows: np.ndarray
@@ -44,8 +45,9 @@ class BatchPlanner(Sampler):
     Shards itself over ``num_replicas`` processes (default: torch.distributed's world size and
     rank when initialised, else one). Training: every process draws the same global plans from
     ``(seed, epoch)`` and takes batches ``rank, rank + R, ...`` of them, the list first padded to a
-    multiple of R by repeating its first batches, so every process takes the same number of
-    steps; under ``bucket`` the R batches of a step have similar lengths, so that no process
+    multiple of R by repeating its first batches (marked ``repeat``: trained on, not counted in
+    the training metrics), so every process takes the same number of steps; under ``bucket``
+    the R batches of a step have similar lengths (the least work repeated), so that no process
     waits long for another. Evaluation: records are dealt out ``rank, rank + R, ...`` before
     batching (by length for ``bucket``), so each goes to exactly one process and batch counts
     differ by at most one. With fewer records than R, every process still needs a batch (each
@@ -92,21 +94,23 @@ class BatchPlanner(Sampler):
             return
         rng = np.random.default_rng([self.seed, self.epoch])
         # Every process draws every batch's crops, so all hold the same global plan.
-        plans = [self._plan(records, rng) for records in self._train_batches(rng)]
+        plans = [replace(self._plan(records, rng), repeat=repeat)
+                 for records, repeat in self._train_batches(rng)]
         total = math.ceil(len(plans) / self.num_replicas) * self.num_replicas
         for i in range(self.rank, total, self.num_replicas):
-            yield plans[i % len(plans)]
+            yield plans[i] if i < len(plans) else replace(plans[i % len(plans)], repeat=True)
 
-    def _train_batches(self, rng: np.random.Generator) -> list[np.ndarray]:
+    def _train_batches(self, rng: np.random.Generator) -> list[tuple[np.ndarray, bool]]:
+        """The epoch's global batches in order, each with whether it repeats another's."""
         order = rng.permutation(self.indices)
         if self.policy != "bucket":
-            return chunks(order, self.batch_size)
+            return [(b, False) for b in chunks(order, self.batch_size)]
         batches = []
         for chunk in chunks(order, self.batch_size * _BUCKET_CHUNK_BATCHES):
             batches += chunks(self._by_length(chunk), self.batch_size)
         R = self.num_replicas
         if R == 1:
-            return [batches[i] for i in rng.permutation(len(batches))]
+            return [(batches[i], False) for i in rng.permutation(len(batches))]
         # DDP waits for the slowest process at every step, so the R batches of a step (dealt
         # out rank, rank + R, ...) should be equal work: R batches of similar work make each
         # step, and the steps are shuffled. The least work is repeated to fill the last step
@@ -114,7 +118,7 @@ class BatchPlanner(Sampler):
         m = self.bucket_multiple
         batches.sort(key=lambda b: len(b) * -(-int(self.lengths[b].max()) // m))
         missing = -len(batches) % R  # batches short of a whole last step
-        steps = chunks(batches[:missing] + batches, R)
+        steps = chunks([(b, True) for b in batches[:missing]] + [(b, False) for b in batches], R)
         return [b for i in rng.permutation(len(steps)) for b in steps[i]]
 
     def _eval_records(self) -> np.ndarray:

@@ -134,7 +134,7 @@ class WindowDataset(Dataset):
                  "padded": bool((spans[:, 1] - spans[:, 0] < plan.length).any())}
         if plan.grouped:
             batch["group"] = torch.from_numpy(plan.rows.astype(np.int64))
-        if plan.repeat:  # another process's record: run, not counted (BatchPlanner)
+        if plan.repeat:  # records counted in another batch: run, not counted (BatchPlanner)
             batch["repeat"] = True
         if self.pin:  # a copy from pageable memory may wait for the GPU's queue: pin them all
             batch = {k: v.pin_memory() if isinstance(v, torch.Tensor) and not v.is_pinned()
