@@ -416,6 +416,11 @@ class StepProfile:
         if self.device == "cuda":
             tables.append(events.table(sort_by="self_device_time_total", row_limit=30))
         (out / "ops.txt").write_text("\n\n".join(tables))
+        # Every op's calls and host time per step, for telling two contenders' steps apart
+        # (window_summary.py: what a Lightning step runs that a plain loop's does not).
+        (out / "op_counts.json").write_text(json.dumps(
+            {e.key: {"calls": e.count / n, "self_cpu_us": e.self_cpu_time_total / n,
+                     "cpu_us": e.cpu_time_total / n} for e in events}, indent=0) + "\n")
         if self.spec.get("trace", True):
             with open(trace, "rb") as src, gzip.open(out / "trace.json.gz", "wb") as dst:
                 shutil.copyfileobj(src, dst)

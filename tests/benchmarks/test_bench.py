@@ -201,14 +201,19 @@ def test_masked_step_runs_as_typed():
 @pytest.mark.slow
 def test_profile_fit_runs_as_typed(tmp_path):
     """benchmarks/README: ``profile_fit.py --device cuda --compile --out $OUT``; here its CPU
-    path, uncompiled: each contender's summary, op tables and trace."""
+    path, uncompiled: each contender's summary, op tables, op counts and trace."""
     _run_script("profile_fit.py", "--records", "96", "--start", "2", "--steps", "2",
                 "--out", str(tmp_path))
+    counts: dict[str, float] = {}
     for mode in ("lightning", "plain"):
         summary = json.loads((tmp_path / mode / "summary.json").read_text())
         assert summary["steps"] == 2 and summary["wall_ms_per_step"] > 0
         assert 0 < summary["main_thread_cpu_ms_per_step"] <= 1.5 * summary["wall_ms_per_step"]
         assert "convolution" in (tmp_path / mode / "ops.txt").read_text()
+        ops = json.loads((tmp_path / mode / "op_counts.json").read_text())
+        assert ops["aten::convolution"]["calls"] > 0  # per step: same network, same count
+        assert ops["aten::convolution"]["calls"] == counts.setdefault("conv", ops[
+            "aten::convolution"]["calls"])
         assert (tmp_path / mode / "trace.json.gz").stat().st_size > 1000
 
 
@@ -336,3 +341,29 @@ def test_window_summary_names_the_libraries_and_the_forms_without_cudnn(tmp_path
     assert ("bf16 conv2d_h1 eager_cl_nocudnn | 3.0e-03 | 9.0e-01 | 3.0e-03 | 3.0e-03 <- WRONG"
             in page)
     assert "bf16 conv2d_h1 eager | 3.0e-03 | 3.0e-03 | 3.0e-03 | 3.0e-03" in page
+
+
+def test_window_summary_names_the_ops_a_lightning_step_adds(tmp_path):
+    """Under each profiled fit, the page lists the ops a Lightning step calls more often than
+    the plain loop's (from each contender's op_counts.json), most first, none that it calls as
+    often; without both contenders' counts, no list."""
+    import window_summary
+
+    fit = tmp_path / "profile-pad-native"
+    counts = {"lightning": {"aten::copy_": {"calls": 12.0, "self_cpu_us": 90.0},
+                            "cudaStreamSynchronize": {"calls": 1.0, "self_cpu_us": 400.0},
+                            "aten::mul": {"calls": 150.0, "self_cpu_us": 800.0},
+                            "Optimizer.step#Adam.step": {"calls": 5.0, "self_cpu_us": 9.0}},
+              "plain": {"aten::copy_": {"calls": 4.0, "self_cpu_us": 30.0},
+                        "aten::mul": {"calls": 150.0, "self_cpu_us": 790.0}}}
+    for mode, ops in counts.items():
+        (fit / mode).mkdir(parents=True)
+        (fit / mode / "op_counts.json").write_text(json.dumps(ops))
+    (fit / "fits.json").write_text(json.dumps({"lightning": {}, "plain": {}}))
+    page = window_summary.summarise(tmp_path).splitlines()
+    start = page.index("  ops a Lightning step calls more often than the plain loop's:")
+    assert page[start + 1:] == [
+        "  aten::copy_: 12.0 vs 4.0 calls/step, 90 vs 30 host us",
+        "  cudaStreamSynchronize: 1.0 vs 0.0 calls/step, 400 vs 0 host us"]
+    (fit / "plain" / "op_counts.json").unlink()
+    assert not any("more often" in line for line in window_summary.summarise(tmp_path).splitlines())

@@ -12,8 +12,9 @@ first form's (an exact form follows xecg's layers), ms per step and the cuDNN tr
 form run without cuDNN ends in ``:nocudnn``. For each op and way of ``layout_ops.py``: its
 errors against float64 on the CPU, a wrong one marked. Each check's heading names its torch and
 cuDNN versions. For each profiled fit: ms per unprofiled step, seconds per epoch, the epochs'
-mean training losses, the GPU's busy and idle ms per step, the host's waits per step, and the
-largest idle gaps and sync sites.
+mean training losses, the GPU's busy and idle ms per step, the host's waits per step, the
+largest idle gaps and sync sites, and the ops a Lightning step calls more often than the plain
+loop's.
 """
 
 from __future__ import annotations
@@ -91,6 +92,28 @@ def fit_rows(name: str, data: dict) -> list[str]:
     return rows + details
 
 
+def extra_op_rows(folder: Path, most: int = 8) -> list[str]:
+    """The ops (torch's and the CUDA runtime's) that a Lightning step of one ``profile_fit.py``
+    run calls more often than the plain loop's, from each contender's ``op_counts.json``: what
+    Lightning adds to a step beside its Python (the two run the same module, loader and
+    optimiser)."""
+    counts = {}
+    for mode in ("lightning", "plain"):
+        path = folder / mode / "op_counts.json"
+        if not path.exists():
+            return []
+        counts[mode] = {k: v for k, v in json.loads(path.read_text()).items()
+                        if k.startswith(("aten::", "cuda"))}
+    light, plain = counts["lightning"], counts["plain"]
+    none = {"calls": 0.0, "self_cpu_us": 0.0}
+    extra = sorted(((light[k]["calls"] - plain.get(k, none)["calls"], k) for k in light),
+                   reverse=True)
+    rows = [f"  {k}: {light[k]['calls']:.1f} vs {plain.get(k, none)['calls']:.1f} calls/step, "
+            f"{light[k]['self_cpu_us']:.0f} vs {plain.get(k, none)['self_cpu_us']:.0f} host us"
+            for d, k in extra[:most] if d >= 0.5]
+    return ["  ops a Lightning step calls more often than the plain loop's:"] + rows if rows else []
+
+
 def summarise(folder: Path) -> str:
     """The page for a window's work folder."""
     out = ["# GPU window summary"]
@@ -100,6 +123,7 @@ def summarise(folder: Path) -> str:
         out += ops_rows(json.loads((folder / "layout-ops.json").read_text()))
     for path in sorted(folder.glob("profile-*/fits.json")):
         out += fit_rows(path.parent.name, json.loads(path.read_text()))
+        out += extra_op_rows(path.parent)
     if len(out) == 1:
         out.append("(nothing finished)")
     return "\n".join(out)
