@@ -2,8 +2,9 @@
 a plain PyTorch loop (bench.py's ``fit`` case: the same module, loader and optimiser), after
 warm-up and compilation. Per contender it writes ``OUT/<mode>/summary.json`` (wall, main-thread
 CPU and device-kernel milliseconds per step, where the device waited), ``ops.txt`` (ops by host
-and by device time), ``op_counts.json`` (every op's calls and host time per step) and ``trace.json.gz`` (open in https://ui.perfetto.dev), and prints the
-summaries with each fit's epochs, also kept in ``OUT/fits.json``.
+and by device time), ``op_counts.json`` (every op's calls and host time per step) and
+``trace.json.gz`` (open in https://ui.perfetto.dev), and prints the summaries with each fit's
+epochs, also kept in ``OUT/fits.json``.
 
     python tests/benchmarks/profile_fit.py --device cuda --compile --out $OUT     # a lent GPU
     python tests/benchmarks/profile_fit.py --device cuda --compile --compile-mode reduce-overhead
