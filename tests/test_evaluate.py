@@ -115,6 +115,10 @@ def test_evaluate_a_folder_skips_and_counts_records_without_a_label(run, tiny_da
     assert " n/a" in line and "nan" not in line and "(n/a: the records hold no" in line
     defined = sum(not math.isnan(result["evaluate"][f"auroc_{c}"]) for c in CLASSES)
     assert f"macro AUROC ({defined}/9 classes)" in text and defined < 9
+    # metrics.json is strict JSON: the undefined ones are null, not Python's NaN
+    written = json.loads((tmp_path / "out" / "metrics.json").read_text(),
+                         parse_constant=lambda c: pytest.fail(f"metrics.json holds {c}"))
+    assert sum(written["evaluate"][f"auroc_{c}"] is None for c in CLASSES) == 9 - defined
 
 
 def test_evaluate_names_a_missing_folder(run, tmp_path, capsys):
@@ -187,3 +191,37 @@ def test_evaluate_refuses_an_ensemble_of_two_sample_rates(run, tiny_data, tmp_pa
     err = capsys.readouterr().err.strip()
     assert err.startswith("xecg: error: an ensemble's checkpoints must share a sample rate")
     assert f"{other}: 250 Hz" in err and f"{ckpt}: " in err
+
+
+def test_subset_alone_evaluates_that_part_of_the_checkpoints_split(run, tiny_data, tmp_path,
+                                                                  capsys):
+    """``--subset test`` without ``--split`` (it was ignored: every record of the store was
+    evaluated, training ones included): the test records of the split the checkpoint recorded,
+    the numbers of ``--split FILE``. The whole store is evaluated with a warning that counts
+    the checkpoint's training records in it. A checkpoint that records no split says so."""
+    import torch
+
+    _, ckpt = run
+    store = str(tiny_data.store)
+    assert main(["evaluate", "--ckpt", str(ckpt), store, "--subset", "test", "--out",
+                 str(tmp_path / "own")]) == 0
+    own = json.loads((tmp_path / "own" / "metrics.json").read_text())
+    given = evaluate(ckpt, store, split=tiny_data.split, progress=False, quiet=True)
+    assert own["records"] == given["records"] == tiny_data.counts["test"]
+    assert own["evaluate"] == given["evaluate"] and own["training_records"] == 0
+    assert "not held out" not in capsys.readouterr().err
+    assert main(["evaluate", "--ckpt", str(ckpt), store, "--out", str(tmp_path / "all")]) == 0
+    whole = json.loads((tmp_path / "all" / "metrics.json").read_text())
+    assert whole["records"] == sum(tiny_data.counts.values())
+    assert whole["training_records"] == tiny_data.counts["train"]
+    assert (f"warning: {tiny_data.counts['train']} of the {whole['records']} records evaluated "
+            "are training records of the checkpoint: these numbers are not held out"
+            in capsys.readouterr().err)
+    old = torch.load(ckpt, map_location="cpu", weights_only=True)
+    del old["CPSCDataModule"]["split_records"]  # as checkpoints before 2026-11-28
+    torch.save(old, tmp_path / "old.ckpt")
+    assert main(["evaluate", "--ckpt", str(tmp_path / "old.ckpt"), store, "--subset",
+                 "val"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"xecg: error: --subset val: {tmp_path / 'old.ckpt'} does not record the split it was "
+        "trained on (a checkpoint before 2026-11-28): give the split file with --split FILE")

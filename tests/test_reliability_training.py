@@ -435,3 +435,59 @@ def test_a_ddp_rank_that_dies_stops_the_job_and_it_resumes(tiny_config, tmp_path
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     ckpt = _load(last)
     assert (ckpt["epoch"], ckpt["global_step"]) == (2, 9)  # 6 batches of 2 ranks: 3 steps each
+
+
+# ------------------------------------------------- a resume onto other data or another network
+
+def test_a_resume_onto_another_split_stops_and_a_test_on_training_records_warns(
+        tiny_config, tiny_data, tmp_path, capfd):
+    """A store prepared again from changed data remakes xecg's split, so records the checkpoint
+    trained on can land in the test split. A resume refuses that in one line naming the moved
+    records; a test of the checkpoint on such a split runs and warns that they are not held
+    out. The split's digest is in metrics.json, so two runs' splits can be compared."""
+    from xecg.data.splits import load_split, save_split, split_digest
+
+    split = load_split(tiny_data.split)
+    path = tmp_path / "split.json"
+    save_split(split, path)
+    config = tiny_config(tmp_path, "moved", data={"split": str(path)},
+                         trainer={"limit_train_batches": 2, "limit_val_batches": 1})
+    args = ["--config", str(config), "--experiment.wandb", "false"]
+    assert main(["fit", *args]) == 0
+    metrics = json.loads((tmp_path / "runs" / "moved" / "metrics.json").read_text())
+    assert metrics["protocol"]["split_digest"] == split_digest(split)
+    moved = split["train"][0]
+    split["train"], split["test"] = split["train"][1:], [moved, *split["test"]]
+    save_split(split, path)
+    capfd.readouterr()
+    assert main(["fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last"]) == 2
+    err = capfd.readouterr().err
+    (line,) = error_lines(err)
+    assert line == (f"xecg: error: the checkpoint was trained on another split than {path} holds "
+                    "now (train/val/test 96/80/24 records, now 95/80/25; 1 of the test and 0 of "
+                    f"the validation records were training records (first: {moved})). Resume "
+                    "with the data and split it was trained on, or start a new run (without "
+                    "--ckpt_path)")
+    assert "Traceback" not in err
+    last = tmp_path / "runs" / "moved" / "checkpoints" / "last.ckpt"
+    with pytest.warns(UserWarning, match=f"training records \\(first: {moved}\\)\\): numbers "
+                      "on those records are not held out"):
+        assert main(["test", *args, "--ckpt_path", str(last)]) == 0
+
+
+def test_a_resume_with_another_network_is_one_line(tiny_config, tmp_path, capfd):
+    config = tiny_config(tmp_path, "wider", trainer={"limit_train_batches": 2,
+                                                     "limit_val_batches": 1})
+    args = ["--config", str(config), "--experiment.wandb", "false"]
+    assert main(["fit", *args]) == 0
+    capfd.readouterr()
+    assert main(["fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last",
+                 "--model.net.init_args.width", "0.25"]) == 2
+    err = capfd.readouterr().err
+    (line,) = error_lines(err)
+    last = tmp_path / "runs" / "wider" / "checkpoints" / "last.ckpt"
+    assert line.startswith(f"xecg: error: {last}: its network does not fit this run's (size "
+                           "mismatch for net.")
+    assert line.endswith("more): use the settings it was trained with (its run folder's "
+                         "config.yaml)")
+    assert "Traceback" not in err

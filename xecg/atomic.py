@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
+import math
 import os
 import re
 import shutil
@@ -67,6 +69,22 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
     except BaseException:
         _remove(tmp)
         raise
+
+
+def json_text(data: object) -> str:
+    """``data`` as indented, strict JSON: a NaN or infinity (an AUROC of a class with no
+    positive) becomes ``null``, since ``NaN`` is Python's extension that other JSON readers
+    refuse."""
+    def finite(v: object) -> object:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [finite(x) for x in v]
+        return v
+
+    return json.dumps(finite(data), indent=2, allow_nan=False) + "\n"
 
 
 def _remove(tmp: str | None) -> None:

@@ -301,6 +301,17 @@ def checkpoint_error(path: str | os.PathLike, err: BaseException) -> CheckpointE
             isinstance(err, OSError) and err.errno == errno.EINVAL):
         return CheckpointError(f"{path}: not a complete checkpoint (truncated, or not written "
                                "by torch.save)")
+    if isinstance(err, RuntimeError) and text.startswith("Error(s) in loading state_dict"):
+        # A resume or test whose settings build another network (a width, a model given on the
+        # command line): name the first difference, in shapes a reader knows.
+        details = [line.strip() for line in text.splitlines()[1:] if line.strip()]
+        first = re.sub(r"torch\.Size\((\[[^\]]*\])\)", r"\1",
+                       details[0] if details else "").rstrip(".")
+        first = first if len(first) <= 240 else first[:237] + "..."
+        more = f"; {len(details) - 1} more" if len(details) > 1 else ""
+        return CheckpointError(f"{path}: its network does not fit this run's ({first}{more}): "
+                               "use the settings it was trained with (its run folder's "
+                               "config.yaml)")
     return None
 
 

@@ -277,7 +277,10 @@ class XECGCLI(LightningCLI):
         try:
             super()._run_subcommand(subcommand)
         except Exception as err:
-            _reraise_checkpoint_error(self.config[subcommand].get("ckpt_path"), err)
+            # the file Lightning resolved (`last` names the run's last.ckpt), else as given
+            ckpt = getattr(self.trainer, "ckpt_path", None) or self.config[subcommand].get(
+                "ckpt_path")
+            _reraise_checkpoint_error(ckpt, err)
             if isinstance(err, OSError):
                 _reraise_write_error(err, self.trainer.default_root_dir)
             raise

@@ -43,6 +43,7 @@ from typing import Any, Literal, get_args
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from xecg.classes import NUM_LEADS
@@ -58,6 +59,8 @@ from xecg.data.splits import (
     make_split,
     missing_records,
     save_split,
+    split_changes,
+    split_digest,
 )
 from xecg.data.store import Store, is_store
 from xecg.data.synthetic import (
@@ -176,6 +179,10 @@ class CPSCDataModule(L.LightningDataModule):
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
         self._restored_stats = False
+        # The record ids of each split, as set up here and as a restored checkpoint trained on.
+        self._split_ids: dict[str, list[str]] = {}
+        self._ckpt_split: dict[str, list[str]] | None = None
+        self._ckpt_split_path = ""
 
     # -- split and statistics ------------------------------------------------------------------
 
@@ -236,6 +243,7 @@ class CPSCDataModule(L.LightningDataModule):
                             f"split {self.store_path} --out FILE`, or leave out --data.split")
                 raise ConfigError(f"{missing}; {fix}")
             self.indices[name] = store.indices(split[name])
+        self._split_ids = {name: list(split[name]) for name in SPLITS}
         if not self._restored_stats:
             if self.normalize:
                 self.mean, self.std = store.lead_stats(self.indices["train"])
@@ -243,11 +251,13 @@ class CPSCDataModule(L.LightningDataModule):
                 self.mean = np.zeros(NUM_LEADS, np.float32)
                 self.std = np.ones(NUM_LEADS, np.float32)
         self.store = store
+        self._check_split()
 
     def describe(self) -> dict[str, Any]:
         """The data protocol, to be reported beside every metric."""
         split = load_split(self.split_path)
         return {"store": str(self.store_path), "split": str(self.split_path),
+                "split_digest": split_digest(split),
                 **{k: split.get(k) for k in ("protocol", "seed", "folds", "fold", "counts")},
                 "policy": self.policy, "length": None if self.policy == "bucket" else self.length,
                 "normalisation": "per lead, training split" if self.normalize else "none",
@@ -256,15 +266,43 @@ class CPSCDataModule(L.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         if self.mean is None:
             return {}
+        # The split's record ids travel too (tens of kB for CPSC's 6,877): a resume can tell
+        # whether it still trains on the same records (`_check_split`).
         return {"mean": self.mean.tolist(), "std": self.std.tolist(),
-                "split": str(self.split_path)}
+                "split": str(self.split_path),
+                **({"split_records": self._split_ids} if self._split_ids else {})}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restores the training statistics of a checkpoint (before or after :meth:`setup`)."""
+        """Restores the training statistics of a checkpoint (before or after :meth:`setup`) and
+        checks its split against this one's (checkpoints since 2026-11-28 carry it)."""
         if "mean" in state_dict:
             self.mean = np.asarray(state_dict["mean"], dtype=np.float32)
             self.std = np.asarray(state_dict["std"], dtype=np.float32)
             self._restored_stats = True
+        if "split_records" in state_dict:
+            self._ckpt_split = {k: list(state_dict["split_records"].get(k, [])) for k in SPLITS}
+            self._ckpt_split_path = state_dict.get("split", "?")
+            self._check_split()
+
+    def _check_split(self) -> None:
+        """A restored checkpoint trained on other records than this split's: resuming its fit
+        stops (a store prepared again from changed data remakes xecg's split, and records it
+        trained on would be tested); evaluating it warns where those records are evaluated."""
+        if self._ckpt_split is None or not self._split_ids:
+            return
+        changes = split_changes(self._ckpt_split, self._split_ids)
+        if changes is None:
+            return
+        where = (f"the checkpoint was trained on another split than {self.split_path} holds "
+                 f"now ({changes})")
+        if self._ckpt_split_path != str(self.split_path):
+            where += f"; its split file was {self._ckpt_split_path}"
+        fitting = self.trainer is not None and self.trainer.state.fn == "fit"
+        if fitting:
+            raise ConfigError(f"{where}. Resume with the data and split it was trained on, or "
+                              "start a new run (without --ckpt_path)")
+        if "training records" in changes:
+            rank_zero_warn(f"{where}: numbers on those records are not held out")
 
     # -- loaders -------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ JSON, :func:`load_split` reads and checks it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -157,6 +158,32 @@ def load_split(path: str | os.PathLike) -> dict:
         raise SplitError(f"{path}: record ids appear more than once across splits: "
                          f"{repeated[:5]}")
     return split
+
+
+def split_digest(split: dict) -> str:
+    """A short fingerprint of which records a split puts where (16 hex digits of a SHA-256),
+    independent of the file's other keys and of the order of its lists: two runs whose digests
+    agree trained, validated and tested on the same records."""
+    parts = {k: sorted(split[k]) for k in SPLITS}
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def split_changes(old: dict, new: dict) -> str | None:
+    """What differs between the records of split ``old`` (a checkpoint's) and ``new``, as
+    ``train/val/test 660/74/182 records, now 624/70/172; 31 of the test and 5 of the
+    validation records were training records (first: A0020, ...)``; None when they agree."""
+    if all(sorted(old[k]) == sorted(new[k]) for k in SPLITS):
+        return None
+    sizes = "/".join(str(len(old[k])) for k in SPLITS)
+    now = "/".join(str(len(new[k])) for k in SPLITS)
+    trained = set(old["train"])
+    leaked = {k: [r for r in new[k] if r in trained] for k in ("test", "val")}
+    text = f"train/val/test {sizes} records, now {now}"
+    if leaked["test"] or leaked["val"]:
+        first = (leaked["test"] + leaked["val"])[:5]
+        text += (f"; {len(leaked['test'])} of the test and {len(leaked['val'])} of the "
+                 f"validation records were training records (first: {', '.join(first)})")
+    return text
 
 
 def missing_records(split_path: str | os.PathLike, subset: str, wanted: Sequence[str],
