@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -176,8 +177,9 @@ def test_parallel_store_equals_serial(tmp_path):
 
 
 def test_strict_stops_without_a_store(tmp_path, capsys):
+    # Bad input exits 2, as every xecg command does (it was 1 until 2026-11-28).
     src, out = _with_bad(tmp_path / "src"), tmp_path / "store"
-    assert prepare_dataset(src, out, strict=True, workers=2, progress=False) == 1
+    assert prepare_dataset(src, out, strict=True, workers=2, progress=False) == 2
     captured = capsys.readouterr()
     assert "A0005.hea: checksum mismatch" in captured.out
     assert "--strict" in captured.err
@@ -186,7 +188,7 @@ def test_strict_stops_without_a_store(tmp_path, capsys):
 
 def test_cli(tmp_path):
     src, out = _with_bad(tmp_path / "src"), tmp_path / "store"
-    assert main(["prepare", str(src), "--out", str(out), "--strict", "--workers", "1"]) == 1
+    assert main(["prepare", str(src), "--out", str(out), "--strict", "--workers", "1"]) == 2
     assert not out.exists()
     assert main(["prepare", str(src), "--out", str(out), "--fs", "250", "--workers", "1"]) == 0
     store = Store(out)
@@ -202,7 +204,7 @@ def test_empty_folder_is_an_error(tmp_path, capsys):
 
 def test_nothing_usable_writes_nothing(tmp_path, capsys):
     write_wfdb_record(tmp_path / "src", "A0001", make_signal(100), ["251146004"])
-    assert prepare_dataset(tmp_path / "src", tmp_path / "store", progress=False) == 1
+    assert prepare_dataset(tmp_path / "src", tmp_path / "store", progress=False) == 2
     assert "no usable records" in capsys.readouterr().err
     assert not (tmp_path / "store").exists()
 
@@ -260,6 +262,87 @@ def test_rerun_reuses_unchanged_source(tmp_path, capsys):
     stamp = _stamp(signals)
     assert prepare_dataset(src, out, workers=1, fs=250, progress=False) == 0
     assert _stamp(signals) != stamp and Store(out).fs == 250
+
+
+def test_up_to_date_says_what_the_store_holds(tmp_path, capsys):
+    # It said "(6 records)", the records found, of a store that holds 4 (2 were excluded).
+    src, out = _with_bad(tmp_path / "src"), tmp_path / "store"
+    assert prepare_dataset(src, out, workers=1, progress=False) == 0
+    capsys.readouterr()
+    assert prepare_dataset(src, out, workers=1, progress=False) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"{out}: up to date with {src}: 4 records stored, 2 excluded (listed in "
+        f"{out / 'skipped.csv'}); reusing it (--force rewrites it)"]
+
+
+def test_the_store_rate_is_that_of_most_records(tmp_path, capsys):
+    # The first record's rate was the store's: one header saying 250 Hz, listed first,
+    # halved every other record without a word.
+    src, out = _good(tmp_path / "src"), tmp_path / "store"
+    odd = make_signal(500, seed=9)
+    write_wfdb_record(src, "A0000", odd, ["AF"], fs=250)  # listed first
+    assert prepare_dataset(src, out, workers=1, progress=False) == 0
+    store = Store(out)
+    assert store.fs == 500
+    for rec, sig in SIGNALS.items():  # the 500 Hz records as they are
+        np.testing.assert_array_equal(store.record(store.index_of(rec)).signal, sig)
+    assert store.lengths[store.index_of("A0000")] == 1000
+    text = capsys.readouterr().out
+    assert ("resampled 1 of 5 records to 500 Hz (the rate of most records): 1 from 250 Hz"
+            in text.splitlines())
+    summary = store.meta["summary"]
+    assert summary["native_rates"] == {"500": 4, "250": 1} and summary["resampled"] == 1
+    assert store.rows[0]["fs"] == "500"
+
+    # A tie goes to the higher rate; --fs names itself as the reason.
+    for rec in ("A0001", "A0002"):
+        write_wfdb_record(src / "g9", rec.replace("A", "T"), SIGNALS[rec], ["AF"], fs=1000)
+    for path in [*src.rglob("A0003.*"), *src.rglob("A0004.*")]:
+        path.unlink()
+    # now: 250 Hz x1, 500 Hz x2, 1000 Hz x2
+    assert prepare_dataset(src, out, workers=2, progress=False) == 0
+    assert Store(out).fs == 1000
+    assert Store(out).meta["summary"]["native_rates"] == {"500": 2, "1000": 2, "250": 1}
+    assert ("resampled 3 of 5 records to 1000 Hz (the rate of most records): 2 from 500 Hz, "
+            "1 from 250 Hz") in capsys.readouterr().out.splitlines()
+    assert prepare_dataset(src, out, fs=250, workers=1, progress=False) == 0
+    assert ("resampled 4 of 5 records to 250 Hz (--fs): 2 from 500 Hz, 2 from 1000 Hz"
+            in capsys.readouterr().out.splitlines())
+
+
+def test_a_record_missing_from_its_folders_reference_is_skipped(tmp_path, capsys):
+    # A record that the folder's REFERENCE.csv does not list was stored with its header's
+    # labels, beside records labelled by REFERENCE.csv, without a word; the README promises it
+    # reported and skipped. A disagreement of header and REFERENCE.csv was not counted either.
+    src, out = _good(tmp_path / "src"), tmp_path / "store"  # A0001, A0003 in g1; A0002, A0004 in g2
+    ref = write_reference_csv(src / "g1" / "REFERENCE.csv", [
+        ("A0001", [CODE["AF"]]), ("A0003", [CODE["STD"]])])  # A0003's header: PVC,RBBB
+    hea = write_wfdb_record(src / "g1", "A0005", make_signal(300), ["AF"])  # no row
+    assert prepare_dataset(src, out, workers=2, progress=False) == 0
+
+    store = Store(out)
+    assert store.ids == ["A0001", "A0002", "A0003", "A0004"]
+    assert store.record(store.index_of("A0003")).label_names == ["STD"]  # REFERENCE.csv wins
+    # A REFERENCE.csv labels its own folder (and those below), not g2 beside it.
+    assert store.record(store.index_of("A0002")).label_names == ["Normal"]
+    reason = (f"not in REFERENCE.csv: {ref} labels this folder but has no row for A0005; its "
+              "header's labels are not used")
+    assert _skipped(out) == {"A0005.hea": reason}
+    lines = capsys.readouterr().out.splitlines()
+    assert f"skipped {hea}: {reason}" in lines
+    assert (f"labels: {ref} and the record's header disagree for 1 stored record (A0003: "
+            "header PVC, RBBB, REFERENCE.csv STD); REFERENCE.csv's labels are stored (a "
+            "REFERENCE.csv row wins over header labels)") in lines
+    summary = store.meta["summary"]
+    assert summary["header_labels_overridden"] == 1
+    assert summary["header_labels_overridden_first"] == [
+        {"record": "A0003", "header": ["PVC", "RBBB"], "reference": ["STD"]}]
+    assert summary["skipped_reasons"] == {"not in REFERENCE.csv": 1}
+
+    # A REFERENCE.csv given with --reference labels every record.
+    assert prepare_dataset(src, out, reference=ref, workers=1, progress=False) == 0
+    assert Store(out).ids == ["A0001", "A0003"]
+    assert set(_skipped(out)) == {"A0002.hea", "A0004.hea", "A0005.hea"}
 
 
 def test_resampling(tmp_path):
@@ -323,6 +406,31 @@ def test_real_wfdb_sample(wfdb_sample, reference_csv, tmp_path):
     for i in (0, 57, 99):
         np.testing.assert_array_equal(store.record(i).signal, reader.load_data(store.ids[i]))
         assert store.lengths[i] == parse_header(reader.path_of(store.ids[i])).n_samples
+
+
+def test_real_records_with_an_odd_rate_or_no_gain(wfdb_sample, tmp_path, capsys):
+    # The QA report's steps: A0001's header edited to 250 Hz made the store 250 Hz and halved
+    # A0002-A0005 (5000 -> 2500 samples); A0063 with gain 0/mV was stored at 5x its amplitude.
+    src, out = tmp_path / "src", tmp_path / "store"
+    src.mkdir()
+    for rec in ("A0001", "A0002", "A0003", "A0004", "A0005", "A0063"):
+        for ext in (".hea", ".mat"):
+            shutil.copy(wfdb_sample / f"{rec}{ext}", src)
+    head = (src / "A0001.hea").read_text().split("\n", 1)
+    (src / "A0001.hea").write_text(head[0].replace(" 500 ", " 250 ", 1) + "\n" + head[1])
+    (src / "A0063.hea").write_text((src / "A0063.hea").read_text().replace("1000/mV", "0/mV"))
+    assert prepare_dataset(src, out, workers=1, progress=False) == 0
+
+    store, reader = Store(out), open_dataset(wfdb_sample)
+    assert store.fs == 500 and store.ids == ["A0001", "A0002", "A0003", "A0004", "A0005"]
+    for rec in store.ids[1:]:
+        np.testing.assert_array_equal(store.record(store.index_of(rec)).signal,
+                                      reader.load_data(rec))
+    assert store.lengths[0] == 2 * parse_header(wfdb_sample / "A0001.hea").n_samples
+    text = capsys.readouterr().out
+    assert "resampled 1 of 5 records to 500 Hz (the rate of most records): 1 from 250 Hz" in text
+    assert (f"skipped {src / 'A0063.hea'}: uncalibrated signal: gain 0 (or none) in the header, "
+            "lead I and 11 more") in text
 
 
 def test_real_snomed_sample(snomed_sample, tmp_path):

@@ -142,14 +142,25 @@ def test_nested_challenge_layout_detected(tmp_path):
     assert reader.path_of("A0001") == root / "g2" / "A0001.hea"
 
 
-def test_reference_wins_over_header_where_listed(tmp_path):
+def test_reference_wins_over_header_and_labels_its_whole_folder(tmp_path):
     write_wfdb_record(tmp_path, "A0001", make_signal(200), ["Normal"])
     write_wfdb_record(tmp_path, "A0002", make_signal(200), ["PVC"])
-    write_reference_csv(tmp_path / "REFERENCE.csv", [("A0001", [CODE["AF"], CODE["RBBB"]])])
+    ref = write_reference_csv(tmp_path / "REFERENCE.csv",
+                              [("A0001", [CODE["AF"], CODE["RBBB"]])])
     reader = open_dataset(tmp_path)
     assert reader.load_ann("A0001") == ["AF", "RBBB"]
     assert reader.load_record("A0001").label_names == ["AF", "RBBB"]
-    assert reader.load_ann("A0002") == ["PVC"]  # not listed: the header's labels
+    assert reader.header_labels_overridden("A0001") == ["Normal"]
+    # Not listed: until 2026-11-28 its header's labels, mixing two label sources in one
+    # dataset without a word; now an unusable record, as the README promises.
+    for call in (reader.load_ann, reader.load_record):
+        with pytest.raises(RecordError) as err:
+            call("A0002")
+        assert str(err.value) == (f"{tmp_path / 'A0002.hea'}: not in REFERENCE.csv: {ref} labels "
+                                  "this folder but has no row for A0002; its header's labels "
+                                  "are not used")
+    # Prediction needs no labels: the record is read, unlabelled.
+    assert reader.load_record("A0002", require_labels=False).label_names == []
 
 
 def test_read_reference_rows(tmp_path):

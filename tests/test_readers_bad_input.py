@@ -18,6 +18,7 @@ import scipy.io
 from fixtures import (
     make_signal,
     write_icbeb_record,
+    write_reference_csv,
     write_wfdb_dat_record,
     write_wfdb_record,
     xecg_command,
@@ -242,6 +243,14 @@ WFDB_CASES: dict[str, Callable[[Path, str, list[str]], Expected]] = {
     "unknown format code": lambda src, rec, rows: [
         (_edit(_hea(src, rec), "16+24", "99+24"), "bad header: lead I format 99 is not a WFDB "
                                                   "signal format")],
+    # Read as wfdb's default 200 units/mV until 2026-11-28: a 1000/mV record stored at 5x.
+    "gain zero (uncalibrated)": lambda src, rec, rows: [
+        (_edit(_hea(src, rec), "1000/mV", "0/mV", first_only=False),
+         "uncalibrated signal: gain 0 (or none) in the header, lead I and 11 more; WFDB marks "
+         "such a signal uncalibrated, so its amplitude in mV is unknown")],
+    "one lead uncalibrated": lambda src, rec, rows: [
+        (_edit(_hea(src, rec), "1000/mV", "0(0)/mV"),  # the first signal line only
+         "uncalibrated signal: gain 0 (or none) in the header, lead I; WFDB")],
     "negative gain": lambda src, rec, rows: [
         (_edit(_hea(src, rec), "1000/mV", "-1000/mV"), "bad header: lead I gain -1000/mV, "
                                                        "expected a positive finite number")],
@@ -336,6 +345,17 @@ def _icbeb_conflict(src, rec, rows):
     return [(path, f"conflicting labels: {rec} is listed twice with different labels")]
 
 
+def _wfdb_mat_in_icbeb(src, rec, rows):
+    # A WFDB record's .mat (MATLAB v4) among ICBEB files, its .hea missing: it failed as "a
+    # MATLAB v4 file, where a v5 one belongs", which sends the user the wrong way.
+    hea = write_wfdb_record(src / "bad", rec, make_signal(500, seed=8), ["AF"])
+    hea.unlink()
+    rows.append(f"{rec},1,,")
+    return [(_mat(hea), f"no header: {rec}.hea is missing; a WFDB record's .mat (MATLAB v4, as "
+                        "this one is) needs its .hea beside it (the original ICBEB .mat files "
+                        "are MATLAB v5)")]
+
+
 def _icbeb_duplicate(src, rec, rows):
     a = write_icbeb_record(src / "bad1", rec, make_signal(300))
     b = write_icbeb_record(src / "bad2", rec, make_signal(300))
@@ -376,6 +396,7 @@ ICBEB_CASES: dict[str, Callable[[Path, str, list[str]], Expected]] = {
     "unknown reference code": lambda src, rec, rows: [
         (_icbeb(src, rec, rows, code="10"), "no class: none of the nine classes (codes: 10)")],
     "duplicate id across folders": _icbeb_duplicate,
+    "WFDB .mat without its header": _wfdb_mat_in_icbeb,
 }
 
 CASES = {**{f"wfdb: {k}": Case("wfdb", v) for k, v in WFDB_CASES.items()},
@@ -490,6 +511,44 @@ def test_prepare_cli_empty_folder(tmp_path):
         f"xecg: error: {tmp_path / 'src'}: no ECG records found (no .hea or .mat files in it "
         "or its subfolders)")
     assert "Traceback" not in run.stderr and not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_a_folder_of_wfdb_mat_files_without_headers(tmp_path, reference):
+    # Taken for the original ICBEB layout: a REFERENCE.csv was asked for, and with one every
+    # file failed as "a MATLAB v4 file, where a v5 one belongs".
+    src = tmp_path / "src"
+    for i in (1, 2):
+        write_wfdb_record(src / "WFDB", f"A000{i}", make_signal(300, seed=i), ["AF"])
+        (src / "WFDB" / f"A000{i}.hea").unlink()
+    if reference:
+        write_reference_csv(src / "REFERENCE.csv", [("A0001", [1]), ("A0002", [2])])
+    problem = (f"{src}: no header: 2 .mat files without a .hea, each a WFDB record's signal "
+               f"file (MATLAB v4, e.g. {src / 'WFDB' / 'A0001.mat'}), not the original ICBEB "
+               "layout (MATLAB v5): a WFDB record's .mat needs its .hea beside it (A0001.hea)")
+    for require_reference in (True, False):  # prepare and train; predict and evaluate
+        with pytest.raises(DatasetError) as err:
+            open_dataset(src, require_reference=require_reference)
+        assert str(err.value) == problem
+    run = _prepare(src, tmp_path / "store")
+    assert run.returncode == 2 and run.stderr.strip().splitlines()[-1] == f"xecg: error: {problem}"
+
+
+def test_an_icbeb_folder_without_reference_says_where_it_looked(tmp_path):
+    # xecg evaluate on TrainingSet1, REFERENCE.csv one level up, said only "no record with a
+    # label among the nine classes"; the reader now says what is missing, for that message.
+    src = tmp_path / "icbeb"
+    write_icbeb_record(src / "TrainingSet1", "A0001", make_signal(300))
+    reader = open_dataset(src / "TrainingSet1", require_reference=False)
+    assert reader.missing_reference == (
+        f"no REFERENCE.csv was found in {src / 'TrainingSet1'} or its subfolders, and the ICBEB "
+        ".mat files hold no labels")
+    write_reference_csv(src / "REFERENCE.csv", [("A0001", [1])])
+    reader = open_dataset(src / "TrainingSet1", require_reference=False)
+    assert reader.missing_reference.endswith(
+        f"hold no labels; there is one in {src.resolve()}: give that folder (the whole release) "
+        "instead")
+    assert open_dataset(src).missing_reference is None
 
 
 def test_duplicated_codes_count_once(tmp_path):

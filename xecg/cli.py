@@ -168,8 +168,8 @@ def _rate(text: str) -> float:
     value = float(text)
     if not FS_RANGE[0] <= value <= FS_RANGE[1]:  # also refuses NaN and inf
         raise argparse.ArgumentTypeError(
-            f"must be {FS_RANGE[0]:g} to {FS_RANGE[1]:g} Hz, got {text} (leave --fs out to "
-            "keep the records' own rate)")
+            f"must be {FS_RANGE[0]:g} to {FS_RANGE[1]:g} Hz, got {text} (leave --fs out for "
+            "the rate of most records)")
     return value
 
 
@@ -198,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("source", help="dataset root (any supported layout), or 'synthetic'")
     pp.add_argument("--out", required=True, type=Path, help="store folder to write")
     pp.add_argument("--fs", type=_rate, default=None,
-                    help="resample to this rate (Hz; default: the first record's rate)")
+                    help="resample to this rate (Hz; default: the rate of most records, on a "
+                         "tie the higher)")
     pp.add_argument("--strict", action="store_true", help="stop at the first bad record")
     pp.add_argument("--reference", type=Path, default=None,
                     help="REFERENCE.csv (default: found under SOURCE)")

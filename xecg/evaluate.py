@@ -113,8 +113,10 @@ def evaluate(ckpt: Checkpoints, path: str | os.PathLike, out: str | os.PathLike 
         rows.append([rec.id, *[f"{v:.6f}" for v in p.tolist()], ";".join(predicted),
                      ";".join(rec.label_names)])
     if not rows:
+        note = getattr(selection.reader, "missing_reference", None)  # an ICBEB folder's
         raise DatasetError(f"{path}: no record with a label among the nine classes "
-                           f"({len(no_label)} without one, {len(unreadable)} unreadable)")
+                           f"({len(no_label)} without one, {len(unreadable)} unreadable)"
+                           + (f"; {note}" if note else ""))
     # Records the checkpoint learnt from: their numbers are not those of unseen data.
     seen = set(trained[0]["train"]) if trained is not None else set()
     training_records = sum(row[0] in seen for row in rows)

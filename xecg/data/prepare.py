@@ -6,8 +6,12 @@ record is reported on one line, listed in ``STORE/skipped.csv`` and left out (``
 instead). A store whose fingerprint matches the source is reused only after its full integrity
 check (sizes and checksums, :func:`xecg.data.store.is_current`); a damaged one is prepared again.
 
-Exit codes: 0 done (or reused), 1 stopped by a bad record (``strict``) or nothing usable,
-2 the dataset itself cannot be read (no folder, no records, no REFERENCE.csv for ICBEB files).
+The store's rate is ``fs`` when given, else the rate of most records (on a tie the higher):
+records at other rates are resampled to it, and the summary says how many, from which rates.
+
+Exit codes: 0 done (or reused); 2 bad input, as every xecg command: the dataset cannot be read
+(no folder, no records, no REFERENCE.csv for ICBEB files), no record is usable, or ``strict``
+stopped at a bad record.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import json
 import os
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -25,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
@@ -43,8 +48,17 @@ from xecg.data.store import (
 )
 from xecg.errors import XECGError, error_exit
 
-#: One worker result: (record, None) or (None, (file, problem)).
-_Result = tuple[Record | None, tuple[str, str] | None]
+
+class _Result(NamedTuple):
+    """One worker result: the record (at the store's rate) or ``bad``, ``(file, problem)``."""
+
+    record: Record | None
+    bad: tuple[str, str] | None
+    #: The record's own rate, before it was resampled to the store's.
+    fs_in: float | None = None
+    #: The classes the record's own file gives it where its REFERENCE.csv row, which wins,
+    #: gives others (None where they agree).
+    overridden: list[str] | None = None
 
 
 class PrepareError(XECGError):
@@ -63,11 +77,21 @@ def resample(signal: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     return resample_poly(signal, ratio.numerator, ratio.denominator, axis=1).astype(np.float32)
 
 
+#: The revision of what prepare keeps and how (in the fingerprint): a store prepared under
+#: earlier rules is prepared again once. 2: the rate of most records, not the first record's;
+#: uncalibrated (gain 0) records and records without their REFERENCE.csv row are skipped.
+RULES = 2
+
+
 def fingerprint(reader: DatasetReader, fs: float | None) -> str:
     """Hash of what a store depends on: file names, sizes and mtimes, fs, reference, versions."""
     h = hashlib.sha256()
+    # Which records the reference labels: a found file its folder, --reference all of them.
+    scope = (None if reader.reference_folders is None
+             else [str(f.relative_to(reader.root)) for f in reader.reference_folders])
     h.update(json.dumps({"store": VERSION, "xecg": xecg.__version__, "fs": fs,
-                         "layout": reader.layout}).encode())
+                         "layout": reader.layout, "rules": RULES,
+                         "reference_scope": scope}).encode())
     for path in reader.files:
         st = path.stat()
         h.update(f"{path.relative_to(reader.root)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
@@ -93,10 +117,11 @@ def _load(rec: str) -> _Result:
         record = reader.load_record(rec)
     except RecordError as e:
         # RecordError does not survive pickling (two-argument constructor): send its parts.
-        return None, (e.path, e.problem)
+        return _Result(None, (e.path, e.problem))
+    fs_in = record.fs
     if record.fs != fs:
         record = replace(record, signal=resample(record.signal, record.fs, fs), fs=fs)
-    return record, None
+    return _Result(record, None, fs_in, reader.header_labels_overridden(rec))
 
 
 def _load_chunk(recs: list[str]) -> list[_Result]:
@@ -155,7 +180,7 @@ class _Pools:
             try:
                 results.append(self.submit(_load, rec).result())
             except BrokenProcessPool:
-                results.append((None, (str(self.reader.path_of(rec)), _DIED)))
+                results.append(_Result(None, (str(self.reader.path_of(rec)), _DIED)))
                 self.renew()
         return results
 
@@ -199,14 +224,19 @@ def default_workers() -> int:
     return max(1, (os.cpu_count() or 1) - 1)
 
 
-def _native_rate(reader: DatasetReader) -> float:
-    """The sampling rate of the first record whose header can be read (others follow it)."""
+def _common_rate(reader: DatasetReader) -> float:
+    """The sampling rate of most records whose header can be read; on a tie the higher (the
+    lower would throw away the others' detail). Until 2026-11-28 the first record's rate was
+    the store's, and one odd header resampled every other record to it."""
+    rates: Counter[float] = Counter()
     for rec in reader.records:
         try:
-            return reader.sampling_rate(rec)
+            rates[reader.sampling_rate(rec)] += 1
         except RecordError:
-            continue
-    raise DatasetError(f"{reader.root}: no record has a readable sampling rate")
+            continue  # loading it says why; it is skipped there
+    if not rates:
+        raise DatasetError(f"{reader.root}: no record has a readable sampling rate")
+    return max(rates, key=lambda fs: (rates[fs], fs))
 
 
 def prepare_dataset(source: str | os.PathLike, out: str | os.PathLike, fs: float | None = None,
@@ -215,8 +245,8 @@ def prepare_dataset(source: str | os.PathLike, out: str | os.PathLike, fs: float
                     ) -> int:
     """Prepare the dataset at ``source`` into the store ``out``; returns the exit code.
 
-    ``fs``: store rate in Hz (default: the records' own). ``strict``: stop at the first bad record
-    and write nothing. ``reference``: REFERENCE.csv (default: found under ``source``).
+    ``fs``: store rate in Hz (default: the rate of most records). ``strict``: stop at the first
+    bad record and write nothing. ``reference``: REFERENCE.csv (default: found under ``source``).
     ``workers``: reader processes, 1 reads in this process (default: CPUs - 1, since this process
     is busy writing). ``force``: rewrite a current store.
 
@@ -230,12 +260,12 @@ def prepare_dataset(source: str | os.PathLike, out: str | os.PathLike, fs: float
         fp = fingerprint(reader, fs)
         reclaim_stale(out)  # a killed writer's leftovers: before judging the store
         if not force and is_current(out, fp):
-            print(f"{out}: up to date with {source} ({len(reader)} records); reusing it "
+            print(f"{out}: up to date with {source}: {_held(out)}; reusing it "
                   "(--force rewrites it)")
             return 0
         if not force and is_store(out) and _fingerprint_of(out) == fp:
             print(f"{out}: {store_damage(out)}; preparing it again")
-        target = float(fs) if fs else _native_rate(reader)
+        target = float(fs) if fs else _common_rate(reader)
     except DatasetError as e:
         return error_exit(e)
     workers = max(1, min(workers or default_workers(), len(reader)))
@@ -250,11 +280,14 @@ def prepare_dataset(source: str | os.PathLike, out: str | os.PathLike, fs: float
             with _loaded(reader, target, workers) as results, \
                     tqdm(total=len(reader), desc="prepare", unit="rec", disable=not progress,
                          file=sys.stderr) as bar:
-                for rec, (record, bad) in zip(reader.records, results):  # results in order
+                for rec, result in zip(reader.records, results):  # results in order
+                    record, bad = result.record, result.bad
                     if bad is None and unsafe_record_id(record.id):
                         bad = (record.source, unsafe_record_id(record.id))
                     if bad is None:
-                        writer.add(record)
+                        writer.add(record, fs_in=result.fs_in)
+                        if result.overridden is not None:
+                            writer.header_overridden(rec, result.overridden, record.label_names)
                     else:
                         _skip(writer, *bad, strict, rec)
                     bar.update()
@@ -262,8 +295,11 @@ def prepare_dataset(source: str | os.PathLike, out: str | os.PathLike, fs: float
                 raise _Stop(f"no usable records in {source}; nothing written")
             summary = writer.summary()
     except _Stop as e:
-        return error_exit(e, 1)
-    _print_summary(summary, source, out, target, time.perf_counter() - started)
+        return error_exit(e)  # bad input: 2, as every command's
+    _print_summary(summary, source, out, target, time.perf_counter() - started,
+                   "--fs" if fs else "the rate of most records")
+    if summary["header_labels_overridden"]:
+        print(_overridden_line(summary, _references(reader)))
     if unfiled:
         # One line, not one per record: a partial download lists thousands.
         first = ", ".join(unfiled[:5]) + (", ..." if len(unfiled) > 5 else "")
@@ -275,6 +311,18 @@ def prepare_dataset(source: str | os.PathLike, out: str | os.PathLike, fs: float
 
 def _references(reader: DatasetReader) -> str:
     return ", ".join(map(str, reader.reference_files))
+
+
+def _held(store: Path) -> str:
+    """``89 records stored, 10 excluded``: what the store at ``store`` holds, from meta.json."""
+    try:
+        summary = json.loads((store / "meta.json").read_text())["summary"]
+        held = _count(int(summary["records"]), "record") + " stored"
+        excluded = int(summary.get("skipped", 0))
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its records as stored"  # is_current read it a moment ago; say nothing wrong
+    return held + (f", {excluded:,} excluded (listed in {store / 'skipped.csv'})"
+                   if excluded else "")
 
 
 def _fingerprint_of(store: Path) -> str | None:
@@ -292,11 +340,16 @@ def _skip(writer: StoreWriter, path: str, reason: str, strict: bool,
     writer.skip(path, reason, record)
 
 
-def _print_summary(s: dict, source, out: Path, fs: float, seconds: float) -> None:
+def _print_summary(s: dict, source, out: Path, fs: float, seconds: float, chosen: str) -> None:
     hours = s["total_samples"] / fs / 3600
     print(f"prepared {s['records']:,} records from {source} -> {out} ({fs:g} Hz, {hours:.1f} h, "
           f"median {s['median_length_s']:.1f} s) in {seconds:.1f} s "
           f"({(s['records'] + s['skipped']) / max(seconds, 1e-9):.0f} records/s)")
+    if s["resampled"]:
+        rates = sorted(((float(r), n) for r, n in s["native_rates"].items() if float(r) != fs),
+                       key=lambda rn: (-rn[1], rn[0]))
+        print(f"resampled {s['resampled']:,} of {_count(s['records'], 'record')} to {fs:g} Hz "
+              f"({chosen}): " + ", ".join(f"{n:,} from {r:g} Hz" for r, n in rates))
     if s["skipped"] or s["skipped_inputs"]:
         print(_excluded_line(s, out / "skipped.csv"))
     print("classes: " + ", ".join(f"{c} {n:,}" for c, n in s["class_counts"].items())
@@ -319,6 +372,19 @@ def _excluded_line(s: dict, listing: Path) -> str:
                      f"{'is' if inputs == 1 else 'are'} no record: {_kinds(s['skipped_inputs'])}")
     return (f"{'; '.join(parts)} (listed in {listing}: {_count(s['skipped_lines'], 'line')}, "
             "one per file or row)")
+
+
+def _overridden_line(s: dict, references: str) -> str:
+    """``labels: REFERENCE.csv and the header disagree for 2 stored records (A0003: header PVC,
+    REFERENCE.csv STD; ...); REFERENCE.csv's labels are stored``."""
+    n = s["header_labels_overridden"]
+    first = "; ".join(f"{e['record']}: header {', '.join(e['header']) or 'no class'}, "
+                      f"REFERENCE.csv {', '.join(e['reference'])}"
+                      for e in s["header_labels_overridden_first"])
+    more = "; ..." if n > len(s["header_labels_overridden_first"]) else ""
+    return (f"labels: {references} and the record's header disagree for "
+            f"{_count(n, 'stored record')} ({first}{more}); REFERENCE.csv's labels are stored "
+            "(a REFERENCE.csv row wins over header labels)")
 
 
 def _count(n: int, noun: str) -> str:

@@ -60,6 +60,8 @@ INDEX_FIELDS = ("record", "labels", "length", "fs", "age", "sex", "source", "off
 
 #: The files of a store besides meta.json; all are listed with size and checksum in meta.json.
 FILES = ("signals.f32", "records.csv", "moments.npy", "evidence.csv", "skipped.csv")
+#: How many records whose header labels a REFERENCE.csv row overrode the summary names.
+OVERRIDDEN_NAMED = 5
 #: Bytes per sample column of signals.f32 (12 float32 leads).
 _COLUMN_BYTES = NUM_LEADS * 4
 
@@ -231,6 +233,11 @@ class StoreWriter:
         self._skipped: list[tuple[str, str, str | None]] = []
         self._unfiled: list[tuple[str, str]] = []  # skipped.csv: reference rows without a file
         self.ignored_codes: Counter[str] = Counter()
+        #: Stored records per their own rate before resampling (``f"{fs:g}"`` -> count).
+        self.native_rates: Counter[str] = Counter()
+        #: Stored records whose header gives other classes than their REFERENCE.csv row:
+        #: (record, header's, REFERENCE.csv's).
+        self._overridden: list[tuple[str, list[str], list[str]]] = []
         self._offset = 0
         self.checksum = _default_checksum()
         self._signals_hash = _hasher(self.checksum)
@@ -250,8 +257,9 @@ class StoreWriter:
             raise WriteError.of(self.out, err, "no store was written") from err
         return self
 
-    def add(self, record: Record) -> None:
-        """Append one record (signal ``12 x N`` float32 mV, already at the store's rate).
+    def add(self, record: Record, fs_in: float | None = None) -> None:
+        """Append one record (signal ``12 x N`` float32 mV, already at the store's rate);
+        ``fs_in``: its own rate where it was resampled (counted in the summary).
 
         Refuses (:class:`StoreError`) an id that could name a path (``../x``, ``a/b``)."""
         problem = unsafe_record_id(record.id)
@@ -283,7 +291,15 @@ class StoreWriter:
         })
         self._evidence.extend((record.id, lab, int(a), int(b)) for lab, a, b in record.evidence)
         self.ignored_codes.update(record.ignored_codes)
+        self.native_rates[f"{fs_in or record.fs:g}"] += 1
         self._offset += block.shape[1]
+
+    def header_overridden(self, record: str, header: Sequence[str],
+                          reference: Sequence[str]) -> None:
+        """Note a stored record whose header names the classes ``header`` where its
+        REFERENCE.csv row, whose labels were stored, names ``reference`` (counted in the
+        summary, the first few by name)."""
+        self._overridden.append((record, list(header), list(reference)))
 
     def skip(self, path: str, reason: str, record: str | None = None) -> None:
         """List an input that was not stored, with the reason (goes to skipped.csv).
@@ -316,6 +332,12 @@ class StoreWriter:
             "ignored_codes": dict(self.ignored_codes.most_common()),
             "median_length_s": float(np.median(lengths) / self.fs) if len(lengths) else 0.0,
             "total_samples": int(self._offset),
+            "native_rates": dict(self.native_rates.most_common()),
+            "resampled": sum(n for fs, n in self.native_rates.items() if float(fs) != self.fs),
+            "header_labels_overridden": len(self._overridden),
+            "header_labels_overridden_first": [
+                {"record": rec, "header": header, "reference": ref}
+                for rec, header, ref in self._overridden[:OVERRIDDEN_NAMED]],
         }
 
     def _skipped_counts(self) -> dict:

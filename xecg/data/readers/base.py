@@ -55,6 +55,11 @@ class DatasetReader(ABC):
     of inputs that are not records of this layout (files without a header, copies of one record
     id, symlink loops, malformed REFERENCE.csv rows). ``conflicts`` maps a record id to the
     problem of its labels (listed twice with different labels): loading it is a RecordError.
+
+    ``reference_folders``: the folders whose records the REFERENCE.csv files label (each found
+    file labels its own folder and subfolders); None where the reference labels every record
+    (one given with ``--reference``). A record there without a row is skipped, not labelled by
+    its header: one dataset's labels come from one source.
     """
 
     #: Name of the layout (stored in a prepared store's meta.json and its fingerprint).
@@ -66,7 +71,8 @@ class DatasetReader(ABC):
 
     def __init__(self, root: Path, paths: dict[str, Path], reference: dict[str, Labels] | None,
                  reference_files: Sequence[Path] = (), files: Sequence[Path] = (),
-                 orphans: Sequence[tuple[str, str]] = (), conflicts: dict[str, str] | None = None):
+                 orphans: Sequence[tuple[str, str]] = (), conflicts: dict[str, str] | None = None,
+                 reference_folders: Sequence[Path] | None = None):
         self.root = Path(root)
         self._paths = paths
         self.records: list[str] = sorted(paths)
@@ -75,6 +81,7 @@ class DatasetReader(ABC):
         self.files = list(files)
         self.orphans = list(orphans)
         self.conflicts = dict(conflicts or {})
+        self.reference_folders = None if reference_folders is None else list(reference_folders)
 
     # ---------------------------------------------------------------- detection (class level)
 
@@ -102,12 +109,15 @@ class DatasetReader(ABC):
                    ) -> DatasetReader:
         """The reader of the records among ``files`` (all data files found under ``root``);
         ``problems`` are ``(path, reason)`` the scan found (they join ``orphans``)."""
-        paths, duplicates = split_duplicates([f for f in files if cls.claims(f)])
-        orphans = [*problems, *cls.orphans_in(files), *duplicates]
+        orphans = [*problems, *cls.orphans_in(files)]
+        refused = {Path(path) for path, _ in orphans}  # named already: no record of them
+        paths, duplicates = split_duplicates([f for f in files
+                                              if cls.claims(f) and f not in refused])
+        orphans += duplicates
         if reference is None:
             return cls(root, paths, None, (), files, orphans)
         return cls(root, paths, reference.labels, reference.files, files,
-                   [*orphans, *reference.problems], reference.conflicts)
+                   [*orphans, *reference.problems], reference.conflicts, reference.folders)
 
     # ---------------------------------------------------------------------------- the API
 
@@ -125,6 +135,13 @@ class DatasetReader(ABC):
             return []
         named = {f.stem for f in self.files}
         return sorted(rec for rec in self.reference if rec not in named)
+
+    @property
+    def missing_reference(self) -> str | None:
+        """Why records have no labels where that is a missing REFERENCE.csv (a layout whose
+        labels live only there, opened without one by a checkpoint command), for the message
+        that no record has labels; None otherwise."""
+        return None
 
     def path_of(self, rec: str) -> Path:
         """The file that names record ``rec`` (the ``.hea`` for WFDB, the ``.mat`` for ICBEB)."""
@@ -198,6 +215,31 @@ class DatasetReader(ABC):
         """Labels of diagnosis tokens (CPSC abbreviations, SNOMED-CT or CPSC codes 1-9)."""
         return parse_labels(tokens)
 
+    def references_of(self, rec: str) -> list[Path]:
+        """The REFERENCE.csv files that should label ``rec``: every one where they label the
+        whole dataset, else those found in its folder or a folder above it."""
+        if self.reference is None:
+            return []
+        if self.reference_folders is None:
+            return list(self.reference_files)
+        path = self.path_of(rec)
+        return [ref for ref, folder in zip(self.reference_files, self.reference_folders)
+                if path.is_relative_to(folder)]
+
+    def header_labels_overridden(self, rec: str) -> list[str] | None:
+        """The classes ``rec``'s own file (its header) names where its REFERENCE.csv row, which
+        wins, gives other labels; None where they agree, or either names none."""
+        if not self.reference or rec not in self.reference:
+            return None
+        try:
+            tokens = self._tokens(rec)
+        except RecordError:
+            return None  # loading the record says what is wrong with its header
+        if not tokens:
+            return None
+        own = self.label_map(tokens)[0]
+        return None if np.array_equal(own, self.reference[rec][0]) else names_of(own)
+
     def _labels(self, rec: str, tokens: list[str] | None = None) -> Labels:
         path = self.path_of(rec)
         if rec in self.conflicts:
@@ -208,6 +250,12 @@ class DatasetReader(ABC):
         elif self.requires_reference:
             where = ", ".join(map(str, self.reference_files)) or "REFERENCE.csv"
             raise RecordError(path, f"not in REFERENCE.csv: no labels for {rec} in {where}")
+        elif refs := self.references_of(rec):
+            # The README promises this record skipped: labelling it from its header would mix
+            # two label sources in one dataset without a word.
+            where = ", ".join(map(str, refs))
+            raise RecordError(path, f"not in REFERENCE.csv: {where} labels this folder but has "
+                                    f"no row for {rec}; its header's labels are not used")
         else:
             labels, ignored = self.label_map(self._tokens(rec) if tokens is None else tokens)
         if not labels.any():

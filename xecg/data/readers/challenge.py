@@ -81,6 +81,7 @@ class WFDBReader(DatasetReader):
         header = parse_header(path)
         names = [s.name for s in header.signals]
         order = _lead_order(path, names)
+        _check_calibrated(path, header)
         files: dict[str, Path] = {}
         for file in dict.fromkeys(s.file for s in header.signals):
             found = self.signal_path(path, file)
@@ -116,6 +117,16 @@ def _lead_order(path: Path, names: list[str]) -> list[int] | None:
                                 f"expected the {NUM_LEADS} standard leads{detail}")
     order = [canon.index(lead) for lead in LEADS]
     return None if order == list(range(NUM_LEADS)) else order
+
+
+def _check_calibrated(path: Path, header: WfdbHeader) -> None:
+    """RecordError if a lead has no gain (0 or none): its samples have no known amplitude."""
+    bad = [s.name or str(i + 1) for i, s in enumerate(header.signals) if not s.calibrated]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise RecordError(path, f"uncalibrated signal: gain 0 (or none) in the header, lead "
+                                f"{bad[0]}{more}; WFDB marks such a signal uncalibrated, so its "
+                                "amplitude in mV is unknown")
 
 
 def _read_mat(path: Path, header: WfdbHeader) -> np.ndarray:

@@ -12,7 +12,8 @@ from xecg.data.record import RecordError
 
 @dataclass
 class WfdbSignal:
-    """One signal line: file, format, gain (ADC units per physical unit), baseline, units, name."""
+    """One signal line: file, format, gain (ADC units per physical unit; 0: uncalibrated),
+    baseline, units, name."""
 
     file: str
     fmt: str
@@ -24,6 +25,12 @@ class WfdbSignal:
     checksum: int | None
     name: str
     samples_per_frame: int = 1
+
+    @property
+    def calibrated(self) -> bool:
+        """False where the header gives a gain of 0 or none: WFDB's mark of an uncalibrated
+        signal, whose samples have no known amplitude in mV."""
+        return self.gain > 0
 
 
 @dataclass
@@ -157,12 +164,15 @@ def _parse_signal_line(line: str, index: int) -> WfdbSignal:
     fmt = _FMT.match(f[1])
     if fmt is None:
         raise ValueError(f"bad format field {f[1]!r}")
-    gain, baseline, units = 200.0, None, "mV"  # WFDB's defaults
+    # A gain of 0, or none, marks an uncalibrated signal in the WFDB spec (header(5)); wfdb
+    # then assumes 200 units/mV, which would store a 1000/mV record at 5x its amplitude. It is
+    # kept as 0 here, and the reader refuses the record (WfdbSignal.calibrated).
+    gain, baseline, units = 0.0, None, "mV"
     if len(f) > 2:
         g = _GAIN.match(f[2])
         if g is None:
             raise ValueError(f"bad gain field {f[2]!r}")
-        gain = float(g.group(1)) or 200.0
+        gain = float(g.group(1))
         baseline = int(g.group(2)) if g.group(2) else None
         units = g.group(3) or units
     adc_res = int(f[3]) if len(f) > 3 else 0
@@ -187,7 +197,7 @@ def _parse_signal_line(line: str, index: int) -> WfdbSignal:
     if signal.samples_per_frame < 1:
         raise HeaderFieldError(f"{lead} samples per frame {signal.samples_per_frame}, expected "
                                "at least 1")
-    if not 0 < gain < float("inf"):
+    if not 0 <= gain < float("inf"):
         raise HeaderFieldError(f"{lead} gain {f[2]}, expected a positive finite number")
     if not -_INT32 <= signal.baseline < _INT32 or not -_INT32 <= adc_zero < _INT32:
         raise HeaderFieldError(f"{lead} baseline {signal.baseline} (ADC zero {adc_zero}) out "

@@ -19,7 +19,7 @@ from xecg.data.readers.base import (
     parse_age,
     parse_sex,
 )
-from xecg.data.readers.matfile import check_v5, read_bytes
+from xecg.data.readers.matfile import V4_SNIFF, check_v5, looks_like_v4, read_bytes
 from xecg.data.readers.reference import Reference
 from xecg.data.record import RecordError
 
@@ -42,6 +42,18 @@ class ICBEBReader(DatasetReader):
     def from_files(cls, root: Path, files: Sequence[Path], reference: Reference | None,
                    require_reference: bool = True, problems: Sequence[tuple[str, str]] = ()
                    ) -> DatasetReader:
+        mats = [f for f in files if cls.claims(f)]
+        headerless = [f for f in mats if _is_wfdb_signal_file(f)]
+        if headerless and len(headerless) == len(mats):
+            # Not the ICBEB release: the .mat files of a WFDB dataset whose .hea files are
+            # missing. Asking for a REFERENCE.csv, then failing each file as "a MATLAB v4
+            # file, where a v5 one belongs", would send the user the wrong way.
+            first = headerless[0]
+            raise DatasetError(f"{root}: no header: {_count(len(headerless), '.mat file')} "
+                               f"without a .hea, each a WFDB record's signal file (MATLAB v4, "
+                               f"e.g. {first}), not the original ICBEB layout (MATLAB v5): a "
+                               f"WFDB record's .mat needs its .hea beside it ({first.stem}.hea)")
+        problems = [*problems, *((str(f), no_header(f)) for f in headerless)]
         if reference is None and require_reference:
             # Only xecg prepare has --reference; train and fit find the file in the folder.
             raise DatasetError(f"{root}: .mat files without .hea headers (the original ICBEB "
@@ -50,6 +62,21 @@ class ICBEBReader(DatasetReader):
                                "dataset folder (xecg prepare also takes one with --reference "
                                "FILE)")
         return super().from_files(root, files, reference, require_reference, problems)
+
+    @property
+    def missing_reference(self) -> str | None:
+        """Why no record has labels, for messages, where no REFERENCE.csv was found (the
+        checkpoint commands open ICBEB files without one); None where one was."""
+        if self.reference is not None:
+            return None
+        hint = ""
+        for folder in list(self.root.resolve().parents)[:2]:
+            if (folder / "REFERENCE.csv").is_file():
+                hint = (f"; there is one in {folder}: give that folder (the whole release) "
+                        "instead")
+                break
+        return (f"no REFERENCE.csv was found in {self.root} or its subfolders, and the ICBEB "
+                f".mat files hold no labels{hint}")
 
     def sampling_rate(self, rec: str) -> float:
         return ICBEB_FS
@@ -88,6 +115,25 @@ class ICBEBReader(DatasetReader):
         check_amplitude(path, data, "is ECG.data in mV?")
         return RawRecord(signal=data, fs=ICBEB_FS, age=parse_age(ecg.get("age")),
                          sex=parse_sex(ecg.get("sex")), tokens=[])
+
+
+def _is_wfdb_signal_file(path: Path) -> bool:
+    """True if ``path`` is a MATLAB v4 matrix, as a WFDB record's .mat is (ICBEB's are v5)."""
+    try:
+        with open(path, "rb") as f:
+            return looks_like_v4(f.read(V4_SNIFF))
+    except OSError:
+        return False  # reading the record says what is wrong with it
+
+
+def no_header(mat: Path) -> str:
+    """The skip reason of a WFDB record's .mat found without its header."""
+    return (f"no header: {mat.stem}.hea is missing; a WFDB record's .mat (MATLAB v4, as this "
+            "one is) needs its .hea beside it (the original ICBEB .mat files are MATLAB v5)")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _variables(path: Path) -> str:

@@ -77,6 +77,28 @@ def read_v4_header(path: Path, buf: bytes) -> V4Matrix:
     return V4Matrix(kind, rows, cols, imag, _V4_HEADER.size + namelen, buf)
 
 
+#: Bytes enough to tell a MATLAB v4 file by its first matrix's header and name.
+V4_SNIFF = _V4_HEADER.size + 64
+
+
+def looks_like_v4(head: bytes) -> bool:
+    """True if ``head``, the first :data:`V4_SNIFF` bytes of a file, open a MATLAB v4 matrix
+    as a WFDB record's .mat does (``val``): a type code, sizes, and a short printable name
+    ending in a NUL. The original ICBEB files are MATLAB v5; random or damaged bytes almost
+    never pass."""
+    if len(head) < _V4_HEADER.size or later_version(head) is not None:
+        return False
+    for order in "<>":  # v4 headers are in the writing machine's byte order
+        kind, rows, cols, imag, namelen = struct.unpack_from(order + "5i", head)
+        if not (0 <= kind <= 4052 and rows >= 0 and cols >= 0 and imag in (0, 1)
+                and 2 <= namelen <= 64 and _V4_HEADER.size + namelen <= len(head)):
+            continue
+        name = head[_V4_HEADER.size:_V4_HEADER.size + namelen]
+        if name.endswith(b"\0") and re.fullmatch(rb"[A-Za-z]\w*", name[:-1]):
+            return True
+    return False
+
+
 V73_PROBLEM = ("unreadable signal: a MATLAB v7.3 (HDF5) file; save it with save(..., '-v7') or "
                "'-v4'")
 

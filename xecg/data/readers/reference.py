@@ -26,12 +26,15 @@ class Reference:
     labels: record id -> (multi-hot (9,) float32, ignored codes).
     conflicts: record id -> problem, for records listed twice with different labels.
     problems: ``(file, reason)`` of rows that name no usable record (one line each).
+    folders: the folders whose records ``files`` label, one per file (each found file labels
+    its own folder and subfolders); None where they label every record (``--reference``).
     """
 
     files: list[Path]
     labels: dict[str, Labels] = field(default_factory=dict)
     conflicts: dict[str, str] = field(default_factory=dict)
     problems: list[tuple[str, str]] = field(default_factory=list)
+    folders: list[Path] | None = None
 
 
 def read_reference(path: str | os.PathLike) -> dict[str, Labels]:

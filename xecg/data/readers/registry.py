@@ -119,7 +119,8 @@ def open_dataset(root: str | os.PathLike, reference: str | os.PathLike | None = 
     (``.hea`` files -> :class:`WFDBReader`; ``.mat`` files without headers ->
     :class:`ICBEBReader`, which needs a REFERENCE.csv). ``reference`` defaults to every
     REFERENCE.csv found under ``root``; its labels win over header labels for the records it
-    lists. ``require_reference=False`` (prediction) opens ICBEB files without one.
+    lists, and a record in its folder (or below) that it does not list is not used (loading it
+    is a RecordError). ``require_reference=False`` (prediction) opens ICBEB files without one.
 
     Problems that concern single inputs (a duplicated record id, a symlink loop, a malformed
     REFERENCE.csv row) do not stop the dataset: they are listed in the reader's ``orphans``.
@@ -136,6 +137,10 @@ def open_dataset(root: str | os.PathLike, reference: str | os.PathLike | None = 
     else:
         ref_files = found.references
     labels = load_references(ref_files) if ref_files else None
+    if labels is not None and reference is None:
+        # A file found in the tree labels its own folder and those below it: a REFERENCE.csv of
+        # cpsc_2018/ says nothing of georgia/ beside it.
+        labels.folders = [p.parent for p in ref_files]
     for reader in READERS:
         if any(reader.claims(f) for f in found.files):
             return reader.from_files(root, found.files, labels, require_reference,
