@@ -131,7 +131,7 @@ def _snapshot(out: Path) -> dict[str, float]:
             if p.is_file() and not p.is_symlink()}
 
 
-def test_a_rerun_skips_finished_runs(grid, grid_file):
+def test_a_rerun_skips_finished_runs(grid, grid_file, capsys):
     out, _ = grid
     before = _snapshot(out)
     start = time.monotonic()
@@ -143,13 +143,20 @@ def test_a_rerun_skips_finished_runs(grid, grid_file):
     assert _snapshot(out) == before  # nothing written, no new checkpoint
     assert "trained with other" not in result.stdout
 
-    # The same folders under a changed variant definition: still skipped, with a note.
+    # The same folders under a changed variant definition and changed common overrides (which
+    # went unnoticed before 2026-11-28): still skipped, with a note naming what changed.
     changed = yaml.safe_load(grid_file.read_text())
     changed["variants"]["abn"] = {"model.loss.gamma": 0.0, "model.lr": 0.001}
+    changed["overrides"]["trainer.max_epochs"] = 2
     changed["out"] = str(out)
     other = write_ablation(grid_file.with_name("changed.yaml"), **changed)
+    capsys.readouterr()
     assert ablate.main([str(other), "--variants", "abn", "--no-compare"]) == 0
     assert _snapshot(out) == before
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[")]
+    assert len(lines) == 2 and all(
+        ln.endswith("(trained with other overrides: model.lr unset -> 0.001, "
+                    "trainer.max_epochs 1 -> 2; delete the folder to re-run)") for ln in lines)
 
 
 def test_an_unfinished_run_resumes_from_last(grid, grid_file):
@@ -292,3 +299,11 @@ def test_error_summary_keeps_the_reason():
                                             "Got value: x")
     assert ablate.error_summary("a\nlast line\n") == "last line"
     assert len(ablate.error_summary("error: " + "x" * 1000)) == 400
+
+
+def test_a_killed_run_is_named_by_its_signal():
+    """A run killed by the out-of-memory killer or ``kill -9`` exits -9: it is said so, not
+    ``exit -9`` beside its log's last warning, which is no error of the run."""
+    assert ablate.exit_reason(-9) == "killed by SIGKILL"
+    assert ablate.exit_reason(-15) == "killed by SIGTERM"
+    assert ablate.exit_reason(2) == "exit 2"

@@ -335,3 +335,23 @@ def test_error_unknown_reference(runs, capsys):
 def test_error_unknown_metric(runs, capsys):
     assert main([str(runs), "--metrics", "micro_f1", "bogus"]) == 2
     assert "metric bogus not in any run's 'test' metrics" in error_line(capsys)
+
+
+def test_val_leaves_out_runs_whose_fit_did_not_finish(tmp_path, capsys):
+    """``--split val``: validation is written every epoch, so a run killed or pruned mid-fit
+    holds some epoch's metrics; only runs whose fit finished (or that were tested) count."""
+    root = tmp_path / "runs"
+    top = {"variant": "abn", "protocol": {"experiment": "abn"}, "val": {"micro_f1": 0.6}}
+    write_run(root, "abn", 0, top={**top, "seed": 0, "fit_finished": True})
+    write_run(root, "abn", 1, top={**top, "seed": 1, "fit_finished": True,
+                                   "val": {"micro_f1": 0.7}})
+    killed = write_run(root, "abn", 2, top={**top, "seed": 2, "fit_finished": False,
+                                            "val_of": "fit epoch 1", "val": {"micro_f1": 0.1}})
+    tested = write_run(root, "abn", 3, test={"micro_f1": 0.65})  # tested: its fit ended
+    assert main([str(root), "--split", "val", "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert (f"{killed / 'metrics.json'}: its fit did not finish (killed, pruned or still "
+            "running; or written before 2026-11-28), so its 'val' metrics are of fit epoch 1, "
+            "not of the run: skipped") in err
+    assert str(tested) not in err
+    assert int(summary_of(tmp_path / "out")[("abn", "micro_f1")]["n"]) == 3

@@ -258,7 +258,8 @@ def test_train_killed_mid_epoch_resumes_to_the_uninterrupted_state(tiny_config, 
     assert held_at == 4 and first is not None
     assert (first["epoch"], killed["epoch"], killed["global_step"]) == (0, 0, 4)
     run_id = (run / "wandb_id").read_text()
-    json.loads((run / "metrics.json").read_text())  # whole, from epoch 0
+    # whole, from epoch 0, and marked unfinished (xecg compare --split val leaves it out)
+    assert json.loads((run / "metrics.json").read_text())["fit_finished"] is False
 
     resumed = subprocess.run([*command, "--ckpt_path", "last"], env=env, cwd=tmp_path,
                              capture_output=True, text=True, timeout=600)
@@ -287,8 +288,10 @@ def test_train_killed_mid_epoch_resumes_to_the_uninterrupted_state(tiny_config, 
     # metrics.json: one whole JSON object, the same numbers as the uninterrupted run's.
     metrics = json.loads((run / "metrics.json").read_text())
     ref_metrics = json.loads((ref_run / "metrics.json").read_text())
-    for key in ("val", "test", "val_of", "test_of", "best_val_micro_f1", "thresholds"):
+    for key in ("val", "test", "val_of", "test_of", "best_val_micro_f1", "thresholds",
+                "best_checkpoint_score", "fit_finished"):
         assert json.dumps(metrics[key]) == json.dumps(ref_metrics[key]), key  # NaN == NaN
+    assert metrics["fit_finished"] is True
     assert not [p for p in run.rglob(".*.tmp")], "a temporary file was left behind"
     # The W&B run keeps its id: both parts are offline runs of the same id.
     assert (run / "wandb_id").read_text() == run_id

@@ -344,6 +344,26 @@ def test_fit_override_in_config_csv_log_without_wandb_rerun_keeps_run(tiny_confi
     assert gamma(run) == 0.01
 
 
+def test_best_val_micro_f1_is_micro_f1_whatever_the_checkpoint_monitors(tiny_config, tmp_path):
+    """metrics.json's ``best_val_micro_f1`` is the fit's best validation micro-F1; under a
+    checkpoint that monitors ``val/auroc`` (sweeps/smoke.yaml) it held the best AUROC. The
+    checkpoint's own score is ``best_checkpoint_score``, with its monitor; ``fit_finished``
+    says the fit ran to its end."""
+    config = tiny_config(tmp_path, "auroc", trainer={"max_epochs": 3, "limit_train_batches": 2},
+                         model={"threshold": 0.2}, checkpoint={"monitor": "val/auroc"})
+    assert main(["fit", "--config", str(config), "--experiment.wandb", "false"]) == 0
+    run = tmp_path / "runs" / "auroc"
+    with open(run / "metrics.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["val/micro_f1"]]
+    micro, auroc = ([float(r[k]) for r in rows] for k in ("val/micro_f1", "val/auroc"))
+    assert len(micro) == 3 and max(micro) != max(auroc)
+    report = json.loads((run / "metrics.json").read_text())
+    assert report["best_val_micro_f1"] == pytest.approx(max(micro), abs=1e-6)
+    assert report["best_checkpoint_score"]["monitor"] == "val/auroc"
+    assert report["best_checkpoint_score"]["value"] == pytest.approx(max(auroc), abs=1e-6)
+    assert report["fit_finished"] is True
+
+
 def test_lightning_arguments_are_honoured_not_overwritten(tiny_config, tmp_path):
     """The run folder, logger and callbacks are ordinary Lightning arguments."""
     config = tiny_config(tmp_path, "args", trainer={"limit_train_batches": 2,

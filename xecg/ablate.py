@@ -208,13 +208,41 @@ def test_metrics(folder: Path) -> dict | None:
     return test if isinstance(test, dict) and test else None
 
 
+def changed_overrides(data: dict, ablation: Ablation, run: Run) -> str:
+    """What differs between the overrides a run's metrics.json recorded and the ablation file's
+    now (the variant's, and the common ones since 2026-11-28), as ``trainer.max_epochs 2 -> 3``;
+    empty when nothing does, or when the run recorded none."""
+    if "overrides" not in data:
+        return ""
+    old, new = dict(data["overrides"]), dict(ablation.variants[run.variant])
+    if "common_overrides" in data:  # older runs recorded the variant's alone
+        old = {**data["common_overrides"], **old}
+        new = {**ablation.overrides, **new}
+    def shown(values: dict, key: str) -> str:
+        return json.dumps(values[key]) if key in values else "unset"
+
+    keys = sorted(k for k in set(old) | set(new) if shown(old, k) != shown(new, k))
+    return ", ".join(f"{k} {shown(old, k)} -> {shown(new, k)}" for k in keys)
+
+
+def exit_reason(rc: int) -> str:
+    """``exit 2``, or for a negative code ``killed by SIGKILL`` (out of memory, ``kill -9``)."""
+    if rc < 0:
+        try:
+            return f"killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"killed by signal {-rc}"
+    return f"exit {rc}"
+
+
 def train_args(ablation: Ablation, run: Run, resume: bool | None = None) -> list[str]:
     """The ``xecg train`` arguments of one run (after ``train``); ``--ckpt_path last`` when it
     resumes (``resume``, by default: its state says so)."""
     args = override_args({**ablation.overrides, **ablation.variants[run.variant]},
                          ablation.configs)
     meta = {"variant": run.variant, "seed": run.seed, "ablation": ablation.name,
-            "overrides": ablation.variants[run.variant]}
+            "overrides": ablation.variants[run.variant],
+            "common_overrides": ablation.overrides}
     args += [
         f"--seed_everything={run.seed}",
         f"--trainer.default_root_dir={run.folder}",
@@ -521,15 +549,17 @@ def _run_grid(ablation: Ablation, runs: list[Run], compare: bool) -> int:
     width = len(str(n))
     for i, run in enumerate(runs, 1):
         head = f"[{i:>{width}}/{n}] {run.variant:<22} seed {run.seed:<4}"
+        changed = changed_overrides(read_metrics(run.folder), ablation, run)
         if run.refresh() == "finished":
-            data = read_metrics(run.folder)
-            stale = ("overrides" in data
-                     and data["overrides"] != ablation.variants[run.variant])
-            note = ("  (trained with other variant overrides; delete the folder to re-run)"
-                    if stale else "")
-            print(f"{head} skipped   {f1_text(data.get('test'))}{note}", flush=True)
+            note = (f"  (trained with other overrides: {changed}; delete the folder to re-run)"
+                    if changed else "")
+            print(f"{head} skipped   {f1_text(read_metrics(run.folder).get('test'))}{note}",
+                  flush=True)
             continue
         resumed = run.state == "resume"
+        if resumed and changed:  # its epochs so far ran under the file as it was
+            print(f"{head} note: started with other overrides ({changed}); it resumes under "
+                  "the file's now: delete its folder to re-run it whole", flush=True)
         print(f"{head} ", end="", flush=True)
         try:
             rc, seconds, cpu = execute(ablation, run)
@@ -545,8 +575,9 @@ def _run_grid(ablation: Ablation, runs: list[Run], compare: bool) -> int:
             print(f"{status:<9} {f1_text(metrics)}  {duration(seconds)} (CPU {duration(cpu)})",
                   flush=True)
         else:
-            reason = f"exit {rc}" if rc else "no test metrics"
-            error = last_error(run.log)
+            reason = exit_reason(rc) if rc else "no test metrics"
+            # a killed process left no error of its own (its log's last lines are warnings)
+            error = last_error(run.log) if rc >= 0 else ""
             print(f"FAILED    ({reason})  {duration(seconds)}  log {run.log}", flush=True)
             if error:
                 print(f"{'':>{width * 2 + 3}} {error}", flush=True)

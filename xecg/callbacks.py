@@ -153,11 +153,20 @@ class MetricsReport(L.Callback):
         if intervals is not None:
             data.setdefault("intervals", {})[stage] = intervals
         data[f"{stage}_of"] = _evaluated(trainer, "fit epoch {}")
+        if trainer.state.fn == "fit":  # until on_fit_end says otherwise
+            data["fit_finished"] = False
         ckpt = trainer.checkpoint_callback
         if ckpt is not None and getattr(ckpt, "best_model_path", ""):
             data["best_checkpoint"] = ckpt.best_model_path
             score = ckpt.best_model_score  # a tensor; 0.0 is a score, None is none
-            data["best_val_micro_f1"] = float("nan") if score is None else float(score)
+            data["best_checkpoint_score"] = {"monitor": ckpt.monitor,
+                                             "value": None if score is None else float(score)}
+        best = getattr(pl_module, "best_val_micro_f1", None)
+        if best is not None and best.update_called:
+            # The fit's best validation micro-F1 whatever the checkpoint monitors (before
+            # 2026-11-28: the checkpoint's score, e.g. val/auroc under sweeps/smoke.yaml). The
+            # local state: every process holds the same, and compute() would wait for the others.
+            data["best_val_micro_f1"] = float(best.max_value)
         data["thresholds"] = [round(float(t), 4) for t in pl_module.thresholds]
         write_atomic(path, json.dumps(data, indent=2) + "\n")
         return data
@@ -178,8 +187,24 @@ class MetricsReport(L.Callback):
         self._update_file(trainer, pl_module, "val")
 
     @rank_zero_only
+    def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
+        self._mark_fit(trainer, finished=False)
+
+    @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module) -> None:
+        self._mark_fit(trainer, finished=True)
         self._table(trainer, pl_module, "val")
+
+    def _mark_fit(self, trainer: L.Trainer, finished: bool) -> None:
+        """``fit_finished`` in metrics.json: false from a fit's start until it ends (its last
+        epoch or early stopping), so a run killed or pruned mid-fit, whose ``val`` metrics are
+        of some epoch, is told apart (``xecg compare --split val`` leaves it out)."""
+        path = _run_dir(trainer) / "metrics.json"
+        if not path.is_file() and not finished:
+            return  # written at the first validation, which reads the mark from here
+        data = json.loads(path.read_text()) if path.is_file() else {}
+        data["fit_finished"] = finished
+        write_atomic(path, json.dumps(data, indent=2) + "\n")
 
     @rank_zero_only
     def on_test_end(self, trainer: L.Trainer, pl_module) -> None:

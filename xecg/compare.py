@@ -162,6 +162,13 @@ def load_run(path: Path, split: str) -> Run | None:
     if not isinstance(values, dict) or not numeric_metrics(values):
         warn(f"{path}: no {split!r} metrics, skipped")
         return None
+    if split == "val" and data.get("fit_finished") is not True and not isinstance(
+            data.get("test"), dict):
+        # Validation is written every epoch: a run killed or pruned mid-fit holds some epoch's.
+        warn(f"{path}: its fit did not finish (killed, pruned or still running; or written "
+             f"before 2026-11-28), so its 'val' metrics are of {data.get('val_of', 'an epoch')}, "
+             "not of the run: skipped")
+        return None
     thresholds = data.get("thresholds")
     intervals = data.get("intervals") if isinstance(data.get("intervals"), dict) else {}
     intervals = intervals.get(split) if isinstance(intervals.get(split), dict) else {}
