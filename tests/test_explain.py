@@ -365,3 +365,147 @@ def test_train_scores_the_explanations_once_for_the_best_checkpoint(tiny_config,
     assert calls == [3]
     val = json.loads((tmp_path / "runs" / "once" / "metrics.json").read_text())["val"]
     assert "micro_f1" in val and val["expl_rma_attention"] == 0.5
+
+
+# ------------------------------------------------------------------ QA defects of the command
+@pytest.fixture(scope="module")
+def xecg_checkpoint(xecg_module, tmp_path_factory) -> Path:
+    """The untrained xECGNet of ``xecg_module`` as a checkpoint: no fit needed."""
+    import copy
+
+    # A copy: the trainer that saves it is not left attached to the shared module.
+    return save_module(copy.deepcopy(xecg_module), tmp_path_factory.mktemp("xecg") / "xecg.ckpt")
+
+
+def test_each_trace_stays_in_its_row():
+    """A 6 mV artefact in II, III, aVR and aVF (as in the real A0040) is clipped to each
+    lead's own panel, as on a printout: nothing changes outside those panels (the title, the
+    other leads), and the 10 mm/mV scale stays (3 mV rows of 30 mm). It used to run over
+    the title, the neighbouring rows and the rhythm strip."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from xecg.classes import LEADS
+    from xecg.plots import MM_PER_MV, PAGE_MM, ROW_MV, plot_ecg
+
+    def pixels(signal):
+        fig = plot_ecg(signal, 500.0, title=["a title", "line two", "line three"])
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        return fig, np.asarray(canvas.buffer_rgba())[..., :3].astype(int)
+
+    calm = np.zeros((12, 5000), np.float32)
+    spiky = calm.copy()
+    hit = ["II", "III", "aVR", "aVF"]
+    for lead in hit:  # a brief swing of +-6 mV in the middle of each 2.5 s column
+        for start in (500, 1750, 3000, 4250):
+            spiky[LEADS.index(lead), start:start + 60] = np.linspace(6.0, -6.0, 60)
+    fig, before = pixels(calm)
+    _, after = pixels(spiky)
+    changed = np.any(before != after, axis=-1)
+    assert changed.any()
+    # The panels that show those leads: II, III and aVR/aVF in their columns, and the II strip.
+    panels = {(0, 1), (1, 0), (2, 0), (2, 1), (3, 0)}  # (row, column) of LAYOUT + rhythm
+    allowed = np.zeros_like(changed)
+    height = changed.shape[0]
+    k = 0
+    for row, names in enumerate((("I", "aVR", "V1", "V4"), ("II", "aVL", "V2", "V5"),
+                                 ("III", "aVF", "V3", "V6"), ("II",))):
+        for col in range(len(names)):
+            ax = fig.axes[k]
+            k += 1
+            assert ax.get_ylim()[1] - ax.get_ylim()[0] == ROW_MV  # 30 mm for 3 mV
+            box = ax.get_position()
+            assert box.height * PAGE_MM[1] == pytest.approx(ROW_MV * MM_PER_MV)
+            if (row, col) in panels:
+                x0, x1 = int(box.x0 * changed.shape[1]), int(np.ceil(box.x1 * changed.shape[1]))
+                y0 = int(height - np.ceil(box.y1 * height))
+                y1 = int(height - box.y0 * height)
+                allowed[max(0, y0 - 1):y1 + 1, max(0, x0 - 1):x1 + 1] = True
+    assert not (changed & ~allowed).any(), np.argwhere(changed & ~allowed)[:5]
+
+
+def test_explain_replaces_what_an_earlier_run_wrote_in_its_folder(xecg_checkpoint, tmp_path):
+    """An output folder used again holds this run's pages only: the earlier run's pages
+    (and skipped.csv) are removed, and said so; the user's own files stay. The old pages used
+    to stay beside the new ones."""
+    src = tmp_path / "src"
+    for i in range(3):
+        write_wfdb_record(src, f"X000{i}", make_signal(3000, seed=i), ["AF"])
+    bad = tmp_path / "bad"
+    write_wfdb_record(bad, "B0001", make_signal(3000, seed=9), ["AF"], checksums=[7] * 12)
+    out = tmp_path / "out"
+    done = run_xecg("--ckpt", xecg_checkpoint, src, "--out", out)
+    assert done.returncode == 0, done.stderr
+    (out / "mine_attention.png").write_bytes(PNG + b"the user's own picture")
+    (out / "notes.txt").write_text("mine")
+    done = run_xecg("--ckpt", xecg_checkpoint, src / "X0001.hea", "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert "removed what an earlier `xecg explain` wrote there (3 pages)" in done.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["X0001_attention.png",
+                                                     "mine_attention.png", "notes.txt"]
+
+    # Every record skipped: exit 2, one line naming the file, skipped.csv written.
+    done = run_xecg("--ckpt", xecg_checkpoint, bad, "--out", out)
+    assert done.returncode == 2
+    err = done.stderr.strip().splitlines()[-1]
+    assert err.startswith(f"xecg: error: {bad / 'B0001.hea'}: ") and "checksum" in err
+    assert "no record was explained" in err and "Traceback" not in done.stderr
+    assert not list(out.glob("X*.png"))
+    assert (out / "skipped.csv").read_text().startswith("file,reason")
+    done = run_xecg("--ckpt", xecg_checkpoint, src / "X0002.hea", "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert not (out / "skipped.csv").exists()  # no stale list beside "0 skipped"
+    assert "records 0 skipped" in done.stdout
+
+
+def test_explain_refuses_bad_numbers_before_any_work(xecg_checkpoint, tiny_data, tmp_path):
+    """--ig-steps below 1 (a captum traceback, or 0 steps accepted), --window negative or NaN
+    (silently clamped) and --limit 0 with --evaluate (an empty summary, exit 0): each is
+    refused at argument parsing, exit 2. A window past the record is shown clamped, and
+    the console says so."""
+    src = tmp_path / "src"
+    write_wfdb_record(src, "X0001", make_signal(3000, seed=1), ["AF"])  # 6 s
+    for args, name in ((("--method", "ig", "--ig-steps", "-5"), "--ig-steps"),
+                       (("--method", "ig", "--ig-steps", "0"), "--ig-steps"),
+                       (("--window", "nan"), "--window"), (("--window", "-2"), "--window")):
+        done = run_xecg("--ckpt", xecg_checkpoint, src, "--out", tmp_path / "o", *args)
+        assert done.returncode == 2, (args, done.stderr[-500:])
+        assert f"argument {name}: must be" in done.stderr and "Traceback" not in done.stderr
+    done = run_xecg("--ckpt", xecg_checkpoint, "--evaluate", tiny_data.store, "--out",
+                    tmp_path / "s", "--limit", "0")
+    assert done.returncode == 2 and "argument --limit: must be at least 1" in done.stderr
+    assert not (tmp_path / "s").exists()
+    done = run_xecg("--ckpt", xecg_checkpoint, src, "--out", tmp_path / "o", "--window", "30")
+    assert done.returncode == 0, done.stderr
+    assert "X0001: --window 30 s lies past its last 10 s (6.0 s record); shown from 0.0 s" \
+        in done.stdout
+
+
+def test_explain_evaluate_on_a_dataset_folder_says_to_prepare_it(xecg_checkpoint, tmp_path):
+    """A raw dataset folder given to --evaluate: how to make a store, and no advice to delete
+    the folder (the user's data); a store left half-written may still be deleted."""
+    src = tmp_path / "raw"
+    write_wfdb_record(src, "X0001", make_signal(3000, seed=1), ["AF"])
+    done = run_xecg("--ckpt", xecg_checkpoint, "--evaluate", src, "--out", tmp_path / "o")
+    assert done.returncode == 2
+    err = done.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"xecg: error: {src}: a dataset folder")
+    assert "xecg prepare" in err and "delete" not in err
+    assert sorted(p.name for p in src.iterdir()) == ["X0001.hea", "X0001.mat"]
+
+
+def test_explain_checks_the_device_before_the_checkpoint(xecg_checkpoint, tmp_path):
+    """--device cuda without a GPU, or a name torch does not know, is said of the device; it
+    used to be blamed on the checkpoint ("does not fit this xecg's model")."""
+    src = tmp_path / "src"
+    write_wfdb_record(src, "X0001", make_signal(3000, seed=1), ["AF"])
+    devices = ["gpu0"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in devices:
+        done = run_xecg("--ckpt", xecg_checkpoint, src, "--out", tmp_path / "o", "--device",
+                        device)
+        assert done.returncode == 2
+        err = done.stderr.strip()
+        assert err.startswith(f"xecg: error: --device {device}: "), err
+        assert str(xecg_checkpoint) not in err
+    if "cuda" in devices:
+        assert "no CUDA GPU is available here" in err

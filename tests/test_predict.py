@@ -288,3 +288,106 @@ def test_predict_with_several_checkpoints_writes_their_ensemble(checkpoint, tiny
     assert len(titles) == 3 and all(
         any("(ensemble of 2 checkpoints; maps: the first's)" in line for line in page)
         for page in titles)
+
+
+def error_line(capsys) -> str:
+    """The one line a failed command ends with on stderr (the progress bar's lines before it:
+    ``xecg: error: ...`` is printed whole, on its own line)."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines and lines[-1].startswith("xecg: error: ")
+    assert sum("xecg: error" in line for line in lines) == 1
+    assert not any("Traceback" in line for line in lines)
+    return lines[-1]
+
+
+def test_predict_replaces_what_an_earlier_run_wrote_in_its_folder(checkpoint, tmp_path,
+                                                                   capsys):
+    """An output folder used again holds this run's results only: the earlier run's pages,
+    predictions.csv and skipped.csv are removed (its pages known by their mark, or by the
+    earlier predictions.csv for unmarked ones), and the console says so; the user's own files
+    stay. The old pages and skipped.csv used to stay beside the new predictions.csv."""
+    src = tmp_path / "src"
+    for i in range(3):
+        write_wfdb_record(src, f"X000{i}", make_signal(3000, seed=i), ["AF"])
+    bad = tmp_path / "bad"
+    write_wfdb_record(bad, "B0001", make_signal(3000, seed=9), ["AF"], checksums=[7] * 12)
+    write_wfdb_record(bad, "B0002", make_signal(3000, seed=8), ["AF"], checksums=[7] * 12)
+    out = tmp_path / "out"
+    assert main(["predict", "--ckpt", str(checkpoint), str(src), "--out", str(out)]) == 0
+    (out / "mine.png").write_bytes(PNG + b"the user's own picture")
+    (out / "notes.txt").write_text("mine")
+    assert main(["predict", "--ckpt", str(checkpoint), str(src / "X0001.hea"),
+                 "--out", str(out)]) == 0
+    assert "removed what an earlier `xecg predict` wrote there (predictions.csv, 3 pages)" \
+        in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["X0001.png", "mine.png", "notes.txt",
+                                                     "predictions.csv"]
+
+    # A bad folder: nothing predicted, so exit 2 with skipped.csv; a clean rerun removes it.
+    assert main(["predict", "--ckpt", str(checkpoint), str(bad), "--out", str(out)]) == 2
+    err = error_line(capsys)
+    assert err == (f"xecg: error: {bad}: no record was predicted: every one was skipped "
+                   f"(2 lines in {out / 'skipped.csv'})")
+    assert sorted(p.name for p in out.iterdir()) == ["mine.png", "notes.txt", "skipped.csv"]
+    assert len(read_rows(out / "skipped.csv")) == 2
+    # Pages of an xecg that did not mark them: known by the earlier predictions.csv.
+    shutil.copy(out / "mine.png", out / "OLD1.png")
+    (out / "predictions.csv").write_text("record,p_SNR,predicted\nOLD1,0.1,\n")
+    assert main(["predict", "--ckpt", str(checkpoint), str(src / "X0002.hea"), "--out",
+                 str(out), "--no-images"]) == 0
+    console = capsys.readouterr().out
+    assert "(predictions.csv, skipped.csv, 1 page)" in console and "0 skipped" in console
+    assert sorted(p.name for p in out.iterdir()) == ["mine.png", "notes.txt", "predictions.csv"]
+
+
+def test_predict_exits_2_when_its_one_record_is_unreadable(checkpoint, tmp_path, capsys):
+    """Nothing predicted because every input was bad: exit 2 (as `xecg evaluate`), one line
+    naming the file and its problem, skipped.csv written, no empty predictions.csv. It used
+    to print "0 records predicted, 1 skipped" and exit 0."""
+    src = tmp_path / "src"
+    write_wfdb_record(src, "X0002", make_signal(3000, seed=2), ["PVC"], checksums=[7] * 12)
+    out = tmp_path / "out"
+    assert main(["predict", "--ckpt", str(checkpoint), str(src / "X0002.hea"),
+                 "--out", str(out)]) == 2
+    err = error_line(capsys)
+    assert err.startswith(f"xecg: error: {src / 'X0002.hea'}: ") and "checksum" in err
+    assert "no record was predicted" in err
+    assert [r["file"] for r in read_rows(out / "skipped.csv")] == [str(src / "X0002.hea")]
+    assert not (out / "predictions.csv").exists()
+
+
+def test_predict_a_mat_without_its_header_alone_says_no_header(checkpoint, wfdb_sample,
+                                                               tmp_path, capsys):
+    """A real WFDB .mat copied without its .hea, in a folder of its own: given as the file or
+    as the folder, the header is said to be missing (exit 2). It used to be read as an ICBEB
+    file, "skipped: unreadable signal: a MATLAB v4 file, where a v5 one belongs", exit 0."""
+    src = tmp_path / "x"
+    src.mkdir()
+    shutil.copy(wfdb_sample / "A0020.mat", src)
+    for path in (src / "A0020.mat", src):
+        assert main(["predict", "--ckpt", str(checkpoint), str(path),
+                     "--out", str(tmp_path / "o")]) == 2
+        err = error_line(capsys)
+        assert ": no header: " in err and "A0020" in err, err
+        assert "where a v5 one belongs" not in err
+
+
+def test_predict_names_a_missing_record_file_and_a_device_it_cannot_use(checkpoint, tmp_path,
+                                                                        capsys):
+    """A missing .hea is "no such file" (it was "no such folder"); --device cuda without a
+    GPU, or a name torch does not know, is said of the device (it was blamed on the
+    checkpoint: "does not fit this xecg's model")."""
+    src = tmp_path / "src"
+    write_wfdb_record(src, "X0001", make_signal(3000, seed=1), ["AF"])
+    assert main(["predict", "--ckpt", str(checkpoint), str(src / "X0009.hea"),
+                 "--out", str(tmp_path / "o")]) == 2
+    assert error_line(capsys) == f"xecg: error: {src / 'X0009.hea'}: no such file"
+    devices = ["gpu0"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in devices:
+        assert main(["predict", "--ckpt", str(checkpoint), str(src), "--out",
+                     str(tmp_path / "o"), "--device", device]) == 2
+        err = error_line(capsys)
+        assert err.startswith(f"xecg: error: --device {device}: ") and "ckpt" not in err, err
+    if "cuda" in devices:
+        assert err == ("xecg: error: --device cuda: no CUDA GPU is available here "
+                       "(torch.cuda.is_available() is False); use --device cpu")

@@ -37,10 +37,10 @@ from xecg.classes import CLASSES, NUM_CLASSES
 from xecg.data.readers import DatasetError
 from xecg.data.splits import SPLITS, load_split, missing_records, split_changes
 from xecg.ensemble import Checkpoints
-from xecg.errors import error_exit
+from xecg.errors import XECGError, error_exit
 from xecg.guards import read_checkpoint
 from xecg.metrics import ECGMetrics, interval_report
-from xecg.records import records_at_rate, select_records, write_skipped
+from xecg.records import check_device, records_at_rate, select_records, write_skipped
 
 
 def trained_split(ckpts: list[Path]) -> tuple[dict[str, list[str]], str] | None:
@@ -76,7 +76,7 @@ def evaluate(ckpt: Checkpoints, path: str | os.PathLike, out: str | os.PathLike 
     that subset of the split the checkpoints recorded.
     """
     ckpts = ensemble.checkpoint_list(ckpt)
-    modules = ensemble.load_members(ckpts, device)
+    modules = ensemble.load_members(ckpts, check_device(device))
     module = modules[0]
     fs_model = float(module.sample_rate)
     selection = select_records(Path(path))
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         evaluate(args.ckpt, args.path, args.out, split=args.split, subset=args.subset,
                  device=args.device)
-    except (DatasetError, FileNotFoundError) as err:
+    except (XECGError, DatasetError, FileNotFoundError) as err:
         return error_exit(err)
     return 0
 

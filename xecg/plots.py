@@ -3,8 +3,9 @@
 :func:`plot_ecg` draws the standard printout on ECG paper: 3 rows x 4 columns of 2.5 s leads
 (I/aVR/V1/V4, II/aVL/V2/V5, III/aVF/V3/V6) and a 10 s lead II rhythm strip, at 25 mm/s and
 10 mm/mV (minor grid 1 mm = 0.04 s / 0.1 mV, major 5 mm), a 1 mV calibration pulse before each
-row, and a map shaded over time; below, one strip per label with that label's map. The page is
-A4 landscape (297 x 210 mm, 1169 x 827 px at :data:`ECG_DPI`) whatever the record.
+row, and a map shaded over time; below, one strip per label with that label's map. Each trace
+is clipped to its own 30 mm row (3 mV), as on printouts, so an artefact stays in its lead. The
+page is A4 landscape (297 x 210 mm, 1169 x 827 px at :data:`ECG_DPI`) whatever the record.
 """
 
 from __future__ import annotations
@@ -115,11 +116,13 @@ def _pulse(ax: plt.Axes, t0: float) -> None:
 
 
 def _trace(ax: plt.Axes, signal: np.ndarray, a: int, b: int, fs: float) -> None:
+    """The lead over samples ``[a, b)``, baseline at the panel's middle, clipped to its panel
+    as on a printout: an artefact of several mV would cross the title and the other rows."""
     if b <= a:
         return
     y = signal[a:b]
     ax.plot(np.arange(a, b) / fs, y - np.median(y), color="black", linewidth=0.7, zorder=3,
-            clip_on=False)
+            clip_on=True)
 
 
 def plot_ecg(signal: np.ndarray, fs: float, *, start_s: float = 0.0,
@@ -227,7 +230,24 @@ def _time_labels(ax: plt.Axes, t0: float) -> None:
                 clip_on=False)
 
 
-def save_figure(fig: plt.Figure, path, dpi: float = 80) -> None:
-    """Write a PNG and free the figure (long runs plot hundreds)."""
-    fig.savefig(path, dpi=dpi)
+def save_figure(fig: plt.Figure, path, dpi: float = 80, writer: str | None = None) -> None:
+    """Write a PNG and free the figure (long runs plot hundreds). ``writer``: the command that
+    writes it (``xecg predict``), kept in the PNG's ``Software`` text (:func:`page_writer`), so
+    that its next run into the same folder knows its pages from the user's files."""
+    fig.savefig(path, dpi=dpi, metadata={"Software": writer} if writer else None)
     plt.close(fig)
+
+
+def page_writer(path) -> str | None:
+    """The ``writer`` a PNG was saved with by :func:`save_figure` (``xecg predict``), or None:
+    another PNG, another file, or one that cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:  # reads the chunks before the pixels only
+            if image.format != "PNG":
+                return None
+            software = image.info.get("Software")
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+    return software if isinstance(software, str) and software.startswith("xecg ") else None

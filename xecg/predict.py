@@ -4,7 +4,9 @@ PATH is one record file, a folder in any supported layout, or a prepared store (
 prepare``). Probabilities are the test stage's: the same windows and averaging, read from the
 checkpoint (:meth:`xecg.module.XECGModule.predict_record`). Writes ``DIR/predictions.csv``
 (record, probability per class, predicted and, where known, true labels) and one PNG per record
-with the 12 leads and the attention map over them. Unreadable records are named and skipped.
+with the 12 leads and the attention map over them. Unreadable records are named and skipped;
+when every one is, the command stops with exit 2 (``skipped.csv`` still written). What an earlier
+``xecg predict`` wrote in DIR (its CSVs and pages) is removed first, so DIR holds this run's.
 ``--ckpt`` given again (``--ckpt A --ckpt B``): the ensemble's probabilities and labels
 (:mod:`xecg.ensemble`), with the maps of the first checkpoint, as each page says.
 
@@ -15,6 +17,7 @@ file is written inside DIR whatever a record id holds (:func:`xecg.atomic.output
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 from pathlib import Path
 
@@ -27,14 +30,25 @@ from xecg.classes import CLASSES
 from xecg.ensemble import Checkpoints
 from xecg.errors import WriteError, XECGError, error_exit
 from xecg.plots import ECG_DPI, save_figure
-from xecg.records import records_at_rate, select_records, write_skipped
+from xecg.records import (
+    check_device,
+    nothing_done,
+    records_at_rate,
+    remove_previous,
+    select_records,
+    write_skipped,
+)
+
+#: The first line of each CSV this command writes: how an earlier run's files are known.
+HEADERS = {"predictions.csv": "record,p_", "skipped.csv": "file,reason"}
 
 
 def predict(ckpt: Checkpoints, path: str | os.PathLike, out: str | os.PathLike,
             images: bool = True, device: str = "cpu") -> Path:
     """Predict every record under ``path`` with the checkpoint (or the ensemble of several);
-    returns the CSV's path."""
-    modules = ensemble.load_members(ensemble.checkpoint_list(ckpt), device)
+    returns the CSV's path. Raises :class:`xecg.records.NothingDone` (after writing
+    ``skipped.csv``) when no record could be predicted."""
+    modules = ensemble.load_members(ensemble.checkpoint_list(ckpt), check_device(device))
     module = modules[0]  # the maps' (and with one checkpoint, everything's)
     maps_note = ("" if len(modules) == 1 else
                  f"ensemble of {len(modules)} checkpoints; maps: the first's")
@@ -43,8 +57,13 @@ def predict(ckpt: Checkpoints, path: str | os.PathLike, out: str | os.PathLike,
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
+        removed = remove_previous(out, "predict", HEADERS, _pages_listed(out))
     except OSError as err:
+        if isinstance(err, WriteError):
+            raise
         raise WriteError.of(out, err, "nothing was predicted") from err
+    if removed:
+        print(f"{out}: removed what an earlier `xecg predict` wrote there ({removed})")
     header = ["record", *[f"p_{c}" for c in CLASSES], "predicted", "true", "source"]
     rows, skipped = [], []
     for rec in records_at_rate(selection, fs_model, skipped, "predict"):
@@ -53,7 +72,8 @@ def predict(ckpt: Checkpoints, path: str | os.PathLike, out: str | os.PathLike,
             fig, _ = render_attention(module, rec.signal, fs_model, rec.id, rec.label_names,
                                       out=result, title_note=maps_note)
             try:
-                save_figure(fig, inside(out, output_name(rec.id, ".png")), dpi=ECG_DPI)
+                save_figure(fig, inside(out, output_name(rec.id, ".png")), dpi=ECG_DPI,
+                            writer="xecg predict")
             except OSError as err:
                 if isinstance(err, WriteError):
                     raise
@@ -62,11 +82,27 @@ def predict(ckpt: Checkpoints, path: str | os.PathLike, out: str | os.PathLike,
         predicted = [c for c, on in zip(CLASSES, result["labels"].tolist()) if on]
         rows.append([rec.id, *[f"{p:.4f}" for p in probs], ";".join(predicted),
                      ";".join(rec.label_names), rec.source])
+    write_skipped(out, skipped)
+    if not rows:  # an empty predictions.csv would pass for a result
+        raise nothing_done(Path(path), out, skipped, "predicted")
     csv_path = out / "predictions.csv"
     write_csv(csv_path, header, rows)
-    write_skipped(out, skipped)
     print(f"{len(rows)} records predicted, {selection.count_skipped(skipped)} -> {csv_path}")
     return csv_path
+
+
+def _pages_listed(out: Path) -> list[str]:
+    """The page names of the records in an earlier ``out/predictions.csv``: the pages of an
+    xecg that did not mark its PNGs as its own."""
+    try:
+        with open(out / "predictions.csv", newline="") as f:
+            if not f.readline().startswith(HEADERS["predictions.csv"]):
+                return []
+            f.seek(0)
+            return [output_name(row["record"], ".png") for row in csv.DictReader(f)
+                    if row.get("record")]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
 
 
 def main(argv: list[str] | None = None) -> int:

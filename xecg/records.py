@@ -6,11 +6,15 @@ the model's sample rate (:func:`at_rate`: signal resampled, evidence intervals s
 and collects what it cannot use: the files the folder's scan could not pair into a record (a
 ``.mat`` without its header, a duplicated id), unreadable records and records too short for the
 network. :func:`write_skipped` writes them to ``skipped.csv``; nothing found is left unsaid.
+
+Also shared by the commands: :func:`check_device` (``--device``, checked before a checkpoint is
+loaded onto it), :func:`remove_previous` (what an earlier run of the command left in its output
+folder) and :func:`nothing_done` (the error when every input was skipped).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -18,9 +22,10 @@ from tqdm import tqdm
 
 from xecg.atomic import write_csv
 from xecg.data.prepare import resample
-from xecg.data.readers import DatasetError, open_dataset
+from xecg.data.readers import READERS, DatasetError, open_dataset
 from xecg.data.record import Record, RecordError
 from xecg.data.store import Store, is_store
+from xecg.errors import ConfigError, NotFoundError, XECGError, one_line
 from xecg.models.backbone import DOWNSAMPLE
 
 
@@ -79,6 +84,8 @@ def select_records(path: Path) -> Selection:
     if is_store(path):
         reader = StoreReader(path)
         return Selection(reader, reader.records)
+    if not path.exists() and path.suffix.lower() in {s for r in READERS for s in r.suffixes}:
+        raise NotFoundError(f"{path}: no such file")  # a record file, not a folder, was meant
     if path.is_file():
         reader = open_dataset(path.parent, require_reference=False)
         if path.stem not in reader.records:
@@ -136,3 +143,90 @@ def write_skipped(out: Path, skipped: list) -> None:
     """``out/skipped.csv`` (file, reason) if any record was skipped."""
     if skipped:
         write_csv(out / "skipped.csv", ["file", "reason"], skipped)
+
+
+def check_device(name: str) -> str:
+    """``name`` if torch can run on that device here, else a one-line :class:`ConfigError`:
+    checked before a checkpoint is loaded onto it, which would blame the checkpoint."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise ConfigError(f"--device {name}: not a device name ({one_line(err, 120)}); use cpu, "
+                          "cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: no CUDA GPU is available here "
+                              "(torch.cuda.is_available() is False); use --device cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"--device {name}: this machine has {count} CUDA GPU"
+                              f"{'s' if count != 1 else ''} (cuda:0 to cuda:{count - 1})")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"--device {name}: no Apple GPU (MPS) is available here; use "
+                              "--device cpu")
+    elif device.type != "cpu":
+        raise ConfigError(f"--device {name}: xecg runs on cpu, cuda[:N] or mps, not "
+                          f"{device.type}")
+    return name
+
+
+def remove_previous(out: Path, command: str, files: Mapping[str, str],
+                    pages: Iterable[str] = ()) -> str:
+    """Remove from ``out`` what an earlier ``xecg COMMAND`` wrote there, so that the folder
+    holds this run's results only; returns what was removed, in words ("" for nothing).
+
+    ``files``: the command's fixed files, each removed only if its first line starts as this
+    command writes it (``{"skipped.csv": "file,reason"}``). Pages: the PNGs directly in ``out``
+    that :func:`xecg.plots.page_writer` says ``xecg COMMAND`` wrote, and the PNGs named in
+    ``pages`` (pages of an xecg that did not mark them). Nothing else of the user's is touched.
+    """
+    from xecg.plots import page_writer  # matplotlib: only for the commands that draw
+
+    removed = []
+    for name, start in files.items():
+        path = out / name
+        try:
+            with open(path, newline="") as f:
+                ours = f.readline().startswith(start)
+        except (OSError, UnicodeDecodeError):
+            continue
+        if ours:
+            path.unlink()
+            removed.append(name)
+    named = {out / name for name in pages}
+    n_pages = 0
+    for path in sorted(out.glob("*.png")):
+        if page_writer(path) == f"xecg {command}" or (path in named and _is_png(path)):
+            path.unlink()
+            n_pages += 1
+    if n_pages:
+        removed.append(f"{n_pages} page{'s' if n_pages != 1 else ''}")
+    return ", ".join(removed)
+
+
+def _is_png(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(8) == b"\x89PNG\r\n\x1a\n"
+    except OSError:
+        return False
+
+
+class NothingDone(XECGError):
+    """Every input of a checkpoint command was skipped: no result to show (exit 2)."""
+
+
+def nothing_done(path: Path, out: Path, skipped: list, what: str) -> NothingDone:
+    """The error of a run that ``what`` (``predicted``) no record of ``path`` because each was
+    skipped; the skipped list is in ``out/skipped.csv``."""
+    where = out / "skipped.csv"
+    if len(skipped) == 1:
+        (file, reason), = skipped
+        return NothingDone(f"{file}: {reason}; no record was {what} (listed in {where})")
+    if not skipped:
+        return NothingDone(f"{path}: no record to be {what}")
+    return NothingDone(f"{path}: no record was {what}: every one was skipped "
+                       f"({len(skipped)} lines in {where})")

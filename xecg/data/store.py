@@ -430,6 +430,11 @@ class Store:
         self.path = Path(path)
         meta = _read_meta(self.path)
         if meta is None or meta.get("format") != FORMAT:
+            if not any((self.path / name).exists() for name in FILES[:4]):
+                # a dataset folder (or any other): deleting it was never the advice to give
+                raise StoreError(f"{self.path}: not an xecg store; make one from it with "
+                                 f"`xecg prepare {self.path} --out STORE`",
+                                 "not an xecg store")
             raise StoreError(f"{self.path}: not a complete xecg store (no valid meta.json); "
                              "create one with `xecg prepare` (or delete the folder)",
                              "not a complete xecg store (no valid meta.json)")

@@ -32,8 +32,9 @@ from tqdm import tqdm
 
 from xecg.atomic import write_atomic, write_csv
 from xecg.classes import CLASS_INDEX, CLASSES
-from xecg.data.store import Store
-from xecg.errors import XECGError
+from xecg.data.store import FILES as STORE_FILES
+from xecg.data.store import Store, is_store
+from xecg.errors import ConfigError, NotFoundError, XECGError
 from xecg.explain.maps import (
     OWN_MAPS,
     check_methods,
@@ -203,10 +204,14 @@ def evaluate_command(ckpt: str | os.PathLike, store: str | os.PathLike, out: str
     """``xecg explain --evaluate``: writes ``scores.csv``, ``summary.csv`` and ``summary.md``
     under ``out`` and logs them to W&B if a run is active. Returns ``out``."""
     from xecg.guards import load_module
+    from xecg.records import check_device
 
-    st = _store(store)
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit {limit}: must be at least 1 (records to score)")
+    st = store if isinstance(store, Store) else _open_store(Path(store))
     require_evidence(st)  # before loading anything: a store without evidence is refused fast
-    module = load_module(ckpt, map_location=device)  # weights_only: tensors and plain data
+    # weights_only: tensors and plain data; the device checked first, not blamed on the file
+    module = load_module(ckpt, map_location=check_device(device))
     indices = [i for i in range(len(st)) if st.evidence.get(st.ids[i])]
     if limit is not None:
         indices = indices[:limit]
@@ -226,6 +231,39 @@ def evaluate_command(ckpt: str | os.PathLike, store: str | os.PathLike, out: str
                          title))
     print(f"-> {out / 'scores.csv'}, {out / 'summary.csv'}, {out / 'summary.md'}")
     return out
+
+
+def _open_store(path: Path) -> Store:
+    """The store at ``path``; for a folder that is no store (a dataset's own files, say) an
+    error that says how to make one, and never to delete that folder. A store left
+    half-written (its files without a valid meta.json) gets the store's own message."""
+    if not path.exists():
+        raise NotFoundError(f"{path}: no such folder (--evaluate takes a store made by "
+                            "`xecg prepare synthetic --out STORE`)")
+    # A store's own files (not skipped.csv, which predict and explain write too).
+    left = is_store(path) or any((path / name).exists() for name in ("meta.json", *STORE_FILES)
+                                 if name != "skipped.csv")
+    if not left:
+        kind = ("a dataset folder, not an xecg store" if path.is_dir() and _has_records(path)
+                else "not an xecg store")
+        raise NotAStoreError(
+            f"{path}: {kind}; --evaluate scores maps against evidence intervals, which only "
+            "synthetic stores hold: make one with `xecg prepare synthetic --out STORE` (for "
+            "pages of these records give the folder as PATH: `xecg explain --ckpt CKPT "
+            f"{path} --out DIR`)")
+    return Store(path)
+
+
+def _has_records(path: Path) -> bool:
+    """True if ``path`` holds record files of a layout xecg reads (a raw dataset)."""
+    from xecg.data.readers import READERS
+
+    suffixes = {s for reader in READERS for s in reader.suffixes}
+    return any(f.suffix.lower() in suffixes for f in path.rglob("*") if f.is_file())
+
+
+class NotAStoreError(XECGError):
+    """``--evaluate`` given a folder that is no xecg store (a raw dataset, say)."""
 
 
 def _log_wandb(summary: Sequence[dict]) -> None:

@@ -179,6 +179,9 @@ def explain(net: nn.Module, x: Tensor, method: str, classes: Sequence[int] = (),
     ``ig_batch`` inputs at a time.
     """
     check_method(method)
+    if method == "ig" and not (isinstance(ig_steps, int) and ig_steps >= 1):
+        # captum would stop with a bare AssertionError (or integrate over nothing at 0)
+        raise XECGError(f"--ig-steps {ig_steps}: Integrated Gradients needs at least 1 step")
     if x.dim() != 3 or x.shape[0] != 1:
         raise ValueError(f"x must be 1 x leads x N, got {tuple(x.shape)}")
     n = x.shape[-1]
