@@ -465,3 +465,18 @@ def test_a_value_a_constructor_refuses_is_one_line(tiny_config, tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["xecg: error: invalid configuration: gamma must be a finite number >= 0, "
                    "got -1.0"]
+
+
+def test_explanation_methods_the_model_lacks_stop_before_training(tiny_config, tmp_path,
+                                                                  capsys):
+    """``explanations.methods: [attention]`` with the CNN baseline (an ablation's ``cnn``
+    variant under common overrides): one line before the first step, where it came after the
+    whole fit, when the scores were computed."""
+    config = tiny_config(tmp_path, "cnn", explanations={"methods": ["attention"]},
+                         model={"net": {"class_path": "xecg.models.CNNBaseline",
+                                        "init_args": {"width": 0.125}}})
+    assert main(["fit", "--config", str(config), "--experiment.wandb", "false"]) == 2
+    err = capsys.readouterr().err
+    assert ("xecg: error: --method attention needs xECGNet's attention map A, but the model "
+            "CNNBaseline has no attention branch; use --method gradcam or ig") in err
+    assert not (tmp_path / "runs" / "cnn" / "checkpoints").exists()

@@ -43,6 +43,14 @@ class ExplanationScores(L.Callback):
         # scores are then those of the model it validates, computed once, there.
         self.score_at_fit_end = True
 
+    def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        """Methods the model cannot give (``attention`` of the CNN baseline) stop the run here,
+        before it trains, not when it is scored at the end (:class:`MapUnavailable`)."""
+        if self.methods:
+            from xecg.explain.maps import check_methods
+
+            check_methods(pl_module.net, self.methods)
+
     @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module) -> None:
         if self.score_at_fit_end:
