@@ -509,3 +509,37 @@ def test_explain_checks_the_device_before_the_checkpoint(xecg_checkpoint, tmp_pa
         assert str(xecg_checkpoint) not in err
     if "cuda" in devices:
         assert "no CUDA GPU is available here" in err
+
+
+@pytest.mark.parametrize("flat", [True, False])
+def test_a_nearly_flat_attention_map_stays_pale(xecg_module, tiny_data, flat):
+    """A (a sigmoid in [0, 1]) is shaded over its own range, but never one narrower than 0.1:
+    a flat map (0.49-0.51) was shaded light to dark over 0.02 and looked decisive. The page's
+    title says which range it shades over. A forward hook sets the attention logits: 0.01
+    times the network's makes A nearly flat, a ramp from -3 to 3 spreads it over most of
+    [0, 1]."""
+    from xecg.callbacks import render_attention
+    from xecg.data.store import Store
+    from xecg.explain.figure import MIN_SPAN
+
+    rec = Store(tiny_data.store).record(0)
+    def logits(module, args, out):
+        return out * 0.01 if flat else torch.linspace(-3, 3, out.shape[-1]).expand_as(out)
+
+    hook = xecg_module.net.attention_branch.attention.register_forward_hook(logits)
+    try:
+        a = xecg_module.predict_record(rec.signal)["attention"]
+        fig, _ = render_attention(xecg_module, rec.signal, rec.fs, rec.id, rec.label_names,
+                                  method="attention")
+    finally:
+        hook.remove()
+    lo, hi = float(a.min()), float(a.max())
+    titles = " ".join(t.get_text() for t in fig.texts)
+    darkest = max(float(np.max(im.get_array())) for ax in fig.axes[:13] for im in ax.images)
+    if flat:
+        assert hi - lo < MIN_SPAN
+        assert f"(its range {lo:.2f}-{hi:.2f}: nearly flat)" in titles
+        assert darkest <= (hi - lo) / MIN_SPAN + 1e-3 < 0.5
+    else:
+        assert hi - lo >= MIN_SPAN and f"over its range {lo:.2f}-{hi:.2f}" in titles
+        assert darkest == pytest.approx(1.0, abs=1e-3)

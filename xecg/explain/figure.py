@@ -18,6 +18,8 @@ from xecg.plots import WINDOW_S, MapStrip, plot_ecg
 _SHADED = {"attention": "attention map A", "cam": "class response map R",
            "gradcam": "Grad-CAM", "ig": "Integrated Gradients (|attr| summed over leads)"}
 _STRIP = {"attention": "R", "cam": "R", "gradcam": "Grad-CAM", "ig": "IG"}
+#: The narrowest range a shared map (A, in [0, 1]) is shaded over.
+MIN_SPAN = 0.1
 
 
 def window_start(n: int, fs: float, start_s: float) -> float:
@@ -57,8 +59,12 @@ def explanation_figure(module, signal: np.ndarray, fs: float, record_id: str,
     if ex.shared is not None:
         shade = ex.shared
         lo, hi = float(shade.min()), float(shade.max())
-        shade_range = (lo, hi)
-        shaded = (f"shaded: {_SHADED[method]}, light to dark over its range {lo:.2f}-{hi:.2f}"
+        # A is a sigmoid in [0, 1]: shaded over its own range, but never one narrower than
+        # MIN_SPAN, so that a flat map (0.16-0.17) stays pale instead of looking decisive.
+        shade_range = (lo, max(hi, lo + MIN_SPAN))
+        span = (f"its range {lo:.2f}-{hi:.2f}" if hi - lo >= MIN_SPAN else
+                f"{lo:.2f}-{lo + MIN_SPAN:.2f} (its range {lo:.2f}-{hi:.2f}: nearly flat)")
+        shaded = (f"shaded: {_SHADED[method]}, light to dark over {span}"
                   f"  |  strips: R of each label, 0 to its max")
     else:
         shade = ex.classes[CLASS_INDEX[lead_class]]
