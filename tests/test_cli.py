@@ -74,6 +74,10 @@ def test_a_trainer_starts_without_lightnings_cloud_logger_advert():
 @pytest.mark.parametrize(("command", "args", "expected"), [
     ("fit", ["--trainer.max_epocs", "1"],
      "unrecognized arguments: --trainer.max_epocs 1 (options: xecg fit --help)"),
+    # a prefix of a key, which argparse's abbreviations took for it until 2026-11-28
+    ("fit", ["--trainer.max_epoch", "1"],
+     "unrecognized arguments: --trainer.max_epoch 1 (options: xecg fit --help)"),
+    ("train", ["--trainer.max_epoch", "1"], "unrecognized arguments: --trainer.max_epoch 1"),
     ("train", ["--model.loss.gama", "0.1"],
      "model.loss: Option 'gama' is not accepted (options: xecg train --help)"),
     ("fit", ["--model.loss.gamma", "abc"], "model.loss.gamma: Expected a <class 'float'>"),

@@ -29,6 +29,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -234,6 +235,12 @@ class XECGCLI(LightningCLI):
         kwargs.setdefault("parser_class", OneLineErrorParser)
         kwargs.setdefault("trainer_class", Trainer)  # limit_*_batches parsed as Lightning means
         super().__init__(XECGModule, CPSCDataModule, *args, **kwargs)
+
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        # No abbreviations: argparse took `--trainer.max_epoch 5` for max_epochs, and a sweep's
+        # or ablation's misspelt key with it, where a misspelt key must stop the run.
+        kwargs.setdefault("allow_abbrev", False)
+        return super().init_parser(**kwargs)
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI reads the hyperparameters of --ckpt_path (weights_only=True) first.
