@@ -6,6 +6,7 @@ range, bad sweep files, the journal heartbeat and the sampler's view of the stud
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -189,6 +190,44 @@ def test_a_killed_worker_leaves_its_trial_failed_and_the_study_goes_on(tiny_conf
     assert [r["state"] for r in read_table(out)][0] == "FAIL"
 
 
+def test_ctrl_c_is_one_line_and_the_rerun_runs_the_interrupted_baseline(tiny_config,
+                                                                         tmp_path):
+    """Ctrl-C during the enqueued baseline (gamma 0): one line, no traceback (there were two),
+    exit 130, the trial FAIL; the same command again queues the baseline anew and runs it
+    (before, Optuna's skip_if_exists took the failed trial for done and the study never ran
+    gamma 0)."""
+    sweep = write_sweep(tmp_path, tiny_config, epochs=3, train_batches=6, n_trials=1,
+                        enqueue=[{GAMMA: 0.0, "model.lr": 0.002}])
+    out = tmp_path / "out"
+    args = ["sweep", str(sweep), "--out", str(out)]
+    proc = xecg(args, tmp_path, popen=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not list((out / "trials").glob("trial-0000/checkpoints/*.ckpt")):
+            assert proc.poll() is None, (tmp_path / "popen.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint of trial 0"
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole group
+        assert proc.wait(timeout=120) == 130
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    log = (tmp_path / "popen.log").read_text()
+    assert "Traceback" not in log, log[-3000:]
+    assert ("xecg sweep: interrupted; the running trial is marked FAIL: run the same command "
+            "again to continue") in log
+    storage = str(out / "study.journal")
+    assert [t.state for t in load_study(storage).trials] == [TrialState.FAIL]
+
+    result = xecg(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "re-queued {'model.loss.gamma': 0.0, 'model.lr': 0.002} (trial 0 failed)" in (
+        result.stdout)
+    trials = load_study(storage).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].user_attrs["params"][GAMMA] == 0.0  # outside the space: not in .params
+
+
 def test_two_workers_share_a_journal_file(tiny_config, tmp_path):
     sweep = write_sweep(tmp_path, tiny_config, n_trials=4)
     out = tmp_path / "out"
@@ -244,6 +283,24 @@ def test_an_explanation_score_cannot_be_pruned_on(tiny_config, tmp_path, capsys)
     assert err.startswith(f"xecg: error: {sweep}: pruner: val/expl_coverage is an explanation")
 
 
+@pytest.mark.parametrize(("metric", "hint"), [
+    ("val/micro_f1_bst", "did you mean val/micro_f1_best?"),
+    ("test/micro_f1_best", "did you mean test/micro_f1?"),  # the best is logged for val only
+    ("val/expl_rma_adj_atention", "did you mean val/expl_rma_adj_attention?"),
+])
+def test_an_objective_no_run_logs_stops_the_sweep_before_any_trial(tiny_config, tmp_path,
+                                                                   capsys, metric, hint):
+    """Checked against the names the code logs (ECGMetrics, the loss terms, the explanation
+    scores): a misspelt metric trained trial 0 to its end before an error with a traceback."""
+    sweep = write_sweep(tmp_path, tiny_config, objective={"metric": metric,
+                                                          "direction": "maximize"})
+    assert main(["sweep", str(sweep), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"xecg: error: {sweep}: objective.metric: {metric} is not a metric xecg "
+                   f"logs ({hint})")
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_pruner_stops_a_trial_that_cannot_learn(tiny_config, tmp_path):
     """Two good learning rates, then an absurd one whose validation loss explodes in the first
     epoch (about 1e19 against about 1.4): the median pruner stops it at epoch 0."""
@@ -276,6 +333,11 @@ def test_the_pruner_stops_a_trial_that_cannot_learn(tiny_config, tmp_path):
     ({"pruner": {"name": "median", "warmup": 5}}, "pruner.warmup"),
     ({"overrides": {"trainer.devices": 2}}, "overrides.trainer.devices"),
     ({"overrides": {"model.gama": 0.1}}, "overrides.model.gama"),
+    # a misspelt choice after the first (only the first was checked before 2026-11-28)
+    ({"search_space": {"data.policy": {"type": "categorical", "choices": ["crop", "crp"]}}},
+     "search_space.data.policy"),
+    # a prefix of a key, which argparse's abbreviations took for the key
+    ({"overrides": {"trainer.max_epoch": 3}}, "overrides.trainer.max_epoch"),
 ])
 def test_a_bad_sweep_file_is_one_line_naming_file_and_key(tiny_config, tmp_path, capsys, change,
                                                            key):
@@ -325,6 +387,34 @@ def test_the_journal_heartbeat_fails_stale_trials_and_requeues_them(tmp_path):
     trials = study.trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
     assert trials[2].system_attrs["failed_trial"] == 0 and trials[2].params == trials[0].params
+
+
+def test_a_baseline_whose_trial_failed_is_queued_again(tmp_path):
+    """An enqueued baseline (gamma 0) whose trial failed (a Ctrl-C during it, as a QA run did)
+    is queued again on the next start: Optuna's ``skip_if_exists`` counted the failed trial as
+    done and the study never ran its baseline. Finished, running and waiting ones are not
+    queued twice. A real journal file."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from xecg.sweep.study import enqueue_missing
+
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "j.journal")))
+    study = optuna.create_study(storage=storage, study_name="baseline")
+    baseline, paper = {"model.loss.gamma": 0.0}, {"model.loss.gamma": 0.01}
+    assert enqueue_missing(study, [baseline, paper]) == []
+    first = study.ask()  # the baseline, interrupted
+    assert first.suggest_float("model.loss.gamma", 0.0, 1.0) == 0.0
+    study.tell(first, state=TrialState.FAIL)
+    second = study.ask()  # the paper's gamma, finished
+    study.tell(second, second.suggest_float("model.loss.gamma", 0.0, 1.0))
+    notes = enqueue_missing(study, [baseline, paper])
+    assert notes == ["re-queued {'model.loss.gamma': 0.0} (trial 0 failed)"]
+    assert enqueue_missing(study, [baseline, paper]) == []  # waiting now: not twice
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE,
+                                               TrialState.WAITING]
+    again = study.ask()
+    assert again.suggest_float("model.loss.gamma", 0.0, 1.0) == 0.0
 
 
 def test_the_sampler_does_not_see_trials_outside_the_search_space():

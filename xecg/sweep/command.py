@@ -17,7 +17,13 @@ from xecg.errors import ConfigError
 from xecg.sweep.reports import write_reports
 from xecg.sweep.spec import SweepSpec, load_sweep
 from xecg.sweep.storage import mask_url
-from xecg.sweep.study import counts, fail_dead_trials, open_study, sampler_settings
+from xecg.sweep.study import (
+    counts,
+    enqueue_missing,
+    fail_dead_trials,
+    open_study,
+    sampler_settings,
+)
 from xecg.sweep.trials import check_against_experiment, run_worker
 
 #: Environment variable with the storage URL (workers get it here, not on their command line).
@@ -77,9 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     study = open_study(spec, study_name, storage_url, 0)
     _record_study(study, spec, storage_url)
-    for params in spec.enqueue:
-        study.enqueue_trial(params, skip_if_exists=True)
-    fail_dead_trials(study)
+    fail_dead_trials(study)  # first: a dead worker's trial is FAIL (and maybe retried) below
+    for note in enqueue_missing(study, spec.enqueue):
+        print(f"xecg sweep: {note}", flush=True)
     c = counts(study)
     print(f"xecg sweep: study {study_name} in {mask_url(storage_url)}: {c['finished']} of "
           f"{n_trials} trials finished, {c['RUNNING']} running, {c['WAITING']} queued; "
@@ -91,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
                 run_worker(study, spec, study_name, out, n_trials)
             else:
                 code = _run_workers(args, spec, study_name, out, storage_url, n_trials)
+    except KeyboardInterrupt:
+        code = 130  # the reports below still say where the study stands
+        print("xecg sweep: interrupted; the running trial is marked FAIL: run the same command "
+              "again to continue (a baseline that did not finish is queued again)",
+              file=sys.stderr)
     finally:
         write_reports(study, spec, study_name, out)
     c = counts(study)

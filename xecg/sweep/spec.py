@@ -5,6 +5,7 @@ pruner, heartbeat); a problem raises ConfigError naming the file and the key."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -258,8 +259,62 @@ def _objectives(path: Path, raw: Any) -> list[Objective]:
                               f"(got {direction!r})")
         if metric in [o.metric for o in out]:
             raise ConfigError(f"{path}: {key}.metric: {metric} is given twice")
+        _check_logged(path, f"{key}.metric", metric)
         out.append(Objective(metric, direction))
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def logged_metrics() -> dict[str, frozenset[str]]:
+    """The names a trial's run logs or writes, by stage (``val``, ``test``, ``train``), built
+    from the code that makes them rather than a list of our own: ECGMetrics' keys (computed on
+    a few random rows), the loss terms of :class:`xecg.losses.LossTerms` (``total`` is logged
+    as ``loss``, xecg/module.py), ``micro_f1_best`` (val) and every explanation score
+    :func:`xecg.explain.scores.flat_scores` can write into metrics.json's val section."""
+    import torch
+
+    from xecg.classes import NUM_CLASSES
+    from xecg.explain.maps import METHODS
+    from xecg.explain.scores import LOCALISATION, MULTILABEL, UNION, flat_scores
+    from xecg.losses import LossTerms
+    from xecg.metrics import ECGMetrics
+
+    def computed(with_auroc: bool) -> set[str]:
+        metrics = ECGMetrics(with_auroc=with_auroc, sync_on_compute=False)
+        target = torch.cat([torch.eye(NUM_CLASSES), 1 - torch.eye(NUM_CLASSES)])
+        metrics.update(torch.rand(target.shape, generator=torch.Generator().manual_seed(0)),
+                       target)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return set(metrics.compute())
+
+    losses = {"loss", *LossTerms._fields[1:]}
+    rows = [{"model": model, "method": method, "metric": metric, "label": label, "mean": 0.5,
+             "adjusted": 0.5}
+            for model in ("trained", "randomised") for method in METHODS
+            for metric in (*LOCALISATION, "coverage", "aopc")
+            for label in ("all", UNION, MULTILABEL)]
+    return {"train": frozenset(computed(False) | losses),
+            "val": frozenset(computed(True) | losses | {"micro_f1_best"} | set(flat_scores(rows))),
+            "test": frozenset(computed(True) | losses)}
+
+
+def _check_logged(path: Path, key: str, metric: str) -> None:
+    """A metric no trial would log stops the sweep here, not after the first trial's fit."""
+    import difflib
+
+    stage, _, name = metric.partition("/")
+    names = logged_metrics()[stage]
+    if name in names:
+        return
+    # The stage's own names first: test/micro_f1_best (logged for val only) means
+    # test/micro_f1 rather than val/micro_f1_best.
+    everything = sorted(f"{s}/{n}" for s, ns in logged_metrics().items() for n in ns)
+    close = (difflib.get_close_matches(metric, sorted(f"{stage}/{n}" for n in names), n=1)
+             or difflib.get_close_matches(metric, everything, n=1))
+    hint = (f"did you mean {close[0]}?" if close else
+            f"e.g. {', '.join(f'{stage}/{n}' for n in ('micro_f1', 'auroc', 'loss'))}")
+    raise ConfigError(f"{path}: {key}: {metric} is not a metric xecg logs ({hint})")
 
 
 def _named(path: Path, key: str, raw: Any, table: dict[str, str]) -> dict[str, Any]:

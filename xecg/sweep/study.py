@@ -149,6 +149,33 @@ def counts(study: optuna.Study) -> dict[str, int]:
     return out
 
 
+def enqueue_missing(study: optuna.Study, wanted: list[dict[str, Any]]) -> list[str]:
+    """Enqueue each parameter set of ``wanted`` (the sweep's baselines, gamma 0 and the
+    paper's 0.01) that no trial has finished, is running or waits with. A set whose trials all
+    FAILed (a Ctrl-C, a rejected argument) is enqueued again: Optuna's ``skip_if_exists``
+    counted a failed trial as done, and the study lost its baseline for good. Returns a note per
+    set enqueued again."""
+    live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+    trials = study.get_trials(deepcopy=False)
+    notes = []
+    for params in wanted:
+        same = [t for t in trials if _has_params(t, params)]
+        if any(t.state in live for t in same):
+            continue
+        study.enqueue_trial(params)
+        if same:
+            failed = ", ".join(str(t.number) for t in same)
+            notes.append(f"re-queued {params} (trial {failed} failed)")
+    return notes
+
+
+def _has_params(trial: optuna.trial.FrozenTrial, params: dict[str, Any]) -> bool:
+    """Whether ``trial`` ran (or, waiting, will run) with every value of ``params``."""
+    given = (trial.system_attrs.get("fixed_params") or {} if trial.state == TrialState.WAITING
+             else {**(trial.system_attrs.get("fixed_params") or {}), **trial.params})
+    return all(k in given and given[k] == v for k, v in params.items())
+
+
 # ------------------------------------------------------------------------------ dead workers
 
 def fail_dead_trials(study: optuna.Study) -> list[int]:

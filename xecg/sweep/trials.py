@@ -6,8 +6,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
+import signal
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -103,6 +106,12 @@ def check_against_experiment(spec: SweepSpec) -> dict[str, Any]:
         raise ConfigError(f"{spec.path}: overrides, search_space: the experiment does not "
                           f"accept them together ({one_line(err, 240)})") from None
     fixed = override_args(spec.overrides)
+    # Every choice, not only the first parsed above: a misspelt one failed the trials that
+    # drew it, the baseline among them, and stopped the sweep.
+    for key, dist in spec.space.items():
+        if isinstance(dist, CategoricalDistribution):
+            for choice in dist.choices[1:]:
+                _parse_one(parse, spec, "search_space", key, choice, fixed)
     for i, params in enumerate(spec.enqueue):
         for key, value in params.items():
             _parse_one(parse, spec, f"enqueue[{i}]", key, value, fixed)
@@ -126,8 +135,6 @@ def _sample_value(dist: BaseDistribution) -> Any:
     if isinstance(dist, CategoricalDistribution):
         return dist.choices[0]
     return dist.low
-
-
 
 
 def _capture_callback():
@@ -226,6 +233,8 @@ def make_objective(spec: SweepSpec, study_name: str, out: Path, gpu: str | None 
             run_dir = fit_and_test(trial_args(spec, study_name, out, trial.number, params),
                                    callbacks=callbacks)
         except SystemExit as err:  # jsonargparse on a bad argument, Lightning after Ctrl-C
+            if _interrupted.is_set():  # Optuna marks the trial FAIL; the command says one line
+                raise KeyboardInterrupt from None
             raise RuntimeError(f"trial {trial.number}: the run exited with code {err.code} "
                                "(a rejected argument or an interrupt)") from None
         values = [objective_value(m, run_dir, capture.metrics) for m in spec.metrics]
@@ -234,9 +243,47 @@ def make_objective(spec: SweepSpec, study_name: str, out: Path, gpu: str | None 
     return objective
 
 
+#: Set by a Ctrl-C while a worker runs: Lightning turns the KeyboardInterrupt it catches into
+#: SystemExit(1), which a rejected argument also raises; the trial must tell them apart.
+_interrupted = threading.Event()
+
+
+def _on_sigint(signum, frame) -> None:
+    _interrupted.set()
+    signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt, as before
+
+
+class _NoInterruptTraceback(logging.Filter):
+    """Optuna logs a trial failed by Ctrl-C with the interrupt's traceback: the trial's line
+    stays, the traceback goes (the command says in one line what to do)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_QUIET_INTERRUPT = _NoInterruptTraceback()
+
+
 def run_worker(study: optuna.Study, spec: SweepSpec, study_name: str, out: Path,
                n_trials: int, gpu: str | None = None) -> None:
-    """Run trials until the study has ``n_trials`` finished (COMPLETE or PRUNED) ones."""
+    """Run trials until the study has ``n_trials`` finished (COMPLETE or PRUNED) ones. A
+    Ctrl-C fails the running trial and raises KeyboardInterrupt."""
+    _interrupted.clear()
+    for handler in optuna.logging._get_library_root_logger().handlers:
+        handler.addFilter(_QUIET_INTERRUPT)  # once: a filter object is added at most once
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _on_sigint) if main_thread else None
+    try:
+        _run_trials(study, spec, study_name, out, n_trials, gpu)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _run_trials(study: optuna.Study, spec: SweepSpec, study_name: str, out: Path,
+                n_trials: int, gpu: str | None) -> None:
     objective = make_objective(spec, study_name, out, gpu)
     # Running trials count as taken: no worker starts a trial the study will not need.
     enough = optuna.study.MaxTrialsCallback(
