@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ import yaml
 from fixtures import ROOT, xecg_command, xecg_env
 from optuna.trial import TrialState
 
+from xecg.atomic import process_gone
 from xecg.cli import main
 from xecg.sweep.reports import write_reports
 from xecg.sweep.spec import load_sweep
@@ -214,8 +216,8 @@ def test_ctrl_c_is_one_line_and_the_rerun_runs_the_interrupted_baseline(tiny_con
             os.killpg(proc.pid, signal.SIGKILL)
     log = (tmp_path / "popen.log").read_text()
     assert "Traceback" not in log, log[-3000:]
-    assert ("xecg sweep: interrupted; the running trial is marked FAIL: run the same command "
-            "again to continue") in log
+    assert ("xecg sweep: interrupted; trial 0 is marked FAIL: run the same command again to "
+            "continue") in log
     storage = str(out / "study.journal")
     assert [t.state for t in load_study(storage).trials] == [TrialState.FAIL]
 
@@ -226,6 +228,66 @@ def test_ctrl_c_is_one_line_and_the_rerun_runs_the_interrupted_baseline(tiny_con
     trials = load_study(storage).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert trials[1].user_attrs["params"][GAMMA] == 0.0  # outside the space: not in .params
+
+
+def _wait_for_trials(proc: subprocess.Popen, out: Path, numbers: list[int],
+                     cwd: Path) -> optuna.Study:
+    """The study once trials ``numbers`` of the sweep ``proc`` runs have their run folders."""
+    deadline = time.monotonic() + 240
+    while not all((out / "trials" / f"trial-{n:04d}").is_dir() for n in numbers):
+        assert proc.poll() is None, (cwd / "popen.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "the trials did not start"
+        time.sleep(0.2)
+    time.sleep(1.0)
+    return load_study(str(out / "study.journal"))
+
+
+def test_ctrl_c_of_the_command_stops_its_workers(tiny_config, tmp_path):
+    """`kill -INT` of the command alone (not its group) reaches the workers: each fails its
+    trial and exits, and trials.csv, written after them, says FAIL (SIGINT was ignored and the
+    workers ran on; after a group Ctrl-C, trials.csv said RUNNING)."""
+    sweep = write_sweep(tmp_path, tiny_config, epochs=3, train_batches=6, n_trials=4)
+    out = tmp_path / "out"
+    proc = xecg(["sweep", str(sweep), "--out", str(out), "--workers", "2"], tmp_path, popen=True)
+    try:
+        study = _wait_for_trials(proc, out, [0, 1], tmp_path)
+        pids = {t.user_attrs["worker"]["pid"] for t in study.trials}
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=120) == 130, (tmp_path / "popen.log").read_text()[-3000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    log = (tmp_path / "popen.log").read_text()
+    assert "Traceback" not in log, log[-3000:]
+    assert ("xecg sweep: interrupted; trials 0, 1 are marked FAIL: run the same command again "
+            "to continue") in log, log[-3000:]
+    assert all(process_gone(socket.gethostname(), pid) for pid in pids)
+    trials = load_study(str(out / "study.journal")).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert [r["state"] for r in read_table(out)] == ["FAIL", "FAIL"]
+
+
+def test_a_dead_worker_whose_trial_was_run_again_is_no_error(tiny_config, tmp_path):
+    """kill -9 of one of two workers: the other runs its trial again and the study finishes,
+    so the command exits 0 and says so (it exited 247 with the dead worker's progress bars)."""
+    sweep = write_sweep(tmp_path, tiny_config, epochs=3, train_batches=6, n_trials=3)
+    out = tmp_path / "out"
+    proc = xecg(["sweep", str(sweep), "--out", str(out), "--workers", "2"], tmp_path, popen=True)
+    try:
+        study = _wait_for_trials(proc, out, [0, 1], tmp_path)
+        pid = study.trials[1].user_attrs["worker"]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        assert proc.wait(timeout=400) == 0, (tmp_path / "popen.log").read_text()[-3000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    trials = load_study(str(out / "study.journal")).trials
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == 1)
+    assert trials[1].state == TrialState.FAIL and retry.state == TrialState.COMPLETE
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+    log = (tmp_path / "popen.log").read_text()
+    assert (f"(pid {pid}) died (signal 9 (SIGKILL)) during trial 1, marked FAIL and run again "
+            f"as trial {retry.number}; the study has its 3 trials") in log, log[-3000:]
 
 
 def test_two_workers_share_a_journal_file(tiny_config, tmp_path):

@@ -16,7 +16,7 @@ from xecg.classes import NUM_CLASSES, NUM_LEADS
 from xecg.data.filters import bandpass, check_band
 from xecg.data.windows import Aggregation, aggregate_by_group, eval_windows, fill_window
 from xecg.guards import read_checkpoint
-from xecg.losses import XECGLoss, check_choice
+from xecg.losses import LossTerms, XECGLoss, check_choice
 from xecg.metrics import ECGMetrics, interval_report, tune_thresholds
 from xecg.models import DOWNSAMPLE
 from xecg.models.backbone import use_length_generic_layers
@@ -295,7 +295,7 @@ class XECGModule(L.LightningModule):
             # A CPU tensor: the progress bar reads `train/loss` back after every step, which
             # would wait for the GPU each time; here it waits once per logged step.
             means = means.cpu()
-        names = ("loss", "bce_attention", "bce_perception", "regularizer")
+        names = ("loss", *LossTerms._fields[1:])  # `total` is logged as loss (sweep checks)
         # Evaluation: the same means on every process, so sync_dist (their mean) changes
         # nothing and only spares Lightning's DDP warning.
         self.log(f"{stage}/loss", means[0], prog_bar=True, batch_size=1, sync_dist=sync_dist)

@@ -12,12 +12,14 @@ import sys
 from pathlib import Path
 
 import optuna
+from optuna.trial import TrialState
 
 from xecg.errors import ConfigError
 from xecg.sweep.reports import write_reports
 from xecg.sweep.spec import SweepSpec, load_sweep
 from xecg.sweep.storage import mask_url
 from xecg.sweep.study import (
+    WORKER_ATTR,
     counts,
     enqueue_missing,
     fail_dead_trials,
@@ -75,8 +77,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.worker_index is not None:  # a worker started by the command below
         study = open_study(spec, study_name, storage_url, args.worker_index + 1)
-        run_worker(study, spec, study_name, out, n_trials,
-                   gpu=os.environ.get("CUDA_VISIBLE_DEVICES"))
+        try:
+            run_worker(study, spec, study_name, out, n_trials,
+                       gpu=os.environ.get("CUDA_VISIBLE_DEVICES"))
+        except KeyboardInterrupt:  # from the command, which says what to do
+            print("xecg sweep: worker interrupted; its running trial is marked FAIL", flush=True)
+            return 130
         return 0
 
     check_against_experiment(spec)
@@ -91,17 +97,22 @@ def main(argv: list[str] | None = None) -> int:
           f"{n_trials} trials finished, {c['RUNNING']} running, {c['WAITING']} queued; "
           f"sampler {sampler_settings(study.sampler)}", flush=True)
     code = 0
+    failed_before = {t.number for t in study.get_trials(deepcopy=False,
+                                                        states=(TrialState.FAIL,))}
     try:
         if c["finished"] < n_trials:
             if args.workers == 1:
                 run_worker(study, spec, study_name, out, n_trials)
             else:
-                code = _run_workers(args, spec, study_name, out, storage_url, n_trials)
+                code = _run_workers(args, spec, study, study_name, out, storage_url, n_trials)
     except KeyboardInterrupt:
         code = 130  # the reports below still say where the study stands
-        print("xecg sweep: interrupted; the running trial is marked FAIL: run the same command "
-              "again to continue (a baseline that did not finish is queued again)",
-              file=sys.stderr)
+        failed = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                  if t.number not in failed_before]
+        which = ("no trial was running" if not failed else f"trial {failed[0]} is marked FAIL"
+                 if len(failed) == 1 else f"trials {', '.join(map(str, failed))} are marked FAIL")
+        print(f"xecg sweep: interrupted; {which}: run the same command again to continue (a "
+              "baseline that did not finish is queued again)", file=sys.stderr)
     finally:
         write_reports(study, spec, study_name, out)
     c = counts(study)
@@ -131,8 +142,8 @@ def _record_study(study: optuna.Study, spec: SweepSpec, storage_url: str) -> Non
     study.set_user_attr("pruner", {**spec.pruner, "monitor": spec.prune_monitor})
 
 
-def _run_workers(args, spec: SweepSpec, study_name: str, out: Path, storage_url: str,
-                 n_trials: int) -> int:
+def _run_workers(args, spec: SweepSpec, study: optuna.Study, study_name: str, out: Path,
+                 storage_url: str, n_trials: int) -> int:
     """Start ``args.workers`` processes of this command in worker mode and wait for them."""
     gpus = visible_gpus()
     logs = out / "logs"
@@ -152,23 +163,65 @@ def _run_workers(args, spec: SweepSpec, study_name: str, out: Path, storage_url:
         gpu = f", GPU {env['CUDA_VISIBLE_DEVICES']}" if gpus else ""
         print(f"xecg sweep: worker {i} (pid {proc.pid}{gpu}) -> {log}", flush=True)
 
-    def forward(signum, frame):
-        for _, proc, _ in procs:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signum)
+    stopped: list[int] = []
 
-    previous = signal.signal(signal.SIGTERM, forward)
+    def forward(signum, frame) -> None:
+        # Ctrl-C (SIGINT) or SIGTERM: to every worker, which fails its running trial and exits;
+        # this process waits for them, then writes trials.csv with the trials as they left them.
+        # After a Ctrl-C in a terminal a worker gets SIGINT twice (its own and this one): it
+        # takes the first only.
+        stopped.append(signum)
+        for _, proc, _ in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signum)
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, forward) for s in handled}
     try:
         codes = [proc.wait() for _, proc, _ in procs]
-    except KeyboardInterrupt:
-        codes = [proc.wait() for _, proc, _ in procs]
     finally:
-        signal.signal(signal.SIGTERM, previous)
-    for (i, _, log), rc in zip(procs, codes):
-        if rc != 0:
-            tail = log.read_text(errors="replace").splitlines()[-15:]
-            print(f"xecg sweep: worker {i} exited with {rc}; the end of {log}:\n  "
-                  + "\n  ".join(tail), file=sys.stderr)
-    return next((rc for rc in codes if rc != 0), 0)
+        for s in handled:
+            signal.signal(s, previous[s])
+    if stopped:
+        raise KeyboardInterrupt  # the command's one line; the workers marked their trials FAIL
+    done = counts(study)["finished"] >= n_trials
+    for (i, proc, log), rc in zip(procs, codes):
+        if rc == 0:
+            continue
+        if rc < 0 and done:  # e.g. kill -9: its trial was marked FAIL and run again by another
+            print(f"xecg sweep: worker {i} (pid {proc.pid}) died ({_exit_text(rc)})"
+                  f"{_retried(study, proc.pid)}; the study has its {n_trials} trials",
+                  file=sys.stderr)
+            continue
+        # Not progress bars (a killed worker's last lines): the lines that say what went wrong.
+        lines = [line for line in log.read_text(errors="replace").splitlines()
+                 if "\r" not in line and "it/s]" not in line and line.strip()]
+        print(f"xecg sweep: worker {i} (pid {proc.pid}) exited with {_exit_text(rc)}; the end "
+              f"of {log}:\n  " + "\n  ".join(lines[-15:]), file=sys.stderr)
+    if done:
+        return 0
+    return next((rc if rc > 0 else 1 for rc in codes if rc != 0), 0)
 
 
+def _exit_text(rc: int) -> str:
+    """``code 2`` or ``signal 9 (SIGKILL)`` for a worker's return code."""
+    if rc >= 0:
+        return f"code {rc}"
+    try:
+        return f"signal {-rc} ({signal.Signals(-rc).name})"
+    except ValueError:
+        return f"signal {-rc}"
+
+
+def _retried(study: optuna.Study, pid: int) -> str:
+    """``during trial 2, marked FAIL and run again as trial 4`` for worker process ``pid``."""
+    trials = study.get_trials(deepcopy=False)
+    own = [t for t in trials if (t.user_attrs.get(WORKER_ATTR) or {}).get("pid") == pid
+           and t.state == TrialState.FAIL]
+    parts = []
+    for t in own:
+        again = [r.number for r in trials if r.system_attrs.get("failed_trial") == t.number]
+        parts.append(f"trial {t.number}, marked FAIL and run again as trial "
+                     f"{', '.join(map(str, again))}" if again else f"trial {t.number}, marked FAIL")
+    return f" during {'; '.join(parts)}" if parts else ""

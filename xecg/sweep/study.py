@@ -154,7 +154,8 @@ def enqueue_missing(study: optuna.Study, wanted: list[dict[str, Any]]) -> list[s
     paper's 0.01) that no trial has finished, is running or waits with. A set whose trials all
     FAILed (a Ctrl-C, a rejected argument) is enqueued again: Optuna's ``skip_if_exists``
     counted a failed trial as done, and the study lost its baseline for good. Returns a note per
-    set enqueued again."""
+    set enqueued again. Only the command (not its workers) calls it; two commands started at
+    the same moment on one study may queue one duplicate, which then runs once more."""
     live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
     trials = study.get_trials(deepcopy=False)
     notes = []

@@ -249,6 +249,8 @@ _interrupted = threading.Event()
 
 
 def _on_sigint(signum, frame) -> None:
+    if _interrupted.is_set():  # a second one, e.g. a worker's after a Ctrl-C in a terminal
+        return  # (the terminal's and the one `xecg sweep --workers` forwards): stopping already
     _interrupted.set()
     signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt, as before
 
