@@ -549,12 +549,12 @@ def _run_grid(ablation: Ablation, runs: list[Run], compare: bool) -> int:
     width = len(str(n))
     for i, run in enumerate(runs, 1):
         head = f"[{i:>{width}}/{n}] {run.variant:<22} seed {run.seed:<4}"
-        changed = changed_overrides(read_metrics(run.folder), ablation, run)
+        data = read_metrics(run.folder)
+        changed = changed_overrides(data, ablation, run)
         if run.refresh() == "finished":
             note = (f"  (trained with other overrides: {changed}; delete the folder to re-run)"
                     if changed else "")
-            print(f"{head} skipped   {f1_text(read_metrics(run.folder).get('test'))}{note}",
-                  flush=True)
+            print(f"{head} skipped   {f1_text(data.get('test'))}{note}", flush=True)
             continue
         resumed = run.state == "resume"
         if resumed and changed:  # its epochs so far ran under the file as it was

@@ -21,6 +21,11 @@ def one_line(err: object, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 record``, ``1,204 records``: a count in a message."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 class XECGError(Exception):
     """Base of xecg's expected errors: bad input, bad configuration, unusable files."""
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from xecg.atomic import write_csv
 from xecg.data.prepare import resample
-from xecg.data.readers import READERS, DatasetError, open_dataset
+from xecg.data.readers import DatasetError, open_dataset, record_suffixes
 from xecg.data.record import Record, RecordError
 from xecg.data.store import Store, is_store
 from xecg.errors import ConfigError, NotFoundError, XECGError, one_line
@@ -84,7 +84,7 @@ def select_records(path: Path) -> Selection:
     if is_store(path):
         reader = StoreReader(path)
         return Selection(reader, reader.records)
-    if not path.exists() and path.suffix.lower() in {s for r in READERS for s in r.suffixes}:
+    if not path.exists() and path.suffix.lower() in record_suffixes():
         raise NotFoundError(f"{path}: no such file")  # a record file, not a folder, was meant
     if path.is_file():
         reader = open_dataset(path.parent, require_reference=False)

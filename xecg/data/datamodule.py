@@ -294,14 +294,14 @@ class CPSCDataModule(L.LightningDataModule):
         if changes is None:
             return
         where = (f"the checkpoint was trained on another split than {self.split_path} holds "
-                 f"now ({changes})")
+                 f"now ({changes.text})")
         if self._ckpt_split_path != str(self.split_path):
             where += f"; its split file was {self._ckpt_split_path}"
         fitting = self.trainer is not None and self.trainer.state.fn == "fit"
         if fitting:
             raise ConfigError(f"{where}. Resume with the data and split it was trained on, or "
                               "start a new run (without --ckpt_path)")
-        if "training records" in changes:
+        if changes.leaked:
             rank_zero_warn(f"{where}: numbers on those records are not held out")
 
     # -- loaders -------------------------------------------------------------------------------

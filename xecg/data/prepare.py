@@ -46,7 +46,7 @@ from xecg.data.store import (
     store_damage,
     unsafe_record_id,
 )
-from xecg.errors import XECGError, error_exit
+from xecg.errors import XECGError, counted, error_exit
 
 
 class _Result(NamedTuple):
@@ -303,7 +303,7 @@ def prepare_dataset(source: str | os.PathLike, out: str | os.PathLike, fs: float
     if unfiled:
         # One line, not one per record: a partial download lists thousands.
         first = ", ".join(unfiled[:5]) + (", ..." if len(unfiled) > 5 else "")
-        print(f"{_count(len(unfiled), 'record')} listed in {_references(reader)} "
+        print(f"{counted(len(unfiled), 'record')} listed in {_references(reader)} "
               f"{'has' if len(unfiled) == 1 else 'have'} no file in {source} (first: {first}); "
               f"each is listed in {out / 'skipped.csv'}")
     return 0
@@ -317,7 +317,7 @@ def _held(store: Path) -> str:
     """``89 records stored, 10 excluded``: what the store at ``store`` holds, from meta.json."""
     try:
         summary = json.loads((store / "meta.json").read_text())["summary"]
-        held = _count(int(summary["records"]), "record") + " stored"
+        held = counted(int(summary["records"]), "record") + " stored"
         excluded = int(summary.get("skipped", 0))
     except (OSError, ValueError, KeyError, TypeError):
         return "its records as stored"  # is_current read it a moment ago; say nothing wrong
@@ -348,7 +348,7 @@ def _print_summary(s: dict, source, out: Path, fs: float, seconds: float, chosen
     if s["resampled"]:
         rates = sorted(((float(r), n) for r, n in s["native_rates"].items() if float(r) != fs),
                        key=lambda rn: (-rn[1], rn[0]))
-        print(f"resampled {s['resampled']:,} of {_count(s['records'], 'record')} to {fs:g} Hz "
+        print(f"resampled {s['resampled']:,} of {counted(s['records'], 'record')} to {fs:g} Hz "
               f"({chosen}): " + ", ".join(f"{n:,} from {r:g} Hz" for r, n in rates))
     if s["skipped"] or s["skipped_inputs"]:
         print(_excluded_line(s, out / "skipped.csv"))
@@ -364,13 +364,13 @@ def _excluded_line(s: dict, listing: Path) -> str:
     symlink loop 1 (listed in STORE/skipped.csv: 4 lines, one per file or row)``."""
     parts = []
     if s["skipped"]:
-        parts.append(f"excluded {_count(s['skipped'], 'record')}: "
+        parts.append(f"excluded {counted(s['skipped'], 'record')}: "
                      f"{_kinds(s['skipped_reasons'])}")
     inputs = sum(s["skipped_inputs"].values())
     if inputs:
-        parts.append(f"skipped {_count(inputs, 'input')} that "
+        parts.append(f"skipped {counted(inputs, 'input')} that "
                      f"{'is' if inputs == 1 else 'are'} no record: {_kinds(s['skipped_inputs'])}")
-    return (f"{'; '.join(parts)} (listed in {listing}: {_count(s['skipped_lines'], 'line')}, "
+    return (f"{'; '.join(parts)} (listed in {listing}: {counted(s['skipped_lines'], 'line')}, "
             "one per file or row)")
 
 
@@ -383,12 +383,9 @@ def _overridden_line(s: dict, references: str) -> str:
                       for e in s["header_labels_overridden_first"])
     more = "; ..." if n > len(s["header_labels_overridden_first"]) else ""
     return (f"labels: {references} and the record's header disagree for "
-            f"{_count(n, 'stored record')} ({first}{more}); REFERENCE.csv's labels are stored "
+            f"{counted(n, 'stored record')} ({first}{more}); REFERENCE.csv's labels are stored "
             "(a REFERENCE.csv row wins over header labels)")
 
-
-def _count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _kinds(counts: dict[str, int]) -> str:

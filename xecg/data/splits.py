@@ -14,6 +14,7 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -168,10 +169,19 @@ def split_digest(split: dict) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
-def split_changes(old: dict, new: dict) -> str | None:
-    """What differs between the records of split ``old`` (a checkpoint's) and ``new``, as
-    ``train/val/test 660/74/182 records, now 624/70/172; 31 of the test and 5 of the
-    validation records were training records (first: A0020, ...)``; None when they agree."""
+class SplitChange(NamedTuple):
+    """How the records of two splits differ: ``text`` as ``train/val/test 660/74/182 records,
+    now 624/70/172; 31 of the test and 5 of the validation records were training records
+    (first: A0020, ...)``, and ``leaked``, how many of the new val and test records the old
+    split trained on."""
+
+    text: str
+    leaked: int
+
+
+def split_changes(old: dict, new: dict) -> SplitChange | None:
+    """What differs between the records of split ``old`` (a checkpoint's) and ``new``; None
+    when they agree."""
     if all(sorted(old[k]) == sorted(new[k]) for k in SPLITS):
         return None
     sizes = "/".join(str(len(old[k])) for k in SPLITS)
@@ -183,7 +193,7 @@ def split_changes(old: dict, new: dict) -> str | None:
         first = (leaked["test"] + leaked["val"])[:5]
         text += (f"; {len(leaked['test'])} of the test and {len(leaked['val'])} of the "
                  f"validation records were training records (first: {', '.join(first)})")
-    return text
+    return SplitChange(text, len(leaked["test"]) + len(leaked["val"]))
 
 
 def missing_records(split_path: str | os.PathLike, subset: str, wanted: Sequence[str],

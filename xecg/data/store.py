@@ -418,6 +418,13 @@ def _reason_kind(reason: str) -> str:
     return reason.split(":", 1)[0].strip()
 
 
+def has_store_files(path: Path) -> bool:
+    """Whether ``path`` holds a store's own files, whole or half-written (meta.json or its data:
+    not skipped.csv, which predict and explain write too): a folder that may be deleted and
+    made again, where a dataset's own folder must never be told so."""
+    return any((path / name).exists() for name in ("meta.json", *FILES[:4]))
+
+
 class Store:
     """Read access to a prepared store.
 
@@ -430,7 +437,7 @@ class Store:
         self.path = Path(path)
         meta = _read_meta(self.path)
         if meta is None or meta.get("format") != FORMAT:
-            if not any((self.path / name).exists() for name in FILES[:4]):
+            if not has_store_files(self.path):
                 # a dataset folder (or any other): deleting it was never the advice to give
                 raise StoreError(f"{self.path}: not an xecg store; make one from it with "
                                  f"`xecg prepare {self.path} --out STORE`",

@@ -32,8 +32,7 @@ from tqdm import tqdm
 
 from xecg.atomic import write_atomic, write_csv
 from xecg.classes import CLASS_INDEX, CLASSES
-from xecg.data.store import FILES as STORE_FILES
-from xecg.data.store import Store, is_store
+from xecg.data.store import Store, has_store_files
 from xecg.errors import ConfigError, NotFoundError, XECGError
 from xecg.explain.maps import (
     OWN_MAPS,
@@ -240,10 +239,7 @@ def _open_store(path: Path) -> Store:
     if not path.exists():
         raise NotFoundError(f"{path}: no such folder (--evaluate takes a store made by "
                             "`xecg prepare synthetic --out STORE`)")
-    # A store's own files (not skipped.csv, which predict and explain write too).
-    left = is_store(path) or any((path / name).exists() for name in ("meta.json", *STORE_FILES)
-                                 if name != "skipped.csv")
-    if not left:
+    if not has_store_files(path):
         kind = ("a dataset folder, not an xecg store" if path.is_dir() and _has_records(path)
                 else "not an xecg store")
         raise NotAStoreError(
@@ -256,9 +252,9 @@ def _open_store(path: Path) -> Store:
 
 def _has_records(path: Path) -> bool:
     """True if ``path`` holds record files of a layout xecg reads (a raw dataset)."""
-    from xecg.data.readers import READERS
+    from xecg.data.readers import record_suffixes
 
-    suffixes = {s for reader in READERS for s in reader.suffixes}
+    suffixes = record_suffixes()
     return any(f.suffix.lower() in suffixes for f in path.rglob("*") if f.is_file())
 
 

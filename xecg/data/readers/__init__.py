@@ -18,10 +18,10 @@ from xecg.data.readers.challenge import WFDBReader
 from xecg.data.readers.header import WfdbHeader, WfdbSignal, parse_header
 from xecg.data.readers.icbeb import ICBEB_FS, ICBEBReader
 from xecg.data.readers.reference import merge_references, read_reference
-from xecg.data.readers.registry import READERS, open_dataset
+from xecg.data.readers.registry import READERS, open_dataset, record_suffixes
 
 __all__ = [
-    "ICBEB_FS", "READERS", "DatasetError", "DatasetReader", "ICBEBReader", "Labels",
-    "RawRecord", "WFDBReader", "WfdbHeader", "WfdbSignal", "merge_references", "open_dataset",
-    "parse_header", "read_reference",
+    "ICBEB_FS", "READERS", "DatasetError", "DatasetReader", "ICBEBReader",
+    "Labels", "RawRecord", "WFDBReader", "WfdbHeader", "WfdbSignal", "merge_references",
+    "open_dataset", "parse_header", "read_reference", "record_suffixes",
 ]

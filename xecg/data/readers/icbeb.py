@@ -22,6 +22,7 @@ from xecg.data.readers.base import (
 from xecg.data.readers.matfile import V4_SNIFF, check_v5, looks_like_v4, read_bytes
 from xecg.data.readers.reference import Reference
 from xecg.data.record import RecordError
+from xecg.errors import counted
 
 #: The ICBEB .mat files do not store their rate; the release documents 500 Hz for every record.
 ICBEB_FS = 500.0
@@ -49,7 +50,7 @@ class ICBEBReader(DatasetReader):
             # missing. Asking for a REFERENCE.csv, then failing each file as "a MATLAB v4
             # file, where a v5 one belongs", would send the user the wrong way.
             first = headerless[0]
-            raise DatasetError(f"{root}: no header: {_count(len(headerless), '.mat file')} "
+            raise DatasetError(f"{root}: no header: {counted(len(headerless), '.mat file')} "
                                f"without a .hea, each a WFDB record's signal file (MATLAB v4, "
                                f"e.g. {first}), not the original ICBEB layout (MATLAB v5): a "
                                f"WFDB record's .mat needs its .hea beside it ({first.stem}.hea)")
@@ -131,9 +132,6 @@ def no_header(mat: Path) -> str:
     return (f"no header: {mat.stem}.hea is missing; a WFDB record's .mat (MATLAB v4, as this "
             "one is) needs its .hea beside it (the original ICBEB .mat files are MATLAB v5)")
 
-
-def _count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _variables(path: Path) -> str:

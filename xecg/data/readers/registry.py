@@ -23,6 +23,12 @@ READERS: list[type[DatasetReader]] = [
 ]
 
 
+def record_suffixes() -> set[str]:
+    """The file suffixes of every registered layout (read at each call: a layout may be
+    registered at run time)."""
+    return {s for reader in READERS for s in reader.suffixes}
+
+
 @dataclass
 class Scan:
     """Files found under a dataset root, in walk order (sorted within each folder)."""
@@ -39,7 +45,7 @@ def scan(root: Path) -> Scan:
     Symbolic links are followed, each folder once: a link back to a folder already scanned (a
     loop, or a second way in) is a problem, as are broken links and unreadable folders.
     """
-    suffixes = {s for reader in READERS for s in reader.suffixes}
+    suffixes = record_suffixes()
     found = Scan([], [], [])
     seen = {_identity(root): root}
 
